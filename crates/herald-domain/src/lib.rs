@@ -1,0 +1,21 @@
+//! Herald's capabilities, free of HTTP and SQL.
+//!
+//! - [`ids`]: random, prefixed pseudonyms (`sub_…`, `int_…`, `key_…`).
+//! - [`phone`]: E.164 parsing; a [`phone::PhoneNumber`] never prints itself.
+//! - [`clock`]: time is passed in ([`clock::Clock`]), so tests control it.
+//! - [`keys`]: the key hierarchy at run time — root keys, the system key, per-subject data
+//!   keys (cached, zeroised), the blind index, root-key rotation.
+//! - [`subjects`]: create-or-find people by phone number; the number is stored only encrypted.
+//! - [`auth`]: integrations, API keys, scopes, authentication.
+//! - [`store`]: the storage traits `herald-store` implements for SQLite and PostgreSQL.
+//!
+//! Capabilities take their collaborators (`Arc<dyn Store>`, the keyring, the clock) in their
+//! constructors and return typed errors; the HTTP layer maps those to problem documents.
+
+pub mod auth;
+pub mod clock;
+pub mod ids;
+pub mod keys;
+pub mod phone;
+pub mod store;
+pub mod subjects;

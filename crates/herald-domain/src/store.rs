@@ -1,0 +1,197 @@
+//! What the capabilities need from storage. `herald-store` implements these traits for SQLite
+//! and PostgreSQL; nothing above it sees SQL.
+//!
+//! Every method is one transaction: a capability prepares everything (ids, ciphertexts,
+//! hashes) first, then hands the store one complete change, so no transaction waits on
+//! cryptography or on the network.
+
+use std::fmt;
+
+use async_trait::async_trait;
+
+use crate::auth::{ApiKeyRecord, IntegrationRecord, NewApiKey};
+use crate::clock::Timestamp;
+use crate::ids::{ApiKeyId, IntegrationId, SubjectId};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Storage failed. Deliberately coarse: callers decide between "try again later"
+/// ([`StoreError::Unavailable`]), "that already exists" ([`StoreError::Conflict`]) and "bug or
+/// corruption" (the rest). The source chain is for the log only.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the database is unavailable")]
+    Unavailable(#[source] BoxError),
+    #[error("the change conflicts with existing data")]
+    Conflict,
+    #[error("stored data is not valid: {0}")]
+    Corrupt(String),
+    #[error("database error")]
+    Internal(#[source] BoxError),
+}
+
+/// Which database a store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        })
+    }
+}
+
+/// A page of a list: items after the cursor `after` (an id), at most `limit` of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageRequest {
+    pub after: Option<String>,
+    pub limit: u32,
+}
+
+/// A data key as stored: wrapped under root-key version `root_version`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredKey {
+    pub root_version: u32,
+    pub wrapped: Vec<u8>,
+}
+
+impl fmt::Debug for StoredKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoredKey")
+            .field("root_version", &self.root_version)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A subject's data key re-wrapped under a new root-key version.
+#[derive(Debug, Clone)]
+pub struct RewrappedKey {
+    pub subject_id: SubjectId,
+    pub previous_version: u32,
+    pub key: StoredKey,
+}
+
+/// A subject as stored, without its (encrypted) contact data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubjectRecord {
+    pub id: SubjectId,
+    pub created_at: Timestamp,
+    pub restricted: bool,
+    pub last_inbound_at: Option<Timestamp>,
+}
+
+/// A subject about to be stored: its phone number only as ciphertext and blind index.
+#[derive(Debug, Clone)]
+pub struct NewSubject {
+    pub id: SubjectId,
+    pub phone_index: [u8; 32],
+    pub phone_ciphertext: Vec<u8>,
+    pub key: StoredKey,
+    pub created_at: Timestamp,
+}
+
+/// The result of create-or-find.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubjectInsert {
+    Inserted(SubjectRecord),
+    /// Another subject already has this phone number (possibly registered concurrently).
+    Existing(SubjectRecord),
+}
+
+#[async_trait]
+pub trait KeyStore: Send + Sync {
+    /// The system data key, if the database has been initialised.
+    async fn system_key(&self) -> Result<Option<StoredKey>, StoreError>;
+    /// Stores the system data key unless one exists; `false` when another start won the race.
+    async fn insert_system_key(&self, key: &StoredKey, now: Timestamp) -> Result<bool, StoreError>;
+    /// Replaces the system key if it is still wrapped under `previous_version`.
+    async fn replace_system_key(
+        &self,
+        previous_version: u32,
+        key: &StoredKey,
+        now: Timestamp,
+    ) -> Result<bool, StoreError>;
+    async fn subject_key(&self, id: &SubjectId) -> Result<Option<StoredKey>, StoreError>;
+    /// Up to `limit` subject keys wrapped under a root-key version below `version`.
+    async fn subject_keys_below(
+        &self,
+        version: u32,
+        limit: u32,
+    ) -> Result<Vec<(SubjectId, StoredKey)>, StoreError>;
+    /// Stores re-wrapped keys, each only if still under its previous version; returns how many.
+    async fn replace_subject_keys(
+        &self,
+        keys: &[RewrappedKey],
+        now: Timestamp,
+    ) -> Result<u64, StoreError>;
+}
+
+#[async_trait]
+pub trait SubjectStore: Send + Sync {
+    async fn subject_by_phone_index(
+        &self,
+        index: &[u8; 32],
+    ) -> Result<Option<SubjectRecord>, StoreError>;
+    /// Inserts the subject and its data key, or finds the subject already holding this index.
+    async fn insert_subject(&self, subject: &NewSubject) -> Result<SubjectInsert, StoreError>;
+    async fn subject(&self, id: &SubjectId) -> Result<Option<SubjectRecord>, StoreError>;
+    async fn subject_phone_ciphertext(&self, id: &SubjectId)
+    -> Result<Option<Vec<u8>>, StoreError>;
+}
+
+#[async_trait]
+pub trait AuthStore: Send + Sync {
+    /// [`StoreError::Conflict`] when the name is taken.
+    async fn insert_integration(&self, integration: &IntegrationRecord) -> Result<(), StoreError>;
+    async fn integration(
+        &self,
+        id: &IntegrationId,
+    ) -> Result<Option<IntegrationRecord>, StoreError>;
+    async fn integration_by_name(
+        &self,
+        name: &str,
+    ) -> Result<Option<IntegrationRecord>, StoreError>;
+    async fn integrations(&self, page: &PageRequest) -> Result<Vec<IntegrationRecord>, StoreError>;
+    /// Creates the integration and its key together, unless an integration of that name exists
+    /// (then nothing is written and `false` comes back).
+    async fn insert_integration_with_key(
+        &self,
+        integration: &IntegrationRecord,
+        key: &NewApiKey,
+    ) -> Result<bool, StoreError>;
+    async fn insert_api_key(&self, key: &NewApiKey) -> Result<(), StoreError>;
+    async fn api_key(&self, id: &ApiKeyId) -> Result<Option<ApiKeyRecord>, StoreError>;
+    /// The key whose token hash is `hash`, with the hash as stored (for a constant-time check).
+    async fn api_key_by_hash(
+        &self,
+        hash: &[u8; 32],
+    ) -> Result<Option<(ApiKeyRecord, Vec<u8>)>, StoreError>;
+    async fn api_keys(
+        &self,
+        integration: Option<&IntegrationId>,
+        page: &PageRequest,
+    ) -> Result<Vec<ApiKeyRecord>, StoreError>;
+    /// Sets `revoked_at` unless already revoked; returns the key as it now is.
+    async fn revoke_api_key(
+        &self,
+        id: &ApiKeyId,
+        at: Timestamp,
+    ) -> Result<Option<ApiKeyRecord>, StoreError>;
+    /// Records when keys were last used (batched; never moves a time backwards).
+    async fn touch_api_keys(&self, uses: &[(ApiKeyId, Timestamp)]) -> Result<(), StoreError>;
+}
+
+/// Everything Herald stores.
+#[async_trait]
+pub trait Store: KeyStore + SubjectStore + AuthStore + fmt::Debug + 'static {
+    fn backend(&self) -> Backend;
+    /// A cheap round trip, for readiness checks.
+    async fn ping(&self) -> Result<(), StoreError>;
+    /// Releases connections (graceful shutdown).
+    async fn close(&self);
+}

@@ -1,0 +1,126 @@
+//! Data subjects: the people Herald messages, each a random pseudonym (`sub_…`) with the phone
+//! number kept only as ciphertext (under the subject's own data key) and as a blind index.
+
+use std::sync::Arc;
+
+use herald_crypto::aead::Binding;
+
+use crate::clock::Clock;
+use crate::ids::SubjectId;
+use crate::keys::{KeyError, Keyring};
+use crate::phone::{self, PhoneError, PhoneNumber, Region};
+use crate::store::{NewSubject, Store, StoreError, SubjectInsert, SubjectRecord};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SubjectError {
+    #[error(transparent)]
+    Phone(#[from] PhoneError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    #[error("the random number generator failed")]
+    Random(#[from] herald_crypto::CryptoError),
+}
+
+/// The answer to create-or-find.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Registration {
+    Created(SubjectRecord),
+    Existing(SubjectRecord),
+}
+
+impl Registration {
+    pub fn subject(&self) -> &SubjectRecord {
+        match self {
+            Registration::Created(s) | Registration::Existing(s) => s,
+        }
+    }
+}
+
+fn phone_binding(id: &SubjectId) -> Binding<'_> {
+    Binding::new("subjects", "phone_ciphertext", id.as_str())
+}
+
+#[derive(Debug, Clone)]
+pub struct Subjects {
+    store: Arc<dyn Store>,
+    keys: Arc<Keyring>,
+    clock: Arc<dyn Clock>,
+    default_region: Option<Region>,
+}
+
+impl Subjects {
+    pub fn new(
+        store: Arc<dyn Store>,
+        keys: Arc<Keyring>,
+        clock: Arc<dyn Clock>,
+        default_region: Option<Region>,
+    ) -> Self {
+        Self {
+            store,
+            keys,
+            clock,
+            default_region,
+        }
+    }
+
+    pub fn parse_phone(&self, input: &str) -> Result<PhoneNumber, PhoneError> {
+        phone::parse(input, self.default_region)
+    }
+
+    /// Finds the subject holding this phone number, or creates one.
+    pub async fn register(&self, phone: &str) -> Result<Registration, SubjectError> {
+        let phone = self.parse_phone(phone)?;
+        let index = self.keys.phone_index(&phone);
+        if let Some(existing) = self.store.subject_by_phone_index(&index).await? {
+            return Ok(Registration::Existing(existing));
+        }
+        let id = SubjectId::generate()?;
+        let (key, stored_key) = self.keys.new_subject_key(&id)?;
+        let phone_ciphertext =
+            Keyring::seal_for_subject(&key, &phone_binding(&id), phone.e164().as_bytes())?;
+        let new = NewSubject {
+            id: id.clone(),
+            phone_index: index,
+            phone_ciphertext,
+            key: stored_key,
+            created_at: self.clock.now(),
+        };
+        match self.store.insert_subject(&new).await? {
+            SubjectInsert::Inserted(record) => {
+                self.keys.remember_subject_key(&id, key);
+                Ok(Registration::Created(record))
+            }
+            // Registered concurrently by another request: that subject is the one.
+            SubjectInsert::Existing(record) => Ok(Registration::Existing(record)),
+        }
+    }
+
+    /// The subject holding this phone number, if any.
+    pub async fn lookup(&self, phone: &str) -> Result<Option<SubjectRecord>, SubjectError> {
+        let phone = self.parse_phone(phone)?;
+        let index = self.keys.phone_index(&phone);
+        Ok(self.store.subject_by_phone_index(&index).await?)
+    }
+
+    pub async fn get(&self, id: &SubjectId) -> Result<Option<SubjectRecord>, SubjectError> {
+        Ok(self.store.subject(id).await?)
+    }
+
+    /// Decrypts the subject's phone number (for delivery, export and rectification only).
+    pub async fn phone(&self, id: &SubjectId) -> Result<Option<PhoneNumber>, SubjectError> {
+        let Some(ciphertext) = self.store.subject_phone_ciphertext(id).await? else {
+            return Ok(None);
+        };
+        let key = self.keys.subject_key(id).await?;
+        let plaintext = Keyring::open_for_subject(&key, &phone_binding(id), &ciphertext)?;
+        let e164 = std::str::from_utf8(&plaintext).map_err(|_| {
+            SubjectError::Store(StoreError::Corrupt(
+                "decrypted phone number is not UTF-8".into(),
+            ))
+        })?;
+        // Stored numbers were valid when written; re-parsing keeps the type's promise.
+        Ok(Some(phone::parse(e164, None)?))
+    }
+}
