@@ -1,0 +1,277 @@
+use async_trait::async_trait;
+use herald_domain::auth::{ApiKeyRecord, IntegrationRecord, NewApiKey, Scopes};
+use herald_domain::clock::Timestamp;
+use herald_domain::ids::{ApiKeyId, IntegrationId};
+use herald_domain::store::{AuthStore, PageRequest, StoreError};
+
+use crate::convert::{id, limit, millis, opt_millis, opt_time, time};
+use crate::{Database, from_sqlx, read, write_tx};
+
+type IntegrationRow = (String, String, i64);
+type ApiKeyRow = (
+    String,
+    String,
+    String,
+    String,
+    i64,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+);
+
+fn integration(row: IntegrationRow) -> Result<IntegrationRecord, StoreError> {
+    let (integration_id, name, created_at) = row;
+    Ok(IntegrationRecord {
+        id: id(&integration_id, IntegrationId::parse)?,
+        name,
+        created_at: time(created_at)?,
+    })
+}
+
+fn api_key(row: ApiKeyRow) -> Result<ApiKeyRecord, StoreError> {
+    let (key_id, integration_id, prefix, scopes, created_at, expires_at, revoked_at, last_used_at) =
+        row;
+    Ok(ApiKeyRecord {
+        id: id(&key_id, ApiKeyId::parse)?,
+        integration_id: id(&integration_id, IntegrationId::parse)?,
+        prefix,
+        scopes: Scopes::from_storage(&scopes)
+            .map_err(|_| StoreError::Corrupt("a stored scope is unknown".into()))?,
+        created_at: time(created_at)?,
+        expires_at: opt_time(expires_at)?,
+        revoked_at: opt_time(revoked_at)?,
+        last_used_at: opt_time(last_used_at)?,
+    })
+}
+
+/// Inserts one API key row; a macro so it compiles for whichever backend's executor it gets.
+macro_rules! insert_api_key {
+    ($executor:expr, $key:expr) => {{
+        let key: &NewApiKey = $key;
+        let r = &key.record;
+        sqlx::query(
+            "INSERT INTO api_keys (id, integration_id, token_hash, prefix, scopes, created_at,
+                                   expires_at, revoked_at, last_used_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(r.id.as_str())
+        .bind(r.integration_id.as_str())
+        .bind(&key.token_hash[..])
+        .bind(r.prefix.as_str())
+        .bind(r.scopes.to_storage())
+        .bind(millis(r.created_at))
+        .bind(opt_millis(r.expires_at))
+        .bind(opt_millis(r.revoked_at))
+        .bind(opt_millis(r.last_used_at))
+        .execute($executor)
+        .await
+        .map_err(from_sqlx)
+    }};
+}
+
+#[async_trait]
+impl AuthStore for Database {
+    async fn insert_integration(&self, record: &IntegrationRecord) -> Result<(), StoreError> {
+        write_tx!(self, |tx| sqlx::query(
+            "INSERT INTO integrations (id, name, created_at) VALUES ($1, $2, $3)"
+        )
+        .bind(record.id.as_str())
+        .bind(record.name.as_str())
+        .bind(millis(record.created_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(from_sqlx)?
+        .rows_affected());
+        Ok(())
+    }
+
+    async fn integration(
+        &self,
+        integration_id: &IntegrationId,
+    ) -> Result<Option<IntegrationRecord>, StoreError> {
+        let row: Option<IntegrationRow> = read!(self, |pool| sqlx::query_as(
+            "SELECT id, name, created_at FROM integrations WHERE id = $1"
+        )
+        .bind(integration_id.as_str())
+        .fetch_optional(pool)
+        .await
+        .map_err(from_sqlx)?);
+        row.map(integration).transpose()
+    }
+
+    async fn integration_by_name(
+        &self,
+        name: &str,
+    ) -> Result<Option<IntegrationRecord>, StoreError> {
+        let row: Option<IntegrationRow> = read!(self, |pool| sqlx::query_as(
+            "SELECT id, name, created_at FROM integrations WHERE name = $1"
+        )
+        .bind(name)
+        .fetch_optional(pool)
+        .await
+        .map_err(from_sqlx)?);
+        row.map(integration).transpose()
+    }
+
+    async fn integrations(&self, page: &PageRequest) -> Result<Vec<IntegrationRecord>, StoreError> {
+        let after = page.after.as_deref().unwrap_or("");
+        let rows: Vec<IntegrationRow> = read!(self, |pool| sqlx::query_as(
+            "SELECT id, name, created_at FROM integrations WHERE id > $1 ORDER BY id LIMIT $2"
+        )
+        .bind(after)
+        .bind(limit(page.limit))
+        .fetch_all(pool)
+        .await
+        .map_err(from_sqlx)?);
+        rows.into_iter().map(integration).collect()
+    }
+
+    async fn insert_integration_with_key(
+        &self,
+        record: &IntegrationRecord,
+        key: &NewApiKey,
+    ) -> Result<bool, StoreError> {
+        let created = write_tx!(self, |tx| {
+            let created = sqlx::query(
+                "INSERT INTO integrations (id, name, created_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(record.id.as_str())
+            .bind(record.name.as_str())
+            .bind(millis(record.created_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(from_sqlx)?
+            .rows_affected()
+                == 1;
+            if created {
+                insert_api_key!(&mut *tx, key)?;
+            }
+            created
+        });
+        Ok(created)
+    }
+
+    async fn insert_api_key(&self, key: &NewApiKey) -> Result<(), StoreError> {
+        write_tx!(self, |tx| insert_api_key!(&mut *tx, key)?.rows_affected());
+        Ok(())
+    }
+
+    async fn api_key(&self, key_id: &ApiKeyId) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let row: Option<ApiKeyRow> = read!(self, |pool| sqlx::query_as(
+            "SELECT id, integration_id, prefix, scopes, created_at, expires_at, revoked_at,
+                    last_used_at
+             FROM api_keys WHERE id = $1"
+        )
+        .bind(key_id.as_str())
+        .fetch_optional(pool)
+        .await
+        .map_err(from_sqlx)?);
+        row.map(api_key).transpose()
+    }
+
+    async fn api_key_by_hash(
+        &self,
+        hash: &[u8; 32],
+    ) -> Result<Option<(ApiKeyRecord, Vec<u8>)>, StoreError> {
+        let row: Option<(ApiKeyRow, Vec<u8>)> = read!(self, |pool| sqlx::query_as::<
+            _,
+            (
+                String,
+                String,
+                String,
+                String,
+                i64,
+                Option<i64>,
+                Option<i64>,
+                Option<i64>,
+                Vec<u8>,
+            ),
+        >(
+            "SELECT id, integration_id, prefix, scopes, created_at, expires_at, revoked_at,
+                    last_used_at, token_hash
+             FROM api_keys WHERE token_hash = $1"
+        )
+        .bind(&hash[..])
+        .fetch_optional(pool)
+        .await
+        .map_err(from_sqlx)?)
+        .map(|(a, b, c, d, e, f, g, h, stored)| ((a, b, c, d, e, f, g, h), stored));
+        row.map(|(row, stored)| Ok((api_key(row)?, stored)))
+            .transpose()
+    }
+
+    async fn api_keys(
+        &self,
+        integration_id: Option<&IntegrationId>,
+        page: &PageRequest,
+    ) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        let after = page.after.as_deref().unwrap_or("");
+        let rows: Vec<ApiKeyRow> = match integration_id {
+            Some(integration_id) => read!(self, |pool| sqlx::query_as(
+                "SELECT id, integration_id, prefix, scopes, created_at, expires_at, revoked_at,
+                        last_used_at
+                 FROM api_keys WHERE integration_id = $1 AND id > $2 ORDER BY id LIMIT $3"
+            )
+            .bind(integration_id.as_str())
+            .bind(after)
+            .bind(limit(page.limit))
+            .fetch_all(pool)
+            .await
+            .map_err(from_sqlx)?),
+            None => read!(self, |pool| sqlx::query_as(
+                "SELECT id, integration_id, prefix, scopes, created_at, expires_at, revoked_at,
+                        last_used_at
+                 FROM api_keys WHERE id > $1 ORDER BY id LIMIT $2"
+            )
+            .bind(after)
+            .bind(limit(page.limit))
+            .fetch_all(pool)
+            .await
+            .map_err(from_sqlx)?),
+        };
+        rows.into_iter().map(api_key).collect()
+    }
+
+    async fn revoke_api_key(
+        &self,
+        key_id: &ApiKeyId,
+        at: Timestamp,
+    ) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let row: Option<ApiKeyRow> = write_tx!(self, |tx| {
+            sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                .bind(millis(at))
+                .bind(key_id.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(from_sqlx)?;
+            sqlx::query_as(
+                "SELECT id, integration_id, prefix, scopes, created_at, expires_at, revoked_at,
+                        last_used_at
+                 FROM api_keys WHERE id = $1",
+            )
+            .bind(key_id.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(from_sqlx)?
+        });
+        row.map(api_key).transpose()
+    }
+
+    async fn touch_api_keys(&self, uses: &[(ApiKeyId, Timestamp)]) -> Result<(), StoreError> {
+        write_tx!(self, |tx| {
+            for (key_id, at) in uses {
+                sqlx::query(
+                    "UPDATE api_keys SET last_used_at = $1
+                     WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $1)",
+                )
+                .bind(millis(*at))
+                .bind(key_id.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(from_sqlx)?;
+            }
+        });
+        Ok(())
+    }
+}

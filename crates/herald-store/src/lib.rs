@@ -1,0 +1,269 @@
+//! Herald's storage: SQLite (embedded default) and PostgreSQL (several nodes, one database),
+//! from one code base.
+//!
+//! Every query is written once, in SQL both databases accept (`$1` placeholders, `ON CONFLICT`,
+//! `RETURNING`), and compiled once per backend by the [`read!`] and [`write_tx!`] macros, so
+//! both stay type-checked. Backend-specific SQL is allowed only where it buys something, in a
+//! small named branch. The conformance suite (the `herald` crate's integration tests) runs the
+//! same tests on both.
+//!
+//! SQLite: WAL, `synchronous = FULL` (an accepted write survives power loss), foreign keys on, a
+//! busy timeout, and one writer connection with `BEGIN IMMEDIATE` beside a pool of read-only
+//! readers, so writers queue in the pool instead of failing on lock upgrades.
+
+mod auth;
+mod convert;
+mod error;
+mod keys;
+pub mod migrations;
+mod subjects;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use herald_domain::store::{Backend, Store, StoreError};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+pub(crate) use error::from_sqlx;
+
+/// Why a database URL or connection was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error(
+        "unsupported database URL: it must start with sqlite:// or postgres:// (postgresql://)"
+    )]
+    UnsupportedScheme,
+    #[error("in-memory SQLite databases are refused: they lose every message on restart")]
+    InMemory,
+    #[error("invalid database URL: {0}")]
+    Invalid(String),
+    #[error("cannot connect to the database: {0}")]
+    Connect(#[source] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+}
+
+/// Which backend a URL selects. Anything but `sqlite://…` and `postgres://…` is refused rather
+/// than guessed.
+pub fn backend_of(url: &str) -> Result<Backend, ConnectError> {
+    if let Some(rest) = url.strip_prefix("sqlite://") {
+        if rest.is_empty() || rest.starts_with(":memory:") || rest.contains("mode=memory") {
+            return Err(ConnectError::InMemory);
+        }
+        Ok(Backend::Sqlite)
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Backend::Postgres)
+    } else {
+        Err(ConnectError::UnsupportedScheme)
+    }
+}
+
+/// Connection settings.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Pool size (PostgreSQL) or number of reader connections (SQLite).
+    pub max_connections: u32,
+    /// How long a request waits for a connection before the store reports itself unavailable.
+    pub acquire_timeout: Duration,
+    /// How long SQLite waits for a lock held by another process (e.g. the CLI).
+    pub busy_timeout: Duration,
+    /// Create the SQLite file if it does not exist (first start). PostgreSQL databases are
+    /// never created: a wrong URL must not produce a fresh empty database.
+    pub create_if_missing: bool,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(5),
+            busy_timeout: Duration::from_secs(5),
+            create_if_missing: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum Pools {
+    Sqlite {
+        reader: SqlitePool,
+        writer: SqlitePool,
+    },
+    Postgres(PgPool),
+}
+
+/// Runs `$body` with `$pool` bound to a pool to read from; the body is compiled once per
+/// backend.
+macro_rules! read {
+    ($db:expr, |$pool:ident| $body:expr) => {
+        match &$db.pools {
+            $crate::Pools::Sqlite { reader: $pool, .. } => $body,
+            $crate::Pools::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// Runs `$body` in one write transaction `$tx` and commits it; an early return (`?`) rolls it
+/// back. The body is compiled once per backend.
+macro_rules! write_tx {
+    ($db:expr, |$tx:ident| $body:expr) => {
+        match &$db.pools {
+            $crate::Pools::Sqlite { writer, .. } => {
+                // IMMEDIATE takes the write lock up front: no deadlock-prone lock upgrade later.
+                let mut $tx = writer
+                    .begin_with("BEGIN IMMEDIATE")
+                    .await
+                    .map_err($crate::from_sqlx)?;
+                let out = $body;
+                $tx.commit().await.map_err($crate::from_sqlx)?;
+                out
+            }
+            $crate::Pools::Postgres(pool) => {
+                let mut $tx = pool.begin().await.map_err($crate::from_sqlx)?;
+                let out = $body;
+                $tx.commit().await.map_err($crate::from_sqlx)?;
+                out
+            }
+        }
+    };
+}
+
+pub(crate) use {read, write_tx};
+
+/// A connected, migrated store.
+#[derive(Debug, Clone)]
+pub struct Database {
+    pools: Pools,
+}
+
+impl Database {
+    /// Connects to the database the URL names. Does not migrate; call [`Database::migrate`].
+    pub async fn connect(url: &str, options: &StoreOptions) -> Result<Self, ConnectError> {
+        let pools = match backend_of(url)? {
+            Backend::Sqlite => {
+                let base = SqliteConnectOptions::from_str(url)
+                    .map_err(|e| ConnectError::Invalid(e.to_string()))?
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Full)
+                    .foreign_keys(true)
+                    .busy_timeout(options.busy_timeout)
+                    // Deleted content is overwritten where that costs no extra I/O.
+                    .pragma("secure_delete", "fast");
+                // The writer opens (and on first start creates) the file before any reader.
+                let writer = SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .min_connections(1)
+                    .acquire_timeout(options.acquire_timeout)
+                    .connect_with(base.clone().create_if_missing(options.create_if_missing))
+                    .await
+                    .map_err(ConnectError::Connect)?;
+                let reader = SqlitePoolOptions::new()
+                    .max_connections(options.max_connections.max(1))
+                    .acquire_timeout(options.acquire_timeout)
+                    .connect_with(base.read_only(true))
+                    .await
+                    .map_err(ConnectError::Connect)?;
+                Pools::Sqlite { reader, writer }
+            }
+            Backend::Postgres => {
+                let connect = PgConnectOptions::from_str(url)
+                    .map_err(|e| ConnectError::Invalid(e.to_string()))?
+                    .application_name("herald");
+                let pool = PgPoolOptions::new()
+                    .max_connections(options.max_connections.max(1))
+                    .acquire_timeout(options.acquire_timeout)
+                    .connect_with(connect)
+                    .await
+                    .map_err(ConnectError::Connect)?;
+                Pools::Postgres(pool)
+            }
+        };
+        Ok(Self { pools })
+    }
+
+    /// Applies the embedded migrations that are not applied yet. Refuses a database that has
+    /// migrations this binary does not know (a newer Herald wrote it) or whose applied
+    /// migrations were edited.
+    pub async fn migrate(&self) -> Result<(), ConnectError> {
+        let migrator = migrations::migrator(self.backend());
+        match &self.pools {
+            Pools::Sqlite { writer, .. } => migrator.run(writer).await,
+            // On PostgreSQL the migrator takes an advisory lock: nodes starting together
+            // migrate once.
+            Pools::Postgres(pool) => migrator.run(pool).await,
+        }
+        .map_err(ConnectError::Migrate)
+    }
+}
+
+#[async_trait]
+impl Store for Database {
+    fn backend(&self) -> Backend {
+        match self.pools {
+            Pools::Sqlite { .. } => Backend::Sqlite,
+            Pools::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        read!(self, |pool| sqlx::query("SELECT 1")
+            .execute(pool)
+            .await
+            .map(|_| ())
+            .map_err(from_sqlx))
+    }
+
+    async fn close(&self) {
+        match &self.pools {
+            Pools::Sqlite { reader, writer } => {
+                reader.close().await;
+                writer.close().await;
+            }
+            Pools::Postgres(pool) => pool.close().await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_is_chosen_by_scheme_only() {
+        assert_eq!(
+            backend_of("sqlite://./herald-data/herald.db").unwrap(),
+            Backend::Sqlite
+        );
+        assert_eq!(backend_of("postgres://u@h/db").unwrap(), Backend::Postgres);
+        assert_eq!(
+            backend_of("postgresql://u@h/db").unwrap(),
+            Backend::Postgres
+        );
+        for refused in [
+            "mysql://u@h/db",
+            "herald.db",
+            "sqlite:herald.db",
+            "",
+            "file:///x.db",
+        ] {
+            assert!(
+                matches!(backend_of(refused), Err(ConnectError::UnsupportedScheme)),
+                "{refused}"
+            );
+        }
+        for memory in [
+            "sqlite://",
+            "sqlite://:memory:",
+            "sqlite://x.db?mode=memory",
+        ] {
+            assert!(
+                matches!(backend_of(memory), Err(ConnectError::InMemory)),
+                "{memory}"
+            );
+        }
+    }
+}

@@ -1,0 +1,50 @@
+//! Embedded, forward-only migrations: one folder per backend with the same version numbers
+//! (`migrations/{sqlite,postgres}/NNNN_name.sql`). Never edit an applied migration; add one.
+//!
+//! Recipe for a schema change: write `NNNN_what.sql` in both folders, add one line per backend
+//! below, and run the tests (one checks the folders and these lists agree).
+
+use std::borrow::Cow;
+
+use herald_domain::store::Backend;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::{AssertSqlSafe, SqlSafeStr};
+
+/// (version, description, SQL) per backend, in order.
+pub const SQLITE: &[(i64, &str, &str)] = &[(
+    1,
+    "foundation",
+    include_str!("../migrations/sqlite/0001_foundation.sql"),
+)];
+
+pub const POSTGRES: &[(i64, &str, &str)] = &[(
+    1,
+    "foundation",
+    include_str!("../migrations/postgres/0001_foundation.sql"),
+)];
+
+pub fn embedded(backend: Backend) -> &'static [(i64, &'static str, &'static str)] {
+    match backend {
+        Backend::Sqlite => SQLITE,
+        Backend::Postgres => POSTGRES,
+    }
+}
+
+pub(crate) fn migrator(backend: Backend) -> Migrator {
+    let migrations = embedded(backend)
+        .iter()
+        .map(|(version, description, sql)| {
+            Migration::new(
+                *version,
+                Cow::Borrowed(*description),
+                MigrationType::Simple,
+                AssertSqlSafe(*sql).into_sql_str(),
+                false,
+            )
+        })
+        .collect::<Vec<_>>();
+    Migrator {
+        migrations: Cow::Owned(migrations),
+        ..Migrator::DEFAULT
+    }
+}

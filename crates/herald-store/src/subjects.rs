@@ -1,0 +1,112 @@
+use async_trait::async_trait;
+use herald_domain::ids::SubjectId;
+use herald_domain::store::{NewSubject, StoreError, SubjectInsert, SubjectRecord, SubjectStore};
+
+use crate::convert::{id, millis, opt_time, time};
+use crate::{Database, from_sqlx, read, write_tx};
+
+type SubjectRow = (String, i64, bool, Option<i64>);
+
+fn subject(row: SubjectRow) -> Result<SubjectRecord, StoreError> {
+    let (subject_id, created_at, restricted, last_inbound_at) = row;
+    Ok(SubjectRecord {
+        id: id(&subject_id, SubjectId::parse)?,
+        created_at: time(created_at)?,
+        restricted,
+        last_inbound_at: opt_time(last_inbound_at)?,
+    })
+}
+
+#[async_trait]
+impl SubjectStore for Database {
+    async fn subject_by_phone_index(
+        &self,
+        index: &[u8; 32],
+    ) -> Result<Option<SubjectRecord>, StoreError> {
+        let row: Option<SubjectRow> = read!(self, |pool| sqlx::query_as(
+            "SELECT id, created_at, restricted, last_inbound_at FROM subjects
+             WHERE phone_index = $1 AND erased_at IS NULL"
+        )
+        .bind(&index[..])
+        .fetch_optional(pool)
+        .await
+        .map_err(from_sqlx)?);
+        row.map(subject).transpose()
+    }
+
+    async fn insert_subject(&self, new: &NewSubject) -> Result<SubjectInsert, StoreError> {
+        let row: Option<SubjectRow> = write_tx!(self, |tx| {
+            let inserted = sqlx::query(
+                "INSERT INTO subjects (id, phone_index, phone_ciphertext, created_at)
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (phone_index) DO NOTHING",
+            )
+            .bind(new.id.as_str())
+            .bind(&new.phone_index[..])
+            .bind(&new.phone_ciphertext)
+            .bind(millis(new.created_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(from_sqlx)?
+            .rows_affected()
+                == 1;
+            if inserted {
+                sqlx::query(
+                    "INSERT INTO subject_keys (subject_id, root_version, wrapped_key, created_at)
+                     VALUES ($1, $2, $3, $4)",
+                )
+                .bind(new.id.as_str())
+                .bind(i64::from(new.key.root_version))
+                .bind(&new.key.wrapped)
+                .bind(millis(new.created_at))
+                .execute(&mut *tx)
+                .await
+                .map_err(from_sqlx)?;
+                None
+            } else {
+                sqlx::query_as(
+                    "SELECT id, created_at, restricted, last_inbound_at FROM subjects
+                     WHERE phone_index = $1",
+                )
+                .bind(&new.phone_index[..])
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(from_sqlx)?
+            }
+        });
+        match row {
+            None => Ok(SubjectInsert::Inserted(SubjectRecord {
+                id: new.id.clone(),
+                created_at: new.created_at,
+                restricted: false,
+                last_inbound_at: None,
+            })),
+            Some(row) => Ok(SubjectInsert::Existing(subject(row)?)),
+        }
+    }
+
+    async fn subject(&self, subject_id: &SubjectId) -> Result<Option<SubjectRecord>, StoreError> {
+        let row: Option<SubjectRow> = read!(self, |pool| sqlx::query_as(
+            "SELECT id, created_at, restricted, last_inbound_at FROM subjects
+             WHERE id = $1 AND erased_at IS NULL"
+        )
+        .bind(subject_id.as_str())
+        .fetch_optional(pool)
+        .await
+        .map_err(from_sqlx)?);
+        row.map(subject).transpose()
+    }
+
+    async fn subject_phone_ciphertext(
+        &self,
+        subject_id: &SubjectId,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let row: Option<(Option<Vec<u8>>,)> = read!(self, |pool| sqlx::query_as(
+            "SELECT phone_ciphertext FROM subjects WHERE id = $1"
+        )
+        .bind(subject_id.as_str())
+        .fetch_optional(pool)
+        .await
+        .map_err(from_sqlx)?);
+        Ok(row.and_then(|(c,)| c))
+    }
+}
