@@ -1,0 +1,435 @@
+//! The `herald` command line: `serve`, `migrate`, and the operator's administration commands.
+//! Commands work directly on the configured database (no running server needed); `--json`
+//! prints exactly one JSON document on stdout and nothing else there.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use chrono::SecondsFormat;
+use clap::{Args, Parser, Subcommand};
+use herald_crypto::RootKeyRing;
+use herald_domain::auth::{ApiKeyRecord, IntegrationRecord, Scope, Scopes};
+use herald_domain::clock::{Clock, SystemClock, Timestamp};
+use herald_domain::ids::ApiKeyId;
+use herald_domain::keys;
+use herald_domain::store::{PageRequest, Store};
+use serde_json::json;
+
+use crate::config::Config;
+use crate::startup::{self, Herald};
+use crate::telemetry;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "herald",
+    version,
+    about = "Herald: a self-hosted, consent-first messaging gateway"
+)]
+pub struct Cli {
+    /// Configuration file (default: ./herald.toml if present). HERALD_* variables override it.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the API. The first start creates the data directory, database, root key and an
+    /// admin API key (printed once, on stdout).
+    Serve,
+    /// Apply pending database migrations, then exit.
+    Migrate,
+    /// Inspect the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Manage integrations (connected systems).
+    #[command(subcommand)]
+    Integrations(IntegrationsCommand),
+    /// Manage API keys and root keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print the effective configuration, secrets masked.
+    Check(JsonFlag),
+}
+
+#[derive(Debug, Args)]
+struct JsonFlag {
+    /// Print one JSON document.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum IntegrationsCommand {
+    /// Create an integration.
+    Create {
+        name: String,
+        #[command(flatten)]
+        output: JsonFlag,
+    },
+    /// List integrations.
+    List(JsonFlag),
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Create an API key; the key is printed once.
+    Create {
+        /// Integration name or id (int_…).
+        #[arg(long)]
+        integration: String,
+        /// A scope; repeat for several (e.g. --scope messages:send --scope subjects:write).
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
+        /// Lifetime in days (default: auth.default_key_lifetime_days).
+        #[arg(long)]
+        expires_in_days: Option<u32>,
+        #[command(flatten)]
+        output: JsonFlag,
+    },
+    /// List API keys (never their secrets).
+    List {
+        /// Only this integration's keys (name or id).
+        #[arg(long)]
+        integration: Option<String>,
+        #[command(flatten)]
+        output: JsonFlag,
+    },
+    /// Revoke an API key; it is refused from the next request on.
+    Revoke {
+        id: String,
+        #[command(flatten)]
+        output: JsonFlag,
+    },
+    /// Make a new root-key version active and re-wrap every data key under it.
+    RotateRoot(JsonFlag),
+    /// Print a new root key ring for the env key provider (HERALD_KEYS__ROOT_KEY).
+    GenerateRoot,
+}
+
+/// Writes to stdout. The only place the CLI prints results; logs go to stderr.
+#[allow(clippy::print_stdout)]
+fn emit(text: &str) {
+    println!("{text}");
+}
+
+#[allow(clippy::print_stderr)]
+fn emit_error(error: &anyhow::Error) {
+    eprintln!("herald: error: {error:#}");
+}
+
+fn emit_json(value: &serde_json::Value) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut stdout, value)?;
+    writeln!(stdout)?;
+    Ok(())
+}
+
+fn time(t: Timestamp) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn time_opt(t: Option<Timestamp>) -> serde_json::Value {
+    t.map_or(serde_json::Value::Null, |t| json!(time(t)))
+}
+
+fn integration_json(i: &IntegrationRecord) -> serde_json::Value {
+    json!({"id": i.id, "name": i.name, "created_at": time(i.created_at)})
+}
+
+fn key_json(k: &ApiKeyRecord) -> serde_json::Value {
+    json!({
+        "id": k.id,
+        "integration_id": k.integration_id,
+        "prefix": k.prefix,
+        "scopes": k.scopes.iter().map(Scope::as_str).collect::<Vec<_>>(),
+        "created_at": time(k.created_at),
+        "expires_at": time_opt(k.expires_at),
+        "revoked_at": time_opt(k.revoked_at),
+        "last_used_at": time_opt(k.last_used_at),
+    })
+}
+
+/// Entry point of the `herald` binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            emit_error(&anyhow::Error::new(e).context("cannot start the async runtime"));
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            emit_error(&error);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = Config::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Serve => serve(config).await,
+        Command::Config(ConfigCommand::Check(output)) => config_check(&config, &output),
+        Command::Keys(KeysCommand::GenerateRoot) => {
+            let ring = RootKeyRing::generate()?;
+            emit(ring.encode().trim_end());
+            Ok(())
+        }
+        command => {
+            // Administration commands log warnings only, so stdout stays clean for --json.
+            let mut log = config.log.clone();
+            log.level = "warn".to_owned();
+            telemetry::init(&log);
+            admin(config, command).await
+        }
+    }
+}
+
+fn config_check(config: &Config, output: &JsonFlag) -> anyhow::Result<()> {
+    let masked = config.to_masked_toml()?;
+    if output.json {
+        let value: toml::Value = toml::from_str(&masked)?;
+        emit_json(&serde_json::to_value(value)?)
+    } else {
+        emit(masked.trim_end());
+        Ok(())
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    telemetry::init(&config.log);
+    let listen = config.listen;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let herald = Herald::open(config, clock).await?;
+    if let Some(admin) = herald.bootstrap_admin().await? {
+        // stdout, never the log: the key must not end up in log storage.
+        emit(&format!(
+            "Herald created the `admin` integration ({}).\n\
+             Admin API key (shown once, store it in your secret manager): {}\n\
+             Create further keys with it (POST /v1/integrations/{{id}}/keys) or with \
+             `herald keys create`.",
+            admin.record.integration_id,
+            admin.token.expose()
+        ));
+        let _ = std::io::stdout().flush();
+    }
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    herald.serve(listener, startup::shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn admin(config: Config, command: Command) -> anyhow::Result<()> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    if let Command::Migrate = command {
+        let database = startup::open_database(&config).await?;
+        database.close().await;
+        emit("database migrated");
+        return Ok(());
+    }
+    let herald = Herald::open(config, Arc::clone(&clock)).await?;
+    let auth = herald.auth();
+    match command {
+        Command::Integrations(IntegrationsCommand::Create { name, output }) => {
+            let record = auth.create_integration(&name).await?;
+            if output.json {
+                emit_json(&integration_json(&record))?;
+            } else {
+                emit(&format!(
+                    "created integration {} ({})",
+                    record.name, record.id
+                ));
+            }
+        }
+        Command::Integrations(IntegrationsCommand::List(output)) => {
+            let records = all_pages(|page| async move { auth.integrations(&page).await }).await?;
+            if output.json {
+                emit_json(
+                    &json!({"data": records.iter().map(integration_json).collect::<Vec<_>>()}),
+                )?;
+            } else {
+                for r in &records {
+                    emit(&format!(
+                        "{}  {}  created {}",
+                        r.id,
+                        r.name,
+                        time(r.created_at)
+                    ));
+                }
+            }
+        }
+        Command::Keys(KeysCommand::Create {
+            integration,
+            scopes,
+            expires_in_days,
+            output,
+        }) => {
+            let integration = auth.resolve_integration(&integration).await?;
+            let scopes = scopes
+                .iter()
+                .map(|s| {
+                    s.parse::<Scope>()
+                        .with_context(|| format!("unknown scope {s:?}"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let issued = auth
+                .issue_key(&integration.id, Scopes::new(scopes), expires_in_days)
+                .await?;
+            if output.json {
+                let mut value = key_json(&issued.record);
+                value["key"] = json!(issued.token.expose());
+                emit_json(&value)?;
+            } else {
+                emit(&format!(
+                    "created API key {} for {} ({})\nscopes:  {}\nexpires: {}\nkey (shown once): {}",
+                    issued.record.id,
+                    integration.name,
+                    integration.id,
+                    issued.record.scopes.to_storage(),
+                    issued
+                        .record
+                        .expires_at
+                        .map_or_else(|| "never".to_owned(), time),
+                    issued.token.expose()
+                ));
+            }
+        }
+        Command::Keys(KeysCommand::List {
+            integration,
+            output,
+        }) => {
+            let integration = match integration {
+                Some(name) => Some(auth.resolve_integration(&name).await?.id),
+                None => None,
+            };
+            let integration = integration.as_ref();
+            let keys = all_pages(|page| async move { auth.keys(integration, &page).await }).await?;
+            if output.json {
+                emit_json(&json!({"data": keys.iter().map(key_json).collect::<Vec<_>>()}))?;
+            } else {
+                for k in &keys {
+                    let state = match (k.revoked_at, k.expires_at) {
+                        (Some(at), _) => format!("revoked {}", time(at)),
+                        (None, Some(at)) if at <= clock.now() => format!("expired {}", time(at)),
+                        (None, Some(at)) => format!("expires {}", time(at)),
+                        (None, None) => "no expiry".to_owned(),
+                    };
+                    emit(&format!(
+                        "{}  {}  {}  [{}]  {}  last used {}",
+                        k.id,
+                        k.integration_id,
+                        k.prefix,
+                        k.scopes.to_storage(),
+                        state,
+                        k.last_used_at.map_or_else(|| "never".to_owned(), time)
+                    ));
+                }
+            }
+        }
+        Command::Keys(KeysCommand::Revoke { id, output }) => {
+            let id = ApiKeyId::parse(&id).context("not an API key id (key_…)")?;
+            let record = auth.revoke_key(&id).await?;
+            if output.json {
+                emit_json(&key_json(&record))?;
+            } else {
+                emit(&format!(
+                    "revoked {} at {}",
+                    record.id,
+                    record.revoked_at.map_or_else(String::new, time)
+                ));
+            }
+        }
+        Command::Keys(KeysCommand::RotateRoot(output)) => {
+            let provider = startup::key_provider(herald.config());
+            let report =
+                keys::rotate_root(herald.store().as_ref(), provider.as_ref(), clock.now()).await?;
+            if output.json {
+                emit_json(&json!({
+                    "active_version": report.active_version,
+                    "system_key_rewrapped": report.system_key_rewrapped,
+                    "subject_keys_rewrapped": report.subject_keys_rewrapped,
+                }))?;
+            } else if !report.system_key_rewrapped && report.subject_keys_rewrapped == 0 {
+                emit(&format!(
+                    "every data key is already wrapped under root key version {}. With the env \
+                     key provider, add a higher version to {} first.",
+                    report.active_version,
+                    startup::ROOT_KEY_VARIABLE
+                ));
+            } else {
+                emit(&format!(
+                    "root key version {} is active; re-wrapped the system key: {}, subject keys: {}.\n\
+                     Running servers pick the new version up within a minute.",
+                    report.active_version,
+                    if report.system_key_rewrapped {
+                        "yes"
+                    } else {
+                        "no"
+                    },
+                    report.subject_keys_rewrapped
+                ));
+            }
+        }
+        Command::Serve
+        | Command::Migrate
+        | Command::Config(_)
+        | Command::Keys(KeysCommand::GenerateRoot) => {}
+    }
+    herald.store().close().await;
+    Ok(())
+}
+
+/// Collects every page of a list (the CLI shows whole lists).
+async fn all_pages<T, F, Fut>(mut fetch: F) -> anyhow::Result<Vec<T>>
+where
+    F: FnMut(PageRequest) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<T>, herald_domain::auth::AuthError>>,
+    T: HasCursor,
+{
+    let mut out = Vec::new();
+    let mut page = PageRequest {
+        after: None,
+        limit: 500,
+    };
+    loop {
+        let items = fetch(page.clone()).await?;
+        let full = items.len() == 500;
+        page.after = items.last().map(HasCursor::cursor);
+        out.extend(items);
+        if !full {
+            return Ok(out);
+        }
+    }
+}
+
+trait HasCursor {
+    fn cursor(&self) -> String;
+}
+
+impl HasCursor for IntegrationRecord {
+    fn cursor(&self) -> String {
+        self.id.to_string()
+    }
+}
+
+impl HasCursor for ApiKeyRecord {
+    fn cursor(&self) -> String {
+        self.id.to_string()
+    }
+}

@@ -1,0 +1,113 @@
+//! Domain errors → problem documents. Server-side failures are logged here with their cause
+//! chain (which never holds personal data: domain types redact themselves) and answered with a
+//! generic body.
+
+use herald_domain::auth::AuthError;
+use herald_domain::keys::KeyError;
+use herald_domain::phone::PhoneError;
+use herald_domain::store::StoreError;
+use herald_domain::subjects::SubjectError;
+
+use super::problem::{Code, FieldError, Problem};
+
+fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
+}
+
+pub fn store(error: StoreError) -> Problem {
+    match error {
+        StoreError::Unavailable(_) => {
+            tracing::warn!(error = %chain(&error), "database unavailable");
+            Problem::unavailable()
+        }
+        StoreError::Conflict => Problem::new(Code::AlreadyExists),
+        StoreError::Corrupt(_) | StoreError::Internal(_) => {
+            tracing::error!(error = %chain(&error), "database error");
+            Problem::internal()
+        }
+    }
+}
+
+pub fn keys(error: KeyError) -> Problem {
+    match error {
+        KeyError::Store(e) => store(e),
+        other => {
+            tracing::error!(error = %chain(&other), "key management error");
+            Problem::internal()
+        }
+    }
+}
+
+pub fn phone(error: PhoneError, field: &'static str) -> Problem {
+    Problem::new(Code::InvalidPhoneNumber).field(FieldError::new(field, error.to_string()))
+}
+
+pub fn subjects(error: SubjectError) -> Problem {
+    match error {
+        SubjectError::Phone(e) => phone(e, "phone"),
+        SubjectError::Store(e) => store(e),
+        SubjectError::Keys(e) => keys(e),
+        SubjectError::Random(e) => {
+            tracing::error!(error = %e, "random number generator failed");
+            Problem::internal()
+        }
+    }
+}
+
+pub fn auth(error: AuthError) -> Problem {
+    match error {
+        AuthError::NameTaken => {
+            Problem::new(Code::AlreadyExists).detail("an integration with this name already exists")
+        }
+        AuthError::InvalidName(rule) => {
+            Problem::new(Code::InvalidRequest).field(FieldError::new("name", rule))
+        }
+        AuthError::NoScopes => Problem::new(Code::InvalidRequest)
+            .field(FieldError::new("scopes", "at least one scope is required")),
+        AuthError::InvalidLifetime => Problem::new(Code::InvalidRequest).field(FieldError::new(
+            "expires_in_days",
+            format!(
+                "must be between 1 and {}",
+                herald_domain::auth::MAX_KEY_LIFETIME_DAYS
+            ),
+        )),
+        AuthError::IntegrationNotFound | AuthError::KeyNotFound => Problem::not_found(),
+        AuthError::Unauthorized(_) => Problem::new(Code::Unauthorized),
+        AuthError::Store(e) => store(e),
+        AuthError::Random(e) => {
+            tracing::error!(error = %e, "random number generator failed");
+            Problem::internal()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_errors_map_by_kind() {
+        let unavailable = store(StoreError::Unavailable("pool timed out".into()));
+        assert_eq!(unavailable.code(), Code::Unavailable);
+        assert_eq!(store(StoreError::Conflict).code(), Code::AlreadyExists);
+        let internal = store(StoreError::Internal("syntax error near SELECT".into()));
+        assert_eq!(internal.code(), Code::Internal);
+        // Internals stay in the log, not in the answer.
+        let body = serde_json::to_string(&internal.body()).unwrap();
+        assert!(!body.contains("SELECT"));
+    }
+
+    #[test]
+    fn phone_errors_describe_the_rule() {
+        let problem = subjects(SubjectError::Phone(PhoneError::NoCountryCode));
+        assert_eq!(problem.code(), Code::InvalidPhoneNumber);
+        assert_eq!(problem.body().errors[0].field, "phone");
+    }
+}

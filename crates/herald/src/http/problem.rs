@@ -1,0 +1,316 @@
+//! Problem documents (RFC 9457, `application/problem+json`): every error Herald answers.
+//!
+//! How to add an error: add a variant to [`Code`] with its status, stable code and title; list
+//! it in `docs/problems.md`; map the domain error that produces it in `http/errors.rs`. The
+//! `detail` never contains personal data, secrets or internals: describe the rule that was
+//! broken, not the input that broke it. 5xx answers are generic; their cause goes to the log.
+
+use std::borrow::Cow;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::request_id;
+
+pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
+const TYPE_BASE: &str = "urn:herald:problem:";
+
+/// Every stable problem code Herald answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    MalformedJson,
+    InvalidRequest,
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    MethodNotAllowed,
+    AlreadyExists,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    InvalidPhoneNumber,
+    RateLimited,
+    Internal,
+    Unavailable,
+}
+
+impl Code {
+    pub fn status(self) -> StatusCode {
+        match self {
+            Code::MalformedJson | Code::InvalidRequest => StatusCode::BAD_REQUEST,
+            Code::Unauthorized => StatusCode::UNAUTHORIZED,
+            Code::Forbidden => StatusCode::FORBIDDEN,
+            Code::NotFound => StatusCode::NOT_FOUND,
+            Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Code::AlreadyExists => StatusCode::CONFLICT,
+            Code::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Code::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Code::InvalidPhoneNumber => StatusCode::UNPROCESSABLE_ENTITY,
+            Code::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::MalformedJson => "malformed_json",
+            Code::InvalidRequest => "invalid_request",
+            Code::Unauthorized => "unauthorized",
+            Code::Forbidden => "forbidden",
+            Code::NotFound => "not_found",
+            Code::MethodNotAllowed => "method_not_allowed",
+            Code::AlreadyExists => "already_exists",
+            Code::PayloadTooLarge => "payload_too_large",
+            Code::UnsupportedMediaType => "unsupported_media_type",
+            Code::InvalidPhoneNumber => "invalid_phone_number",
+            Code::RateLimited => "rate_limited",
+            Code::Internal => "internal",
+            Code::Unavailable => "unavailable",
+        }
+    }
+
+    pub fn title(self) -> &'static str {
+        match self {
+            Code::MalformedJson => "The request body is not valid JSON",
+            Code::InvalidRequest => "The request is not valid",
+            Code::Unauthorized => "Authentication required",
+            Code::Forbidden => "The credential lacks the required scope",
+            Code::NotFound => "Not found",
+            Code::MethodNotAllowed => "Method not allowed",
+            Code::AlreadyExists => "The resource already exists",
+            Code::PayloadTooLarge => "The request body is too large",
+            Code::UnsupportedMediaType => "Unsupported media type",
+            Code::InvalidPhoneNumber => "The phone number is not valid",
+            Code::RateLimited => "Too many requests",
+            Code::Internal => "Internal error",
+            Code::Unavailable => "Service unavailable",
+        }
+    }
+
+    /// The generic problem for an error status produced outside a handler (router fallbacks,
+    /// body limits, timeouts).
+    pub fn for_status(status: StatusCode) -> Code {
+        match status {
+            StatusCode::BAD_REQUEST => Code::InvalidRequest,
+            StatusCode::UNAUTHORIZED => Code::Unauthorized,
+            StatusCode::FORBIDDEN => Code::Forbidden,
+            StatusCode::NOT_FOUND => Code::NotFound,
+            StatusCode::METHOD_NOT_ALLOWED => Code::MethodNotAllowed,
+            StatusCode::CONFLICT => Code::AlreadyExists,
+            StatusCode::PAYLOAD_TOO_LARGE => Code::PayloadTooLarge,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => Code::UnsupportedMediaType,
+            StatusCode::TOO_MANY_REQUESTS => Code::RateLimited,
+            StatusCode::REQUEST_TIMEOUT | StatusCode::SERVICE_UNAVAILABLE => Code::Unavailable,
+            s if s.is_client_error() => Code::InvalidRequest,
+            _ => Code::Internal,
+        }
+    }
+}
+
+/// One invalid field of a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct FieldError {
+    /// Where in the request: a JSON path such as `scopes[1]`, or a query parameter name.
+    pub field: String,
+    /// What rule the value broke (never the value itself).
+    pub message: Cow<'static, str>,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// An RFC 9457 problem document.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(as = Problem)]
+pub struct ProblemBody {
+    /// `urn:herald:problem:<code>`; each code is described in docs/problems.md.
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub title: &'static str,
+    pub status: u16,
+    /// Explanation for humans; never personal data, secrets or internals.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<Cow<'static, str>>,
+    /// Stable, machine-readable code.
+    pub code: &'static str,
+    /// The id of this request (also in `X-Request-Id`), for support and the logs.
+    pub request_id: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+}
+
+/// An error answer under construction.
+#[derive(Debug, Clone)]
+pub struct Problem {
+    code: Code,
+    detail: Option<Cow<'static, str>>,
+    errors: Vec<FieldError>,
+    retry_after_seconds: Option<u64>,
+    bearer_error: Option<&'static str>,
+}
+
+impl Problem {
+    pub fn new(code: Code) -> Self {
+        Self {
+            code,
+            detail: None,
+            errors: Vec::new(),
+            retry_after_seconds: None,
+            bearer_error: None,
+        }
+    }
+
+    pub fn detail(mut self, detail: impl Into<Cow<'static, str>>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    pub fn field(mut self, error: FieldError) -> Self {
+        self.errors.push(error);
+        self
+    }
+
+    pub fn fields(mut self, errors: impl IntoIterator<Item = FieldError>) -> Self {
+        self.errors.extend(errors);
+        self
+    }
+
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after_seconds = Some(seconds);
+        self
+    }
+
+    /// RFC 6750 `error` attribute for `WWW-Authenticate` (e.g. `invalid_token`).
+    pub fn bearer_error(mut self, error: &'static str) -> Self {
+        self.bearer_error = Some(error);
+        self
+    }
+
+    pub fn code(&self) -> Code {
+        self.code
+    }
+
+    pub fn not_found() -> Self {
+        Self::new(Code::NotFound)
+    }
+
+    pub fn internal() -> Self {
+        Self::new(Code::Internal)
+    }
+
+    pub fn unavailable() -> Self {
+        Self::new(Code::Unavailable).retry_after(1)
+    }
+
+    pub fn body(&self) -> ProblemBody {
+        ProblemBody {
+            type_: format!("{TYPE_BASE}{}", self.code.as_str()),
+            title: self.code.title(),
+            status: self.code.status().as_u16(),
+            detail: self.detail.clone(),
+            code: self.code.as_str(),
+            request_id: request_id::current().unwrap_or_default(),
+            errors: self.errors.clone(),
+        }
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let body = serde_json::to_vec(&self.body()).unwrap_or_default();
+        let mut response = (self.code.status(), body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(PROBLEM_CONTENT_TYPE),
+        );
+        if let Some(seconds) = self.retry_after_seconds {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if self.code == Code::Unauthorized {
+            let value = match self.bearer_error {
+                Some(error) => format!("Bearer realm=\"herald\", error=\"{error}\""),
+                None => "Bearer realm=\"herald\"".to_owned(),
+            };
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                headers.insert(header::WWW_AUTHENTICATE, value);
+            }
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: [Code; 13] = [
+        Code::MalformedJson,
+        Code::InvalidRequest,
+        Code::Unauthorized,
+        Code::Forbidden,
+        Code::NotFound,
+        Code::MethodNotAllowed,
+        Code::AlreadyExists,
+        Code::PayloadTooLarge,
+        Code::UnsupportedMediaType,
+        Code::InvalidPhoneNumber,
+        Code::RateLimited,
+        Code::Internal,
+        Code::Unavailable,
+    ];
+
+    #[test]
+    fn every_code_is_documented() {
+        let docs = include_str!("../../../../docs/problems.md");
+        for code in ALL {
+            assert!(
+                docs.contains(&format!("`{}`", code.as_str())),
+                "{} is missing from docs/problems.md",
+                code.as_str()
+            );
+        }
+    }
+
+    #[test]
+    fn codes_are_unique_and_snake_case() {
+        let mut seen = std::collections::HashSet::new();
+        for code in ALL {
+            assert!(seen.insert(code.as_str()));
+            assert!(
+                code.as_str()
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b == b'_')
+            );
+            assert!(code.status().is_client_error() || code.status().is_server_error());
+        }
+    }
+
+    #[test]
+    fn response_carries_headers() {
+        let response = Problem::new(Code::Unauthorized)
+            .bearer_error("invalid_token")
+            .into_response();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            PROBLEM_CONTENT_TYPE
+        );
+        assert_eq!(
+            response.headers()[header::WWW_AUTHENTICATE],
+            "Bearer realm=\"herald\", error=\"invalid_token\""
+        );
+        let limited = Problem::new(Code::RateLimited)
+            .retry_after(7)
+            .into_response();
+        assert_eq!(limited.headers()[header::RETRY_AFTER], "7");
+    }
+}

@@ -1,0 +1,279 @@
+//! `/v1/integrations` and `/v1/keys`: connected systems and their API keys. Admin only.
+//! A key's token is in the creation answer and nowhere else, ever.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use herald_domain::auth::{ApiKeyRecord, IntegrationRecord, Scope, Scopes};
+use herald_domain::ids::{ApiKeyId, IntegrationId};
+use herald_domain::store::PageRequest;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::Page;
+use crate::http::AppState;
+use crate::http::errors;
+use crate::http::extract::{AdminScope, ApiJson, Authorized, IdPath, PageQuery};
+use crate::http::problem::{Code, FieldError, Problem, ProblemBody};
+use crate::http::time::{rfc3339, rfc3339_opt};
+
+const MAX_SCOPES: usize = 16;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_integration, list_integrations))
+        .routes(routes!(create_key, list_keys))
+        .routes(routes!(revoke_key))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateIntegration {
+    /// 1–64 characters: letters, digits, space, `.`, `_`, `-`; unique.
+    #[schema(example = "web-shop")]
+    name: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Integration {
+    #[schema(value_type = String, example = "int_2b4d6f8h0j2l4n6p8r0t2v4x6z")]
+    id: IntegrationId,
+    name: String,
+    #[serde(serialize_with = "rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    created_at: herald_domain::clock::Timestamp,
+}
+
+impl From<IntegrationRecord> for Integration {
+    fn from(r: IntegrationRecord) -> Self {
+        Self {
+            id: r.id,
+            name: r.name,
+            created_at: r.created_at,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKey {
+    /// At least one of: messages:send, messages:read, consents:read, consents:write,
+    /// subjects:read, subjects:write, subjects:erase, audit:read, admin.
+    #[schema(example = json!(["messages:send", "subjects:write"]))]
+    scopes: Vec<String>,
+    /// Lifetime in days (1–3650). Default: the configured `auth.default_key_lifetime_days`.
+    expires_in_days: Option<u32>,
+}
+
+/// An API key as listed. The token itself is never shown again after creation.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApiKey {
+    #[schema(value_type = String, example = "key_0c2e4g6i8k0m2o4q6s8u0a2c4e")]
+    id: ApiKeyId,
+    #[schema(value_type = String)]
+    integration_id: IntegrationId,
+    /// The public start of the token, to recognise it.
+    #[schema(example = "hk_1a2b3c4d")]
+    prefix: String,
+    scopes: Vec<String>,
+    #[serde(serialize_with = "rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    created_at: herald_domain::clock::Timestamp,
+    #[serde(serialize_with = "rfc3339_opt")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    expires_at: Option<herald_domain::clock::Timestamp>,
+    #[serde(serialize_with = "rfc3339_opt")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    revoked_at: Option<herald_domain::clock::Timestamp>,
+    /// Updated in batches (every few seconds), not on every request.
+    #[serde(serialize_with = "rfc3339_opt")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    last_used_at: Option<herald_domain::clock::Timestamp>,
+}
+
+impl From<ApiKeyRecord> for ApiKey {
+    fn from(r: ApiKeyRecord) -> Self {
+        Self {
+            id: r.id,
+            integration_id: r.integration_id,
+            prefix: r.prefix,
+            scopes: r.scopes.iter().map(|s| s.as_str().to_owned()).collect(),
+            created_at: r.created_at,
+            expires_at: r.expires_at,
+            revoked_at: r.revoked_at,
+            last_used_at: r.last_used_at,
+        }
+    }
+}
+
+/// A newly created key, with its token: store it now, it is not shown again.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedKey {
+    #[serde(flatten)]
+    details: ApiKey,
+    /// The bearer token (`hk_…`). Shown this once.
+    #[serde(rename = "key")]
+    #[schema(example = "hk_…")]
+    token: String,
+}
+
+fn parse_scopes(raw: &[String]) -> Result<Scopes, Problem> {
+    if raw.len() > MAX_SCOPES {
+        return Err(Problem::new(Code::InvalidRequest).field(FieldError::new(
+            "scopes",
+            format!("at most {MAX_SCOPES} scopes"),
+        )));
+    }
+    let mut errors = Vec::new();
+    let mut scopes = Vec::new();
+    for (i, name) in raw.iter().enumerate() {
+        match name.parse::<Scope>() {
+            Ok(scope) => scopes.push(scope),
+            Err(_) => errors.push(FieldError::new(format!("scopes[{i}]"), "unknown scope")),
+        }
+    }
+    if errors.is_empty() {
+        Ok(Scopes::new(scopes))
+    } else {
+        Err(Problem::new(Code::InvalidRequest).fields(errors))
+    }
+}
+
+fn overfetch(page: &PageRequest) -> PageRequest {
+    PageRequest {
+        after: page.after.clone(),
+        limit: page.limit + 1,
+    }
+}
+
+/// Create an integration.
+#[utoipa::path(post, path = "/v1/integrations", tag = "integrations",
+    request_body = CreateIntegration,
+    security(("bearer" = ["admin"])),
+    responses(
+        (status = 201, description = "Created", body = Integration),
+        (status = 400, description = "Invalid name", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "already_exists", body = ProblemBody, content_type = "application/problem+json"),
+    ))]
+async fn create_integration(
+    State(state): State<AppState>,
+    _caller: Authorized<AdminScope>,
+    ApiJson(body): ApiJson<CreateIntegration>,
+) -> Result<(StatusCode, Json<Integration>), Problem> {
+    let record = state
+        .auth
+        .create_integration(&body.name)
+        .await
+        .map_err(errors::auth)?;
+    tracing::info!(integration_id = %record.id, "integration created");
+    Ok((StatusCode::CREATED, Json(record.into())))
+}
+
+/// List integrations.
+#[utoipa::path(get, path = "/v1/integrations", tag = "integrations",
+    params(
+        ("limit" = Option<u32>, Query, description = "1–500, default 50"),
+        ("after" = Option<String>, Query, description = "Cursor: the `next` of the previous page"),
+    ),
+    security(("bearer" = ["admin"])),
+    responses((status = 200, description = "A page of integrations", body = Page<Integration>)))]
+async fn list_integrations(
+    State(state): State<AppState>,
+    _caller: Authorized<AdminScope>,
+    PageQuery(page): PageQuery,
+) -> Result<Json<Page<Integration>>, Problem> {
+    let records = state
+        .auth
+        .integrations(&overfetch(&page))
+        .await
+        .map_err(errors::auth)?;
+    let items = records.into_iter().map(Integration::from).collect();
+    Ok(Json(Page::from_overfetch(
+        items,
+        page.limit,
+        |i: &Integration| i.id.to_string(),
+    )))
+}
+
+/// Create an API key for an integration. The token is in this answer only.
+#[utoipa::path(post, path = "/v1/integrations/{id}/keys", tag = "integrations",
+    params(("id" = String, Path, description = "Integration id (int_…)")),
+    request_body = CreateKey,
+    security(("bearer" = ["admin"])),
+    responses(
+        (status = 201, description = "Created; `key` holds the token, shown this once", body = CreatedKey),
+        (status = 400, description = "Unknown scope, no scope, bad lifetime", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such integration", body = ProblemBody, content_type = "application/problem+json"),
+    ))]
+async fn create_key(
+    State(state): State<AppState>,
+    _caller: Authorized<AdminScope>,
+    IdPath(integration_id): IdPath<IntegrationId>,
+    ApiJson(body): ApiJson<CreateKey>,
+) -> Result<(StatusCode, Json<CreatedKey>), Problem> {
+    let scopes = parse_scopes(&body.scopes)?;
+    let issued = state
+        .auth
+        .issue_key(&integration_id, scopes, body.expires_in_days)
+        .await
+        .map_err(errors::auth)?;
+    tracing::info!(key_id = %issued.record.id, integration_id = %integration_id, "API key created");
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedKey {
+            token: issued.token.expose().to_owned(),
+            details: issued.record.into(),
+        }),
+    ))
+}
+
+/// List an integration's API keys (never the tokens).
+#[utoipa::path(get, path = "/v1/integrations/{id}/keys", tag = "integrations",
+    params(
+        ("id" = String, Path, description = "Integration id (int_…)"),
+        ("limit" = Option<u32>, Query, description = "1–500, default 50"),
+        ("after" = Option<String>, Query, description = "Cursor: the `next` of the previous page"),
+    ),
+    security(("bearer" = ["admin"])),
+    responses(
+        (status = 200, description = "A page of keys", body = Page<ApiKey>),
+        (status = 404, description = "No such integration", body = ProblemBody, content_type = "application/problem+json"),
+    ))]
+async fn list_keys(
+    State(state): State<AppState>,
+    _caller: Authorized<AdminScope>,
+    IdPath(integration_id): IdPath<IntegrationId>,
+    PageQuery(page): PageQuery,
+) -> Result<Json<Page<ApiKey>>, Problem> {
+    let records = state
+        .auth
+        .keys(Some(&integration_id), &overfetch(&page))
+        .await
+        .map_err(errors::auth)?;
+    let items = records.into_iter().map(ApiKey::from).collect();
+    Ok(Json(Page::from_overfetch(
+        items,
+        page.limit,
+        |k: &ApiKey| k.id.to_string(),
+    )))
+}
+
+/// Revoke an API key. It is refused from the next request on, on every node.
+#[utoipa::path(delete, path = "/v1/keys/{id}", tag = "integrations",
+    params(("id" = String, Path, description = "API key id (key_…)")),
+    security(("bearer" = ["admin"])),
+    responses(
+        (status = 200, description = "Revoked (revoking again keeps the first time)", body = ApiKey),
+        (status = 404, description = "No such key", body = ProblemBody, content_type = "application/problem+json"),
+    ))]
+async fn revoke_key(
+    State(state): State<AppState>,
+    _caller: Authorized<AdminScope>,
+    IdPath(key_id): IdPath<ApiKeyId>,
+) -> Result<Json<ApiKey>, Problem> {
+    let record = state.auth.revoke_key(&key_id).await.map_err(errors::auth)?;
+    tracing::info!(key_id = %record.id, "API key revoked");
+    Ok(Json(record.into()))
+}

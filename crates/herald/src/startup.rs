@@ -1,0 +1,413 @@
+//! Start-up and the server loop: data directory, database and migrations, keys, the admin
+//! bootstrap, the HTTP server (plain or TLS), background tasks and graceful shutdown.
+//!
+//! `main` and the tests start the same thing: [`Herald::open`] then [`Herald::serve`] on a
+//! listener they bound (the tests bind port 0).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use herald_crypto::{EnvKeyProvider, FileKeyProvider, RootKeyProvider};
+use herald_domain::auth::{Auth, AuthError, IssuedApiKey};
+use herald_domain::clock::Clock;
+use herald_domain::keys::{KeyError, Keyring, KeyringState};
+use herald_domain::store::Store;
+use herald_domain::subjects::Subjects;
+use herald_store::{ConnectError, Database, StoreOptions};
+use secrecy::SecretString;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::{Config, ConfigError, KeyProviderKind};
+use crate::http::{self, HttpParts};
+use crate::metrics::Metrics;
+use crate::tls::{self, TlsError, TlsListener};
+
+/// How often a running server re-reads its root keys (to follow a rotation done by the CLI).
+const ROOT_KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(60);
+pub const ROOT_KEY_VARIABLE: &str = "HERALD_KEYS__ROOT_KEY";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Database(#[from] ConnectError),
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    #[error("cannot create the admin integration: {0}")]
+    Bootstrap(#[source] AuthError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("the HTTP server failed: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+/// An opened Herald: storage, keys and capabilities, ready to serve or to be administered.
+#[derive(Debug, Clone)]
+pub struct Herald {
+    config: Arc<Config>,
+    database: Database,
+    store: Arc<dyn Store>,
+    keyring: Arc<Keyring>,
+    subjects: Subjects,
+    auth: Auth,
+    metrics: Metrics,
+}
+
+fn ensure_data_dir(path: &Path) -> Result<(), StartupError> {
+    let error = |source| StartupError::DataDir {
+        path: path.display().to_string(),
+        source,
+    };
+    if path.is_dir() {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(path).map_err(error)?.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    path = %path.display(),
+                    mode = format!("{mode:o}"),
+                    "the data directory is accessible by other users; it should be mode 0700"
+                );
+            }
+        }
+        return Ok(());
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(path).map_err(error)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(error)?;
+    }
+    tracing::info!(path = %path.display(), "created the data directory");
+    Ok(())
+}
+
+/// The root-key provider the configuration names.
+pub fn key_provider(config: &Config) -> Arc<dyn RootKeyProvider> {
+    match config.keys.provider {
+        KeyProviderKind::File => Arc::new(FileKeyProvider::new(config.root_key_file())),
+        KeyProviderKind::Env => Arc::new(EnvKeyProvider::new(
+            config
+                .keys
+                .root_key
+                .as_ref()
+                .map(|secret| SecretString::from(secret.expose().to_owned())),
+            ROOT_KEY_VARIABLE,
+        )),
+    }
+}
+
+/// Connects to the configured database and applies pending migrations.
+pub async fn open_database(config: &Config) -> Result<Database, StartupError> {
+    ensure_data_dir(&config.data_dir)?;
+    let options = StoreOptions {
+        max_connections: config.database.max_connections,
+        acquire_timeout: config.database.acquire_timeout,
+        busy_timeout: config.database.busy_timeout,
+        create_if_missing: true,
+    };
+    let url = config.database_url();
+    let database = Database::connect(url.expose(), &options).await?;
+    restrict_sqlite_files(url.expose());
+    database.migrate().await?;
+    Ok(database)
+}
+
+/// SQLite creates its files with the process umask (often 0644); the database holds only
+/// ciphertext and pseudonyms, but it is still nobody else's business. The WAL and shared-memory
+/// files inherit the database file's mode when SQLite creates them later.
+fn restrict_sqlite_files(url: &str) {
+    #[cfg(unix)]
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        use std::os::unix::fs::PermissionsExt;
+        let path = path.split('?').next().unwrap_or(path);
+        for file in [
+            path.to_owned(),
+            format!("{path}-wal"),
+            format!("{path}-shm"),
+        ] {
+            if let Ok(metadata) = std::fs::metadata(&file)
+                && metadata.permissions().mode() & 0o077 != 0
+                && let Err(e) =
+                    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+            {
+                tracing::warn!(file = %file, error = %e, "cannot restrict the database file to its owner");
+            }
+        }
+    }
+}
+
+fn is_loopback(addr: &SocketAddr) -> bool {
+    addr.ip().is_loopback()
+}
+
+impl Herald {
+    /// Opens everything a command needs: the data directory (created 0700 on first start),
+    /// the database (migrated), the root key (created 0600 on first start, refused if it does
+    /// not fit an existing database) and the capabilities.
+    pub async fn open(config: Config, clock: Arc<dyn Clock>) -> Result<Self, StartupError> {
+        let region = config.region()?;
+        herald_domain::phone::warm_up();
+        let database = open_database(&config).await?;
+        let store: Arc<dyn Store> = Arc::new(database.clone());
+        let provider = key_provider(&config);
+        let (keyring, state) = Keyring::open(
+            Arc::clone(&store),
+            Arc::clone(&provider),
+            config.keys.subject_key_cache,
+            clock.now(),
+        )
+        .await?;
+        if state == KeyringState::Initialised {
+            tracing::info!(root_key = %provider.describe(), "initialised the keys of a new database");
+        }
+        let keyring = Arc::new(keyring);
+        let subjects = Subjects::new(
+            Arc::clone(&store),
+            Arc::clone(&keyring),
+            Arc::clone(&clock),
+            region,
+        );
+        let lifetime = match config.auth.default_key_lifetime_days {
+            0 => None,
+            days => Some(days),
+        };
+        let auth = Auth::new(Arc::clone(&store), Arc::clone(&keyring), clock, lifetime);
+        Ok(Self {
+            config: Arc::new(config),
+            database,
+            store,
+            keyring,
+            subjects,
+            auth,
+            metrics: Metrics::new(),
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn database(&self) -> &Database {
+        &self.database
+    }
+
+    pub fn keyring(&self) -> &Arc<Keyring> {
+        &self.keyring
+    }
+
+    pub fn subjects(&self) -> &Subjects {
+        &self.subjects
+    }
+
+    pub fn auth(&self) -> &Auth {
+        &self.auth
+    }
+
+    /// On the very first start: creates the `admin` integration and one admin key, and returns
+    /// the key so the caller can show it once. `None` on every later start.
+    pub async fn bootstrap_admin(&self) -> Result<Option<IssuedApiKey>, StartupError> {
+        self.auth
+            .bootstrap_admin()
+            .await
+            .map_err(StartupError::Bootstrap)
+    }
+
+    /// The HTTP application.
+    pub fn router(&self) -> Router {
+        http::app(HttpParts {
+            subjects: self.subjects.clone(),
+            auth: self.auth.clone(),
+            store: Arc::clone(&self.store),
+            metrics: self.metrics.clone(),
+            tls: self.config.tls_enabled(),
+            body_limit: self.config.http.body_limit,
+            request_timeout: self.config.http.request_timeout,
+        })
+    }
+
+    fn warn_about_exposure(&self, addr: SocketAddr) {
+        if is_loopback(&addr) {
+            return;
+        }
+        if !self.config.tls_enabled() {
+            tracing::warn!(
+                listen = %addr,
+                "\n\
+                 ************************************************************************\n\
+                 *  TLS IS OFF and Herald listens on a non-loopback address.             *\n\
+                 *  API keys and personal data will cross the network in clear text.     *\n\
+                 *  Set tls.cert_file and tls.key_file, or listen on 127.0.0.1 behind a  *\n\
+                 *  TLS-terminating proxy.                                               *\n\
+                 ************************************************************************"
+            );
+        }
+        if self.config.keys.provider == KeyProviderKind::File
+            && self
+                .config
+                .root_key_file()
+                .starts_with(&self.config.data_dir)
+        {
+            tracing::warn!(
+                "the root key file is inside the data directory: a copy of that directory is \
+                 enough to decrypt everything. In production move it (keys.file) or use the env \
+                 key provider"
+            );
+        }
+    }
+
+    /// Serves until `shutdown` completes, then finishes in-flight requests (up to the
+    /// configured grace period), writes pending key-usage times and closes the database.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartupError> {
+        let addr = listener.local_addr().map_err(StartupError::Serve)?;
+        self.warn_about_exposure(addr);
+        let router = self.router();
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let background = self.spawn_background_tasks(stop_rx.clone());
+        let grace = self.config.http.shutdown_grace;
+        let signal = async move {
+            shutdown.await;
+            tracing::info!("shutting down: no new connections, finishing requests in flight");
+            let _ = stop_tx.send(true);
+        };
+        tracing::info!(
+            listen = %addr,
+            tls = self.config.tls_enabled(),
+            database = %self.store.backend(),
+            version = env!("CARGO_PKG_VERSION"),
+            "Herald is listening"
+        );
+        let served = match (&self.config.tls.cert_file, &self.config.tls.key_file) {
+            (Some(cert), Some(key)) => {
+                let tls_config = tls::server_config(cert, key)?;
+                let listener =
+                    TlsListener::new(listener, tls_config).map_err(StartupError::Serve)?;
+                serve_until(listener, router, signal, stop_rx, grace).await
+            }
+            _ => serve_until(listener, router, signal, stop_rx, grace).await,
+        };
+        background.abort();
+        if let Err(e) = self.auth.flush_last_used().await {
+            tracing::warn!(error = %e, "could not write API key usage times at shutdown");
+        }
+        self.store.close().await;
+        tracing::info!("shutdown complete");
+        served
+    }
+
+    fn spawn_background_tasks(
+        &self,
+        mut stop: watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()> {
+        let auth = self.auth.clone();
+        let keyring = Arc::clone(&self.keyring);
+        let flush_every = self.config.auth.last_used_flush_interval;
+        tokio::spawn(async move {
+            let mut flush = tokio::time::interval(flush_every);
+            let mut reload = tokio::time::interval(ROOT_KEY_RELOAD_INTERVAL);
+            flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            reload.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    _ = flush.tick() => {
+                        if let Err(e) = auth.flush_last_used().await {
+                            tracing::warn!(error = %e, "could not write API key usage times; will retry");
+                        }
+                    }
+                    _ = reload.tick() => {
+                        match keyring.reload_root().await {
+                            Ok(true) => tracing::info!(
+                                active_version = keyring.active_root_version(),
+                                "loaded new root key versions"
+                            ),
+                            Ok(false) => {}
+                            Err(e) => tracing::error!(error = %e, "could not reload the root keys; keeping the loaded ones"),
+                        }
+                    }
+                }
+            }
+        })
+    }
+}
+
+async fn serve_until<L>(
+    listener: L,
+    router: Router,
+    signal: impl Future<Output = ()> + Send + 'static,
+    mut stopped: watch::Receiver<bool>,
+    grace: Duration,
+) -> Result<(), StartupError>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    let server = axum::serve(listener, router.into_make_service()).with_graceful_shutdown(signal);
+    let grace_over = async move {
+        let _ = stopped.wait_for(|stopped| *stopped).await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        served = server.into_future() => served.map_err(StartupError::Serve),
+        () = grace_over => {
+            tracing::warn!(grace_seconds = grace.as_secs(), "requests still running after the grace period; closing them");
+            Ok(())
+        }
+    }
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => tracing::info!("received SIGINT"),
+        () = terminate => tracing::info!("received SIGTERM"),
+    }
+}
