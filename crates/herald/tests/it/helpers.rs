@@ -1,0 +1,434 @@
+//! The test harness: a real Herald (real HTTP on a random port, real database, real keys) per
+//! test, on SQLite by default and on PostgreSQL when `HERALD_TEST_DATABASE_URL` is set.
+//!
+//! PostgreSQL: each test gets a fresh database on that server, dropped afterwards. If the
+//! variable is set but the server cannot be reached, tests fail: the PostgreSQL leg never
+//! silently turns into a second SQLite run.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeZone, Utc};
+use herald::Config;
+use herald::startup::{Herald, StartupError};
+use herald_domain::clock::{Clock, ManualClock};
+use serde_json::Value;
+use sqlx::Connection;
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const PG_ENV: &str = "HERALD_TEST_DATABASE_URL";
+
+/// A fixed start time, so tests can reason about expiry.
+pub fn epoch() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap()
+}
+
+pub fn init_test_logging() {
+    if std::env::var_os("TEST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("info,herald=debug")
+            .with_test_writer()
+            .try_init();
+    }
+}
+
+/// The database one test runs on.
+pub struct TestDb {
+    /// `None`: SQLite in the test's data directory.
+    pub url: Option<String>,
+    postgres: Option<(String, String)>, // (server URL, database name)
+}
+
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let authority_end = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let server = match base[authority_end..].find('/') {
+        Some(slash) => &base[..authority_end + slash],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{server}/{name}?{q}"),
+        None => format!("{server}/{name}"),
+    }
+}
+
+impl TestDb {
+    pub async fn new() -> Self {
+        let Ok(server) = std::env::var(PG_ENV) else {
+            return Self {
+                url: None,
+                postgres: None,
+            };
+        };
+        let name = format!(
+            "herald_test_{}",
+            data_encoding::HEXLOWER.encode(&herald_crypto::random::bytes::<8>().unwrap())
+        );
+        let mut admin = sqlx::PgConnection::connect(&server)
+            .await
+            .unwrap_or_else(|e| panic!("{PG_ENV} is set but PostgreSQL cannot be reached: {e}"));
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await
+            .expect("create the test database");
+        admin.close().await.ok();
+        Self {
+            url: Some(with_database(&server, &name)),
+            postgres: Some((server, name)),
+        }
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.postgres.is_some()
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some((server, name)) = self.postgres.take() else {
+            return;
+        };
+        // Drop runs outside async; a helper thread with its own runtime does the cleanup.
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async {
+                if let Ok(mut admin) = sqlx::PgConnection::connect(&server).await {
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .execute(&mut admin)
+                    .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A configuration for a test: defaults, a temporary data directory, the test database.
+pub fn test_config(dir: &Path, db: &TestDb) -> Config {
+    let mut config = Config::defaults().unwrap();
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.data_dir = dir.join("data");
+    config.database_url = db.url.as_deref().map(herald::config::DatabaseUrl::new);
+    config.http.shutdown_grace = std::time::Duration::from_secs(5);
+    config
+}
+
+/// A running Herald.
+pub struct TestApp {
+    pub address: SocketAddr,
+    pub client: reqwest::Client,
+    pub admin_key: String,
+    pub herald: Herald,
+    pub clock: Arc<ManualClock>,
+    pub config: Config,
+    pub db: Arc<TestDb>,
+    pub dir: Arc<TempDir>,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<Result<(), StartupError>>>,
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    pub async fn spawn_with(customize: impl FnOnce(&mut Config)) -> Self {
+        init_test_logging();
+        let dir = Arc::new(tempfile::tempdir().unwrap());
+        let db = Arc::new(TestDb::new().await);
+        let mut config = test_config(dir.path(), &db);
+        customize(&mut config);
+        let clock = Arc::new(ManualClock::new(epoch()));
+        Self::start(config, dir, db, clock).await
+    }
+
+    async fn start(
+        config: Config,
+        dir: Arc<TempDir>,
+        db: Arc<TestDb>,
+        clock: Arc<ManualClock>,
+    ) -> Self {
+        let herald = Herald::open(config.clone(), Arc::clone(&clock) as Arc<dyn Clock>)
+            .await
+            .expect("Herald starts");
+        let admin_key = herald
+            .bootstrap_admin()
+            .await
+            .unwrap()
+            .map(|k| k.token.expose().to_owned())
+            .unwrap_or_default();
+        let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel();
+        let server = tokio::spawn(herald.clone().serve(listener, async move {
+            let _ = rx.await;
+        }));
+        Self {
+            address,
+            client: reqwest::Client::new(),
+            admin_key,
+            herald,
+            clock,
+            config,
+            db,
+            dir,
+            shutdown: Some(tx),
+            server: Some(server),
+        }
+    }
+
+    /// Stops the server gracefully (as SIGTERM would) and waits for it.
+    pub async fn stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.unwrap().unwrap();
+        }
+    }
+
+    /// Stops and starts again on the same data directory and database (a restart). The admin
+    /// key stays the one from the first start.
+    pub async fn restart(mut self) -> Self {
+        self.stop().await;
+        let admin_key = self.admin_key.clone();
+        let mut next = Self::start(
+            self.config.clone(),
+            Arc::clone(&self.dir),
+            Arc::clone(&self.db),
+            Arc::clone(&self.clock),
+        )
+        .await;
+        assert!(
+            next.admin_key.is_empty(),
+            "a restart must not create a second admin key"
+        );
+        next.admin_key = admin_key;
+        next
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.address, path)
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.config.data_dir.clone()
+    }
+
+    /// A request with a bearer token.
+    pub fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        key: &str,
+    ) -> reqwest::RequestBuilder {
+        self.client.request(method, self.url(path)).bearer_auth(key)
+    }
+
+    pub async fn post(&self, path: &str, key: &str, body: &Value) -> reqwest::Response {
+        self.request(reqwest::Method::POST, path, key)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn get(&self, path: &str, key: &str) -> reqwest::Response {
+        self.request(reqwest::Method::GET, path, key)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn delete(&self, path: &str, key: &str) -> reqwest::Response {
+        self.request(reqwest::Method::DELETE, path, key)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Creates an integration and a key with `scopes` for it; returns (integration id, key).
+    pub async fn integration_with_key(&self, name: &str, scopes: &[&str]) -> (String, String) {
+        let integration = self
+            .post(
+                "/v1/integrations",
+                &self.admin_key,
+                &serde_json::json!({"name": name}),
+            )
+            .await;
+        assert_eq!(integration.status(), 201);
+        let id = json(integration).await["id"].as_str().unwrap().to_owned();
+        let key = self
+            .post(
+                &format!("/v1/integrations/{id}/keys"),
+                &self.admin_key,
+                &serde_json::json!({"scopes": scopes}),
+            )
+            .await;
+        assert_eq!(key.status(), 201);
+        let token = json(key).await["key"].as_str().unwrap().to_owned();
+        (id, token)
+    }
+
+    /// Runs a statement directly on the app's database (for tampering tests).
+    pub async fn execute_sql(&self, sql: &str, binds: &[SqlValue]) {
+        match &self.db.url {
+            Some(url) => {
+                let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()));
+                for bind in binds {
+                    query = match bind {
+                        SqlValue::Text(t) => query.bind(t.clone()),
+                        SqlValue::Bytes(b) => query.bind(b.clone()),
+                    };
+                }
+                query.execute(&mut conn).await.unwrap();
+            }
+            None => {
+                let mut conn = sqlx::SqliteConnection::connect(&self.sqlite_url())
+                    .await
+                    .unwrap();
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()));
+                for bind in binds {
+                    query = match bind {
+                        SqlValue::Text(t) => query.bind(t.clone()),
+                        SqlValue::Bytes(b) => query.bind(b.clone()),
+                    };
+                }
+                query.execute(&mut conn).await.unwrap();
+            }
+        }
+    }
+
+    /// Reads one BLOB/BYTEA value directly from the app's database.
+    pub async fn fetch_bytes(&self, sql: &str, id: &str) -> Vec<u8> {
+        match &self.db.url {
+            Some(url) => {
+                let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+                let (bytes,): (Vec<u8>,) = sqlx::query_as(sqlx::AssertSqlSafe(sql.to_owned()))
+                    .bind(id)
+                    .fetch_one(&mut conn)
+                    .await
+                    .unwrap();
+                bytes
+            }
+            None => {
+                let mut conn = sqlx::SqliteConnection::connect(&self.sqlite_url())
+                    .await
+                    .unwrap();
+                let (bytes,): (Vec<u8>,) = sqlx::query_as(sqlx::AssertSqlSafe(sql.to_owned()))
+                    .bind(id)
+                    .fetch_one(&mut conn)
+                    .await
+                    .unwrap();
+                bytes
+            }
+        }
+    }
+
+    fn sqlite_url(&self) -> String {
+        format!("sqlite://{}", self.data_dir().join("herald.db").display())
+    }
+
+    /// Every byte the database holds on disk for Herald's tables: the SQLite file and its WAL,
+    /// or (PostgreSQL, after a checkpoint) the relation files of every table, index and TOAST
+    /// table of the test database.
+    pub async fn raw_database_bytes(&self) -> Vec<u8> {
+        match &self.db.url {
+            None => {
+                let mut bytes = Vec::new();
+                for name in ["herald.db", "herald.db-wal"] {
+                    if let Ok(mut b) = std::fs::read(self.data_dir().join(name)) {
+                        bytes.append(&mut b);
+                    }
+                }
+                assert!(!bytes.is_empty());
+                bytes
+            }
+            Some(url) => {
+                let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+                sqlx::query("CHECKPOINT").execute(&mut conn).await.unwrap();
+                let (data_dir,): (String,) =
+                    sqlx::query_as("SELECT current_setting('data_directory')")
+                        .fetch_one(&mut conn)
+                        .await
+                        .unwrap();
+                let files: Vec<(Option<String>,)> = sqlx::query_as(
+                    "SELECT pg_relation_filepath(c.oid) FROM pg_class c
+                     JOIN pg_namespace n ON n.oid = c.relnamespace
+                     WHERE n.nspname IN ('public', 'pg_toast') AND c.relkind IN ('r', 'i', 't')",
+                )
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+                let mut bytes = Vec::new();
+                for (file,) in files {
+                    let Some(file) = file else { continue };
+                    if let Ok(mut b) = std::fs::read(Path::new(&data_dir).join(&file)) {
+                        bytes.append(&mut b);
+                    }
+                }
+                assert!(
+                    !bytes.is_empty(),
+                    "no PostgreSQL relation files could be read"
+                );
+                bytes
+            }
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+pub enum SqlValue {
+    Text(String),
+    Bytes(Vec<u8>),
+}
+
+pub async fn json(response: reqwest::Response) -> Value {
+    response.json().await.unwrap()
+}
+
+/// Asserts a problem document: status, `code`, content type, request id in body and header.
+pub async fn assert_problem(response: reqwest::Response, status: u16, code: &str) -> Value {
+    assert_eq!(
+        response.status().as_u16(),
+        status,
+        "unexpected status for {code}"
+    );
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(content_type, "application/problem+json");
+    let header_id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["code"], code, "{body}");
+    assert_eq!(body["status"], status);
+    assert_eq!(body["type"], format!("urn:herald:problem:{code}"));
+    assert!(body["title"].is_string());
+    assert_eq!(body["request_id"], header_id.as_str());
+    body
+}

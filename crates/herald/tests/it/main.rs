@@ -1,0 +1,21 @@
+//! Herald's integration tests: one binary, one module per area. Every test that touches
+//! storage runs on SQLite, and on PostgreSQL when `HERALD_TEST_DATABASE_URL` is set (see
+//! `helpers.rs`). Tests talk to a real server over real HTTP.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "tests fail loudly"
+)]
+
+mod auth;
+mod conventions;
+mod encryption;
+mod helpers;
+mod ops;
+mod process;
+mod storage;
+mod subjects;
