@@ -8,6 +8,14 @@ use crate::convert::{id, limit, millis, opt_millis, opt_time, time};
 use crate::{Database, from_sqlx, read, write_tx};
 
 type IntegrationRow = (String, String, i64);
+
+/// The columns [`api_key`] decodes, in its tuple's order. A macro, so every query stays a
+/// `&'static str` (sqlx refuses SQL built at run time unless asserted safe).
+macro_rules! api_key_columns {
+    () => {
+        "id, integration_id, prefix, scopes, created_at, expires_at, revoked_at, last_used_at"
+    };
+}
 type ApiKeyRow = (
     String,
     String,
@@ -158,11 +166,11 @@ impl AuthStore for Database {
     }
 
     async fn api_key(&self, key_id: &ApiKeyId) -> Result<Option<ApiKeyRecord>, StoreError> {
-        let row: Option<ApiKeyRow> = read!(self, |pool| sqlx::query_as(
-            "SELECT id, integration_id, prefix, scopes, created_at, expires_at, revoked_at,
-                    last_used_at
-             FROM api_keys WHERE id = $1"
-        )
+        let row: Option<ApiKeyRow> = read!(self, |pool| sqlx::query_as(concat!(
+            "SELECT ",
+            api_key_columns!(),
+            " FROM api_keys WHERE id = $1"
+        ))
         .bind(key_id.as_str())
         .fetch_optional(pool)
         .await
@@ -187,11 +195,11 @@ impl AuthStore for Database {
                 Option<i64>,
                 Vec<u8>,
             ),
-        >(
-            "SELECT id, integration_id, prefix, scopes, created_at, expires_at, revoked_at,
-                    last_used_at, token_hash
-             FROM api_keys WHERE token_hash = $1"
-        )
+        >(concat!(
+            "SELECT ",
+            api_key_columns!(),
+            ", token_hash FROM api_keys WHERE token_hash = $1"
+        ))
         .bind(&hash[..])
         .fetch_optional(pool)
         .await
@@ -208,22 +216,22 @@ impl AuthStore for Database {
     ) -> Result<Vec<ApiKeyRecord>, StoreError> {
         let after = page.after.as_deref().unwrap_or("");
         let rows: Vec<ApiKeyRow> = match integration_id {
-            Some(integration_id) => read!(self, |pool| sqlx::query_as(
-                "SELECT id, integration_id, prefix, scopes, created_at, expires_at, revoked_at,
-                        last_used_at
-                 FROM api_keys WHERE integration_id = $1 AND id > $2 ORDER BY id LIMIT $3"
-            )
+            Some(integration_id) => read!(self, |pool| sqlx::query_as(concat!(
+                "SELECT ",
+                api_key_columns!(),
+                " FROM api_keys WHERE integration_id = $1 AND id > $2 ORDER BY id LIMIT $3"
+            ))
             .bind(integration_id.as_str())
             .bind(after)
             .bind(limit(page.limit))
             .fetch_all(pool)
             .await
             .map_err(from_sqlx)?),
-            None => read!(self, |pool| sqlx::query_as(
-                "SELECT id, integration_id, prefix, scopes, created_at, expires_at, revoked_at,
-                        last_used_at
-                 FROM api_keys WHERE id > $1 ORDER BY id LIMIT $2"
-            )
+            None => read!(self, |pool| sqlx::query_as(concat!(
+                "SELECT ",
+                api_key_columns!(),
+                " FROM api_keys WHERE id > $1 ORDER BY id LIMIT $2"
+            ))
             .bind(after)
             .bind(limit(page.limit))
             .fetch_all(pool)
@@ -245,11 +253,11 @@ impl AuthStore for Database {
                 .execute(&mut *tx)
                 .await
                 .map_err(from_sqlx)?;
-            sqlx::query_as(
-                "SELECT id, integration_id, prefix, scopes, created_at, expires_at, revoked_at,
-                        last_used_at
-                 FROM api_keys WHERE id = $1",
-            )
+            sqlx::query_as(concat!(
+                "SELECT ",
+                api_key_columns!(),
+                " FROM api_keys WHERE id = $1"
+            ))
             .bind(key_id.as_str())
             .fetch_optional(&mut *tx)
             .await

@@ -7,6 +7,13 @@ use crate::{Database, from_sqlx, read, write_tx};
 
 type SubjectRow = (String, i64, bool, Option<i64>);
 
+/// The columns [`subject`] decodes, in its tuple's order (a macro: queries stay `&'static str`).
+macro_rules! subject_columns {
+    () => {
+        "id, created_at, restricted, last_inbound_at"
+    };
+}
+
 fn subject(row: SubjectRow) -> Result<SubjectRecord, StoreError> {
     let (subject_id, created_at, restricted, last_inbound_at) = row;
     Ok(SubjectRecord {
@@ -23,10 +30,11 @@ impl SubjectStore for Database {
         &self,
         index: &[u8; 32],
     ) -> Result<Option<SubjectRecord>, StoreError> {
-        let row: Option<SubjectRow> = read!(self, |pool| sqlx::query_as(
-            "SELECT id, created_at, restricted, last_inbound_at FROM subjects
-             WHERE phone_index = $1 AND erased_at IS NULL"
-        )
+        let row: Option<SubjectRow> = read!(self, |pool| sqlx::query_as(concat!(
+            "SELECT ",
+            subject_columns!(),
+            " FROM subjects WHERE phone_index = $1 AND erased_at IS NULL"
+        ))
         .bind(&index[..])
         .fetch_optional(pool)
         .await
@@ -63,10 +71,11 @@ impl SubjectStore for Database {
                 .map_err(from_sqlx)?;
                 None
             } else {
-                sqlx::query_as(
-                    "SELECT id, created_at, restricted, last_inbound_at FROM subjects
-                     WHERE phone_index = $1",
-                )
+                sqlx::query_as(concat!(
+                    "SELECT ",
+                    subject_columns!(),
+                    " FROM subjects WHERE phone_index = $1"
+                ))
                 .bind(&new.phone_index[..])
                 .fetch_optional(&mut *tx)
                 .await
@@ -85,10 +94,11 @@ impl SubjectStore for Database {
     }
 
     async fn subject(&self, subject_id: &SubjectId) -> Result<Option<SubjectRecord>, StoreError> {
-        let row: Option<SubjectRow> = read!(self, |pool| sqlx::query_as(
-            "SELECT id, created_at, restricted, last_inbound_at FROM subjects
-             WHERE id = $1 AND erased_at IS NULL"
-        )
+        let row: Option<SubjectRow> = read!(self, |pool| sqlx::query_as(concat!(
+            "SELECT ",
+            subject_columns!(),
+            " FROM subjects WHERE id = $1 AND erased_at IS NULL"
+        ))
         .bind(subject_id.as_str())
         .fetch_optional(pool)
         .await

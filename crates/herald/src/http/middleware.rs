@@ -107,7 +107,13 @@ fn problem_for_bare_errors(response: Response) -> Response {
         return response;
     }
     let (parts, _body) = response.into_parts();
-    let mut problem = Problem::new(Code::for_status(status)).into_response();
+    let code = Code::for_status(status);
+    let problem = match code {
+        // A timeout or overload: tell the client when to come back.
+        Code::Unavailable => Problem::unavailable(),
+        code => Problem::new(code),
+    };
+    let mut problem = problem.into_response();
     for name in [header::ALLOW, header::RETRY_AFTER] {
         if let Some(value) = parts.headers.get(&name) {
             problem.headers_mut().insert(name, value.clone());

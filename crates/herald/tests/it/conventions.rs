@@ -200,3 +200,29 @@ async fn lists_page_with_a_cursor() {
     unique.dedup();
     assert_eq!(unique.len(), 6);
 }
+
+#[tokio::test]
+async fn a_request_that_takes_too_long_is_503_unavailable() {
+    let app = TestApp::spawn_with(|c| {
+        c.http.request_timeout = std::time::Duration::from_millis(300);
+    })
+    .await;
+    // Announce a body and never finish sending it: the handler waits, the timeout answers.
+    let mut stream = tokio::net::TcpStream::connect(app.address).await.unwrap();
+    let request = format!(
+        "POST /v1/integrations HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\nConnection: close\r\n\r\n{{\"na",
+        app.admin_key
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = vec![0u8; 4096];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut answer))
+        .await
+        .expect("an answer before the client gives up")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..read]).to_lowercase();
+    assert!(answer.starts_with("http/1.1 503"), "{answer}");
+    assert!(answer.contains("retry-after: 1"), "{answer}");
+    assert!(answer.contains("\"code\":\"unavailable\""), "{answer}");
+    assert_eq!(integration_count(&app).await, 1);
+}

@@ -126,6 +126,24 @@ pub fn test_config(dir: &Path, db: &TestDb) -> Config {
     config
 }
 
+/// Runs `$body` with a direct connection `$conn` to the app's database, whichever it is.
+macro_rules! with_connection {
+    ($app:expr, |$conn:ident| $body:expr) => {
+        match &$app.db.url {
+            Some(url) => {
+                let mut $conn = sqlx::PgConnection::connect(url).await.unwrap();
+                $body
+            }
+            None => {
+                let mut $conn = sqlx::SqliteConnection::connect(&$app.sqlite_url())
+                    .await
+                    .unwrap();
+                $body
+            }
+        }
+    };
+}
+
 /// A running Herald.
 pub struct TestApp {
     pub address: SocketAddr,
@@ -285,58 +303,28 @@ impl TestApp {
 
     /// Runs a statement directly on the app's database (for tampering tests).
     pub async fn execute_sql(&self, sql: &str, binds: &[SqlValue]) {
-        match &self.db.url {
-            Some(url) => {
-                let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
-                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()));
-                for bind in binds {
-                    query = match bind {
-                        SqlValue::Text(t) => query.bind(t.clone()),
-                        SqlValue::Bytes(b) => query.bind(b.clone()),
-                    };
-                }
-                query.execute(&mut conn).await.unwrap();
+        with_connection!(self, |conn| {
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()));
+            for bind in binds {
+                query = match bind {
+                    SqlValue::Text(t) => query.bind(t.clone()),
+                    SqlValue::Bytes(b) => query.bind(b.clone()),
+                };
             }
-            None => {
-                let mut conn = sqlx::SqliteConnection::connect(&self.sqlite_url())
-                    .await
-                    .unwrap();
-                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()));
-                for bind in binds {
-                    query = match bind {
-                        SqlValue::Text(t) => query.bind(t.clone()),
-                        SqlValue::Bytes(b) => query.bind(b.clone()),
-                    };
-                }
-                query.execute(&mut conn).await.unwrap();
-            }
-        }
+            query.execute(&mut conn).await.unwrap();
+        });
     }
 
     /// Reads one BLOB/BYTEA value directly from the app's database.
     pub async fn fetch_bytes(&self, sql: &str, id: &str) -> Vec<u8> {
-        match &self.db.url {
-            Some(url) => {
-                let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
-                let (bytes,): (Vec<u8>,) = sqlx::query_as(sqlx::AssertSqlSafe(sql.to_owned()))
-                    .bind(id)
-                    .fetch_one(&mut conn)
-                    .await
-                    .unwrap();
-                bytes
-            }
-            None => {
-                let mut conn = sqlx::SqliteConnection::connect(&self.sqlite_url())
-                    .await
-                    .unwrap();
-                let (bytes,): (Vec<u8>,) = sqlx::query_as(sqlx::AssertSqlSafe(sql.to_owned()))
-                    .bind(id)
-                    .fetch_one(&mut conn)
-                    .await
-                    .unwrap();
-                bytes
-            }
-        }
+        with_connection!(self, |conn| {
+            let (bytes,): (Vec<u8>,) = sqlx::query_as(sqlx::AssertSqlSafe(sql.to_owned()))
+                .bind(id)
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+            bytes
+        })
     }
 
     fn sqlite_url(&self) -> String {
