@@ -8,6 +8,7 @@
 //!   (`file`, `env`). Root keys only ever wrap data keys; they never encrypt data.
 //! - [`derive`]: HKDF-derived purpose keys: the blind index for phone-number look-ups and the
 //!   keyed hash for API tokens.
+//! - [`signing`]: Ed25519 signatures (audit checkpoints), verifiable with the public key alone.
 //!
 //! Randomness is deliberately *not* injectable here: a fake RNG that could reach key or nonce
 //! generation is a worse risk than the test determinism it would buy.
@@ -15,8 +16,10 @@
 pub mod aead;
 pub mod derive;
 mod error;
+pub mod hash;
 pub mod random;
 pub mod root;
+pub mod signing;
 
 pub use aead::{Binding, SymmetricKey};
 pub use derive::{BlindIndexer, TokenHasher};
