@@ -21,6 +21,7 @@ use herald_crypto::{
 };
 use zeroize::Zeroizing;
 
+use crate::audit::{Action, AuditEvent, AuditRecord, Details, Initiator, Outcome, Target};
 use crate::clock::Timestamp;
 use crate::ids::SubjectId;
 use crate::phone::PhoneNumber;
@@ -317,6 +318,7 @@ pub async fn rotate_root(
     store: &dyn Store,
     provider: &dyn RootKeyProvider,
     now: Timestamp,
+    initiator: &Initiator,
 ) -> Result<RotationReport, KeyError> {
     let stored_system = store.system_key().await?.ok_or(KeyError::NotInitialised)?;
     let current = provider.load()?.ok_or_else(|| KeyError::RootKeyMissing {
@@ -336,8 +338,20 @@ pub async fn rotate_root(
             root_version: active,
             wrapped: ring.wrap(&system, &system_key_binding())?,
         };
+        let event = AuditEvent::new(initiator, Action::RootKeyRotated, Outcome::Success)
+            .target(Target::RootKey)
+            .details(
+                Details::new()
+                    .with("root_version", active)
+                    .with("previous_version", stored_system.root_version),
+            );
         report.system_key_rewrapped = store
-            .replace_system_key(stored_system.root_version, &rewrapped, now)
+            .replace_system_key(
+                stored_system.root_version,
+                &rewrapped,
+                now,
+                &AuditRecord::new(&event, now),
+            )
             .await?;
     }
     loop {
@@ -367,7 +381,16 @@ pub async fn rotate_root(
                 })
             })
             .collect::<Result<Vec<_>, KeyError>>()?;
-        let replaced = store.replace_subject_keys(&rewrapped, now).await?;
+        let event = AuditEvent::new(initiator, Action::SubjectKeysRewrapped, Outcome::Success)
+            .target(Target::RootKey)
+            .details(
+                Details::new()
+                    .with("root_version", active)
+                    .with("count", rewrapped.len() as u64),
+            );
+        let replaced = store
+            .replace_subject_keys(&rewrapped, now, &AuditRecord::new(&event, now))
+            .await?;
         if replaced == 0 {
             return Err(KeyError::RotationStalled);
         }

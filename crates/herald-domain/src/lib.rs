@@ -7,11 +7,14 @@
 //!   keys (cached, zeroised), the blind index, root-key rotation.
 //! - [`subjects`]: create-or-find people by phone number; the number is stored only encrypted.
 //! - [`auth`]: integrations, API keys, scopes, authentication.
+//! - [`audit`]: the tamper-evident trail: entries written with their actions, a hash chain
+//!   sealed in batches, signed checkpoints, a witness, verification, export, retention.
 //! - [`store`]: the storage traits `herald-store` implements for SQLite and PostgreSQL.
 //!
 //! Capabilities take their collaborators (`Arc<dyn Store>`, the keyring, the clock) in their
 //! constructors and return typed errors; the HTTP layer maps those to problem documents.
 
+pub mod audit;
 pub mod auth;
 pub mod clock;
 pub mod ids;

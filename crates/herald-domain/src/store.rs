@@ -9,6 +9,7 @@ use std::fmt;
 
 use async_trait::async_trait;
 
+use crate::audit::{AuditKeyRecord, AuditRecord, Checkpoint, SealInput, SealPlan, SealedEntry};
 use crate::auth::{ApiKeyRecord, IntegrationRecord, NewApiKey};
 use crate::clock::Timestamp;
 use crate::ids::{ApiKeyId, IntegrationId, SubjectId};
@@ -24,6 +25,10 @@ pub enum StoreError {
     Unavailable(#[source] BoxError),
     #[error("the change conflicts with existing data")]
     Conflict,
+    /// The audit entry that must accompany the change could not be written, so the change was
+    /// not made either.
+    #[error("the audit trail cannot be written")]
+    AuditUnavailable(#[source] BoxError),
     #[error("stored data is not valid: {0}")]
     Corrupt(String),
     #[error("database error")]
@@ -115,6 +120,7 @@ pub trait KeyStore: Send + Sync {
         previous_version: u32,
         key: &StoredKey,
         now: Timestamp,
+        audit: &AuditRecord,
     ) -> Result<bool, StoreError>;
     async fn subject_key(&self, id: &SubjectId) -> Result<Option<StoredKey>, StoreError>;
     /// Up to `limit` subject keys wrapped under a root-key version below `version`.
@@ -128,6 +134,7 @@ pub trait KeyStore: Send + Sync {
         &self,
         keys: &[RewrappedKey],
         now: Timestamp,
+        audit: &AuditRecord,
     ) -> Result<u64, StoreError>;
 }
 
@@ -137,8 +144,13 @@ pub trait SubjectStore: Send + Sync {
         &self,
         index: &[u8; 32],
     ) -> Result<Option<SubjectRecord>, StoreError>;
-    /// Inserts the subject and its data key, or finds the subject already holding this index.
-    async fn insert_subject(&self, subject: &NewSubject) -> Result<SubjectInsert, StoreError>;
+    /// Inserts the subject, its data key and `audit` (written only if the subject is new), or
+    /// finds the subject already holding this index.
+    async fn insert_subject(
+        &self,
+        subject: &NewSubject,
+        audit: &AuditRecord,
+    ) -> Result<SubjectInsert, StoreError>;
     async fn subject(&self, id: &SubjectId) -> Result<Option<SubjectRecord>, StoreError>;
     async fn subject_phone_ciphertext(&self, id: &SubjectId)
     -> Result<Option<Vec<u8>>, StoreError>;
@@ -147,7 +159,11 @@ pub trait SubjectStore: Send + Sync {
 #[async_trait]
 pub trait AuthStore: Send + Sync {
     /// [`StoreError::Conflict`] when the name is taken.
-    async fn insert_integration(&self, integration: &IntegrationRecord) -> Result<(), StoreError>;
+    async fn insert_integration(
+        &self,
+        integration: &IntegrationRecord,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError>;
     async fn integration(
         &self,
         id: &IntegrationId,
@@ -163,8 +179,9 @@ pub trait AuthStore: Send + Sync {
         &self,
         integration: &IntegrationRecord,
         key: &NewApiKey,
+        audit: &[AuditRecord],
     ) -> Result<bool, StoreError>;
-    async fn insert_api_key(&self, key: &NewApiKey) -> Result<(), StoreError>;
+    async fn insert_api_key(&self, key: &NewApiKey, audit: &AuditRecord) -> Result<(), StoreError>;
     async fn api_key(&self, id: &ApiKeyId) -> Result<Option<ApiKeyRecord>, StoreError>;
     /// The key whose token hash is `hash`, with the hash as stored (for a constant-time check).
     async fn api_key_by_hash(
@@ -176,19 +193,70 @@ pub trait AuthStore: Send + Sync {
         integration: Option<&IntegrationId>,
         page: &PageRequest,
     ) -> Result<Vec<ApiKeyRecord>, StoreError>;
-    /// Sets `revoked_at` unless already revoked; returns the key as it now is.
+    /// Sets `revoked_at` and writes `audit` unless the key is already revoked; returns the key
+    /// as it now is and whether this call revoked it.
     async fn revoke_api_key(
         &self,
         id: &ApiKeyId,
         at: Timestamp,
-    ) -> Result<Option<ApiKeyRecord>, StoreError>;
+        audit: &AuditRecord,
+    ) -> Result<Option<(ApiKeyRecord, bool)>, StoreError>;
     /// Records when keys were last used (batched; never moves a time backwards).
     async fn touch_api_keys(&self, uses: &[(ApiKeyId, Timestamp)]) -> Result<(), StoreError>;
 }
 
+/// Decides, under the sealing lock, what to seal (see [`crate::audit::Audit::seal`]).
+pub type SealFn<'a> = &'a (dyn Fn(SealInput) -> Result<SealPlan, String> + Send + Sync);
+
+#[async_trait]
+pub trait AuditStore: Send + Sync {
+    /// Writes entries that accompany no state change, in one transaction.
+    async fn append_audit(&self, records: &[AuditRecord]) -> Result<(), StoreError>;
+    /// One sealing step, in one transaction under the sealing lock (PostgreSQL: an advisory
+    /// lock; SQLite: the write lock): reads the head and up to `limit` pending entries, lets
+    /// `plan` decide, writes the sealed entries and the checkpoint, removes the pending ones.
+    /// `None` when another node holds the lock.
+    async fn seal_audit(
+        &self,
+        limit: u32,
+        plan: SealFn<'_>,
+    ) -> Result<Option<SealPlan>, StoreError>;
+    /// Sealed entries with `seq > after`, in order, at most `limit`.
+    async fn audit_entries(&self, after: u64, limit: u32) -> Result<Vec<SealedEntry>, StoreError>;
+    /// Sealed entries with `after < seq <= through`, in order.
+    async fn audit_entries_between(
+        &self,
+        after: u64,
+        through: u64,
+    ) -> Result<Vec<SealedEntry>, StoreError>;
+    /// The highest sealed sequence number, if any.
+    async fn audit_last_seq(&self) -> Result<Option<u64>, StoreError>;
+    /// Every checkpoint, by sequence number.
+    async fn audit_checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError>;
+    async fn audit_pending_count(&self) -> Result<u64, StoreError>;
+    /// Checkpoint-signing keys, oldest first.
+    async fn audit_keys(&self) -> Result<Vec<AuditKeyRecord>, StoreError>;
+    /// Stores a signing key unless one with its id exists, with its audit entry.
+    async fn insert_audit_key(
+        &self,
+        key: &AuditKeyRecord,
+        audit: &AuditRecord,
+    ) -> Result<bool, StoreError>;
+    /// The highest sequence number such that it and every entry before it were recorded before
+    /// `cutoff`.
+    async fn audit_prunable_through(&self, cutoff: Timestamp) -> Result<Option<u64>, StoreError>;
+    /// Stores the horizon checkpoint, deletes the sealed entries it covers and writes `audit`,
+    /// in one transaction; returns how many entries were deleted.
+    async fn prune_audit(
+        &self,
+        horizon: &Checkpoint,
+        audit: &AuditRecord,
+    ) -> Result<u64, StoreError>;
+}
+
 /// Everything Herald stores.
 #[async_trait]
-pub trait Store: KeyStore + SubjectStore + AuthStore + fmt::Debug + 'static {
+pub trait Store: KeyStore + SubjectStore + AuthStore + AuditStore + fmt::Debug + 'static {
     fn backend(&self) -> Backend;
     /// A cheap round trip, for readiness checks.
     async fn ping(&self) -> Result<(), StoreError>;

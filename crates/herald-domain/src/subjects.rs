@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use herald_crypto::aead::Binding;
 
+use crate::audit::{Action, Audit, AuditEvent, AuditRecord, Details, Initiator, Outcome, Target};
 use crate::clock::Clock;
 use crate::ids::SubjectId;
 use crate::keys::{KeyError, Keyring};
@@ -47,7 +48,14 @@ pub struct Subjects {
     store: Arc<dyn Store>,
     keys: Arc<Keyring>,
     clock: Arc<dyn Clock>,
+    audit: Audit,
     default_region: Option<Region>,
+}
+
+fn registered(initiator: &Initiator, id: &SubjectId, created: bool) -> AuditEvent {
+    AuditEvent::new(initiator, Action::SubjectRegistered, Outcome::Success)
+        .target(Target::Subject(id.clone()))
+        .details(Details::new().with("created", created))
 }
 
 impl Subjects {
@@ -55,12 +63,14 @@ impl Subjects {
         store: Arc<dyn Store>,
         keys: Arc<Keyring>,
         clock: Arc<dyn Clock>,
+        audit: Audit,
         default_region: Option<Region>,
     ) -> Self {
         Self {
             store,
             keys,
             clock,
+            audit,
             default_region,
         }
     }
@@ -69,39 +79,64 @@ impl Subjects {
         phone::parse(input, self.default_region)
     }
 
-    /// Finds the subject holding this phone number, or creates one.
-    pub async fn register(&self, phone: &str) -> Result<Registration, SubjectError> {
+    /// Finds the subject holding this phone number, or creates one. Either way it is recorded.
+    pub async fn register(
+        &self,
+        phone: &str,
+        initiator: &Initiator,
+    ) -> Result<Registration, SubjectError> {
         let phone = self.parse_phone(phone)?;
         let index = self.keys.phone_index(&phone);
         if let Some(existing) = self.store.subject_by_phone_index(&index).await? {
+            self.audit
+                .append(&registered(initiator, &existing.id, false))
+                .await?;
             return Ok(Registration::Existing(existing));
         }
         let id = SubjectId::generate()?;
         let (key, stored_key) = self.keys.new_subject_key(&id)?;
         let phone_ciphertext =
             Keyring::seal_for_subject(&key, &phone_binding(&id), phone.e164().as_bytes())?;
+        let now = self.clock.now();
         let new = NewSubject {
             id: id.clone(),
             phone_index: index,
             phone_ciphertext,
             key: stored_key,
-            created_at: self.clock.now(),
+            created_at: now,
         };
-        match self.store.insert_subject(&new).await? {
+        let audit = AuditRecord::new(&registered(initiator, &id, true), now);
+        match self.store.insert_subject(&new, &audit).await? {
             SubjectInsert::Inserted(record) => {
                 self.keys.remember_subject_key(&id, key);
                 Ok(Registration::Created(record))
             }
             // Registered concurrently by another request: that subject is the one.
-            SubjectInsert::Existing(record) => Ok(Registration::Existing(record)),
+            SubjectInsert::Existing(record) => {
+                self.audit
+                    .append(&registered(initiator, &record.id, false))
+                    .await?;
+                Ok(Registration::Existing(record))
+            }
         }
     }
 
-    /// The subject holding this phone number, if any.
-    pub async fn lookup(&self, phone: &str) -> Result<Option<SubjectRecord>, SubjectError> {
+    /// The subject holding this phone number, if any. The look-up is recorded, found or not.
+    pub async fn lookup(
+        &self,
+        phone: &str,
+        initiator: &Initiator,
+    ) -> Result<Option<SubjectRecord>, SubjectError> {
         let phone = self.parse_phone(phone)?;
         let index = self.keys.phone_index(&phone);
-        Ok(self.store.subject_by_phone_index(&index).await?)
+        let found = self.store.subject_by_phone_index(&index).await?;
+        let mut event = AuditEvent::new(initiator, Action::SubjectLookedUp, Outcome::Success)
+            .details(Details::new().with("found", found.is_some()));
+        if let Some(subject) = &found {
+            event = event.target(Target::Subject(subject.id.clone()));
+        }
+        self.audit.append(&event).await?;
+        Ok(found)
     }
 
     pub async fn get(&self, id: &SubjectId) -> Result<Option<SubjectRecord>, SubjectError> {

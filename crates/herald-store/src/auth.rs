@@ -1,9 +1,11 @@
 use async_trait::async_trait;
+use herald_domain::audit::AuditRecord;
 use herald_domain::auth::{ApiKeyRecord, IntegrationRecord, NewApiKey, Scopes};
 use herald_domain::clock::Timestamp;
 use herald_domain::ids::{ApiKeyId, IntegrationId};
 use herald_domain::store::{AuthStore, PageRequest, StoreError};
 
+use crate::audit::insert_audit;
 use crate::convert::{id, limit, millis, opt_millis, opt_time, time};
 use crate::{Database, from_sqlx, read, write_tx};
 
@@ -79,17 +81,21 @@ macro_rules! insert_api_key {
 
 #[async_trait]
 impl AuthStore for Database {
-    async fn insert_integration(&self, record: &IntegrationRecord) -> Result<(), StoreError> {
-        write_tx!(self, |tx| sqlx::query(
-            "INSERT INTO integrations (id, name, created_at) VALUES ($1, $2, $3)"
-        )
-        .bind(record.id.as_str())
-        .bind(record.name.as_str())
-        .bind(millis(record.created_at))
-        .execute(&mut *tx)
-        .await
-        .map_err(from_sqlx)?
-        .rows_affected());
+    async fn insert_integration(
+        &self,
+        record: &IntegrationRecord,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError> {
+        write_tx!(self, |tx| {
+            sqlx::query("INSERT INTO integrations (id, name, created_at) VALUES ($1, $2, $3)")
+                .bind(record.id.as_str())
+                .bind(record.name.as_str())
+                .bind(millis(record.created_at))
+                .execute(&mut *tx)
+                .await
+                .map_err(from_sqlx)?;
+            insert_audit!(&mut *tx, audit)?;
+        });
         Ok(())
     }
 
@@ -138,6 +144,7 @@ impl AuthStore for Database {
         &self,
         record: &IntegrationRecord,
         key: &NewApiKey,
+        audit: &[AuditRecord],
     ) -> Result<bool, StoreError> {
         let created = write_tx!(self, |tx| {
             let created = sqlx::query(
@@ -154,14 +161,20 @@ impl AuthStore for Database {
                 == 1;
             if created {
                 insert_api_key!(&mut *tx, key)?;
+                for record in audit {
+                    insert_audit!(&mut *tx, record)?;
+                }
             }
             created
         });
         Ok(created)
     }
 
-    async fn insert_api_key(&self, key: &NewApiKey) -> Result<(), StoreError> {
-        write_tx!(self, |tx| insert_api_key!(&mut *tx, key)?.rows_affected());
+    async fn insert_api_key(&self, key: &NewApiKey, audit: &AuditRecord) -> Result<(), StoreError> {
+        write_tx!(self, |tx| {
+            insert_api_key!(&mut *tx, key)?;
+            insert_audit!(&mut *tx, audit)?;
+        });
         Ok(())
     }
 
@@ -245,15 +258,23 @@ impl AuthStore for Database {
         &self,
         key_id: &ApiKeyId,
         at: Timestamp,
-    ) -> Result<Option<ApiKeyRecord>, StoreError> {
-        let row: Option<ApiKeyRow> = write_tx!(self, |tx| {
-            sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-                .bind(millis(at))
-                .bind(key_id.as_str())
-                .execute(&mut *tx)
-                .await
-                .map_err(from_sqlx)?;
-            sqlx::query_as(concat!(
+        audit: &AuditRecord,
+    ) -> Result<Option<(ApiKeyRecord, bool)>, StoreError> {
+        let (row, revoked): (Option<ApiKeyRow>, bool) = write_tx!(self, |tx| {
+            let revoked = sqlx::query(
+                "UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
+            )
+            .bind(millis(at))
+            .bind(key_id.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(from_sqlx)?
+            .rows_affected()
+                == 1;
+            if revoked {
+                insert_audit!(&mut *tx, audit)?;
+            }
+            let row = sqlx::query_as(concat!(
                 "SELECT ",
                 api_key_columns!(),
                 " FROM api_keys WHERE id = $1"
@@ -261,9 +282,10 @@ impl AuthStore for Database {
             .bind(key_id.as_str())
             .fetch_optional(&mut *tx)
             .await
-            .map_err(from_sqlx)?
+            .map_err(from_sqlx)?;
+            (row, revoked)
         });
-        row.map(api_key).transpose()
+        row.map(|row| Ok((api_key(row)?, revoked))).transpose()
     }
 
     async fn touch_api_keys(&self, uses: &[(ApiKeyId, Timestamp)]) -> Result<(), StoreError> {

@@ -1,8 +1,10 @@
 use async_trait::async_trait;
+use herald_domain::audit::AuditRecord;
 use herald_domain::clock::Timestamp;
 use herald_domain::ids::SubjectId;
 use herald_domain::store::{KeyStore, RewrappedKey, StoreError, StoredKey};
 
+use crate::audit::insert_audit;
 use crate::convert::{id, limit, millis, version};
 use crate::{Database, from_sqlx, read, write_tx};
 
@@ -49,21 +51,29 @@ impl KeyStore for Database {
         previous_version: u32,
         key: &StoredKey,
         now: Timestamp,
+        audit: &AuditRecord,
     ) -> Result<bool, StoreError> {
-        let updated = write_tx!(self, |tx| sqlx::query(
-            "UPDATE system_keys SET root_version = $1, wrapped_key = $2, rewrapped_at = $3
-             WHERE name = $4 AND root_version = $5"
-        )
-        .bind(i64::from(key.root_version))
-        .bind(&key.wrapped)
-        .bind(millis(now))
-        .bind(SYSTEM)
-        .bind(i64::from(previous_version))
-        .execute(&mut *tx)
-        .await
-        .map_err(from_sqlx)?
-        .rows_affected());
-        Ok(updated == 1)
+        let updated = write_tx!(self, |tx| {
+            let updated = sqlx::query(
+                "UPDATE system_keys SET root_version = $1, wrapped_key = $2, rewrapped_at = $3
+                 WHERE name = $4 AND root_version = $5",
+            )
+            .bind(i64::from(key.root_version))
+            .bind(&key.wrapped)
+            .bind(millis(now))
+            .bind(SYSTEM)
+            .bind(i64::from(previous_version))
+            .execute(&mut *tx)
+            .await
+            .map_err(from_sqlx)?
+            .rows_affected()
+                == 1;
+            if updated {
+                insert_audit!(&mut *tx, audit)?;
+            }
+            updated
+        });
+        Ok(updated)
     }
 
     async fn subject_key(&self, subject: &SubjectId) -> Result<Option<StoredKey>, StoreError> {
@@ -100,6 +110,7 @@ impl KeyStore for Database {
         &self,
         keys: &[RewrappedKey],
         now: Timestamp,
+        audit: &AuditRecord,
     ) -> Result<u64, StoreError> {
         let replaced = write_tx!(self, |tx| {
             let mut replaced = 0;
@@ -117,6 +128,9 @@ impl KeyStore for Database {
                 .await
                 .map_err(from_sqlx)?
                 .rows_affected();
+            }
+            if replaced > 0 {
+                insert_audit!(&mut *tx, audit)?;
             }
             replaced
         });

@@ -11,7 +11,9 @@
 //! busy timeout, and one writer connection with `BEGIN IMMEDIATE` beside a pool of read-only
 //! readers, so writers queue in the pool instead of failing on lock upgrades.
 
+mod audit;
 mod auth;
+mod bulk;
 mod convert;
 mod error;
 mod keys;

@@ -1,7 +1,9 @@
 use async_trait::async_trait;
+use herald_domain::audit::AuditRecord;
 use herald_domain::ids::SubjectId;
 use herald_domain::store::{NewSubject, StoreError, SubjectInsert, SubjectRecord, SubjectStore};
 
+use crate::audit::insert_audit;
 use crate::convert::{id, millis, opt_time, time};
 use crate::{Database, from_sqlx, read, write_tx};
 
@@ -42,7 +44,11 @@ impl SubjectStore for Database {
         row.map(subject).transpose()
     }
 
-    async fn insert_subject(&self, new: &NewSubject) -> Result<SubjectInsert, StoreError> {
+    async fn insert_subject(
+        &self,
+        new: &NewSubject,
+        audit: &AuditRecord,
+    ) -> Result<SubjectInsert, StoreError> {
         let row: Option<SubjectRow> = write_tx!(self, |tx| {
             let inserted = sqlx::query(
                 "INSERT INTO subjects (id, phone_index, phone_ciphertext, created_at)
@@ -69,6 +75,7 @@ impl SubjectStore for Database {
                 .execute(&mut *tx)
                 .await
                 .map_err(from_sqlx)?;
+                insert_audit!(&mut *tx, audit)?;
                 None
             } else {
                 sqlx::query_as(concat!(

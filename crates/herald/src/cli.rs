@@ -11,6 +11,7 @@ use anyhow::Context;
 use chrono::SecondsFormat;
 use clap::{Args, Parser, Subcommand};
 use herald_crypto::RootKeyRing;
+use herald_domain::audit::{Initiator, Report};
 use herald_domain::auth::{ApiKeyRecord, IntegrationRecord, Scope, Scopes};
 use herald_domain::clock::{Clock, SystemClock, Timestamp};
 use herald_domain::ids::ApiKeyId;
@@ -52,6 +53,28 @@ enum Command {
     /// Manage API keys and root keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Verify, export and maintain the audit trail.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Recompute the hash chain, check every checkpoint signature and the witness. Exits 1 when
+    /// the trail does not verify.
+    Verify(JsonFlag),
+    /// Print sealed entries as JSON lines (canonical fields plus `hash`), in sequence order.
+    Export {
+        /// Only entries after this sequence number.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+    },
+    /// Print the signed checkpoints as JSON lines (the witness-file format).
+    Checkpoints,
+    /// Print the public keys that verify checkpoint signatures.
+    PublicKey(JsonFlag),
+    /// Remove entries older than audit.retention behind a signed horizon checkpoint.
+    Prune(JsonFlag),
 }
 
 #[derive(Debug, Subcommand)]
@@ -244,10 +267,15 @@ async fn admin(config: Config, command: Command) -> anyhow::Result<()> {
         return Ok(());
     }
     let herald = Herald::open(config, Arc::clone(&clock)).await?;
+    if let Command::Audit(command) = command {
+        let result = audit_command(&herald, command).await;
+        herald.store().close().await;
+        return result;
+    }
     let auth = herald.auth();
     match command {
         Command::Integrations(IntegrationsCommand::Create { name, output }) => {
-            let record = auth.create_integration(&name).await?;
+            let record = auth.create_integration(&name, &Initiator::admin()).await?;
             if output.json {
                 emit_json(&integration_json(&record))?;
             } else {
@@ -289,7 +317,12 @@ async fn admin(config: Config, command: Command) -> anyhow::Result<()> {
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let issued = auth
-                .issue_key(&integration.id, Scopes::new(scopes), expires_in_days)
+                .issue_key(
+                    &integration.id,
+                    Scopes::new(scopes),
+                    expires_in_days,
+                    &Initiator::admin(),
+                )
                 .await?;
             if output.json {
                 let mut value = key_json(&issued.record);
@@ -344,7 +377,7 @@ async fn admin(config: Config, command: Command) -> anyhow::Result<()> {
         }
         Command::Keys(KeysCommand::Revoke { id, output }) => {
             let id = ApiKeyId::parse(&id).context("not an API key id (key_…)")?;
-            let record = auth.revoke_key(&id).await?;
+            let (record, _) = auth.revoke_key(&id, &Initiator::admin()).await?;
             if output.json {
                 emit_json(&key_json(&record))?;
             } else {
@@ -357,8 +390,13 @@ async fn admin(config: Config, command: Command) -> anyhow::Result<()> {
         }
         Command::Keys(KeysCommand::RotateRoot(output)) => {
             let provider = startup::key_provider(herald.config());
-            let report =
-                keys::rotate_root(herald.store().as_ref(), provider.as_ref(), clock.now()).await?;
+            let report = keys::rotate_root(
+                herald.store().as_ref(),
+                provider.as_ref(),
+                clock.now(),
+                &Initiator::admin(),
+            )
+            .await?;
             if output.json {
                 emit_json(&json!({
                     "active_version": report.active_version,
@@ -389,9 +427,127 @@ async fn admin(config: Config, command: Command) -> anyhow::Result<()> {
         Command::Serve
         | Command::Migrate
         | Command::Config(_)
+        | Command::Audit(_)
         | Command::Keys(KeysCommand::GenerateRoot) => {}
     }
+    // Entries this command wrote are sealed now rather than at the next server start.
+    if let Err(e) = herald.audit().seal().await {
+        tracing::warn!(error = %e, "could not seal the audit trail");
+    }
     herald.store().close().await;
+    Ok(())
+}
+
+fn report_json(report: &Report) -> serde_json::Value {
+    json!({
+        "ok": report.ok,
+        "entries": report.entries,
+        "head": {"seq": report.head.seq, "hash": data_encoding::HEXLOWER.encode(&report.head.hash)},
+        "checkpoint": report.checkpoint,
+        "first_bad": report.first_bad.as_ref().map(|f| json!({
+            "seq": f.seq,
+            "reason": f.problem.as_str(),
+            "explanation": f.explanation,
+        })),
+    })
+}
+
+async fn audit_command(herald: &Herald, command: AuditCommand) -> anyhow::Result<()> {
+    let audit = herald.audit();
+    let admin = Initiator::admin();
+    match command {
+        AuditCommand::Verify(output) => {
+            audit.seal().await?;
+            let report = audit.verify(&admin).await?;
+            if output.json {
+                emit_json(&report_json(&report))?;
+            } else if let Some(finding) = &report.first_bad {
+                emit(&format!(
+                    "the audit trail does NOT verify: {} at entry {} ({})",
+                    finding.problem.as_str(),
+                    finding.seq,
+                    finding.explanation
+                ));
+            } else {
+                emit(&format!(
+                    "ok: {} entries verified, head {} ({}), last checkpoint {}",
+                    report.entries,
+                    report.head.seq,
+                    data_encoding::HEXLOWER.encode(&report.head.hash),
+                    report
+                        .checkpoint
+                        .map_or_else(|| "none".to_owned(), |c| c.to_string())
+                ));
+            }
+            if !report.ok {
+                anyhow::bail!("the audit trail does not verify");
+            }
+        }
+        AuditCommand::Export { after } => {
+            audit.seal().await?;
+            let mut stdout = std::io::stdout().lock();
+            let mut cursor = after;
+            let mut written = 0u64;
+            loop {
+                let page = audit.entries(cursor, 5000).await?;
+                let Some(last) = page.last() else { break };
+                cursor = last.seq;
+                for entry in &page {
+                    serde_json::to_writer(&mut stdout, &entry.export_json())?;
+                    writeln!(stdout)?;
+                    written += 1;
+                }
+            }
+            stdout.flush()?;
+            audit.record_export(&admin, after, written).await?;
+        }
+        AuditCommand::Checkpoints => {
+            let mut stdout = std::io::stdout().lock();
+            for checkpoint in audit.checkpoints().await? {
+                serde_json::to_writer(&mut stdout, &checkpoint.to_json())?;
+                writeln!(stdout)?;
+            }
+        }
+        AuditCommand::PublicKey(output) => {
+            let keys = audit.public_keys().await?;
+            if output.json {
+                emit_json(&json!({
+                    "active_key_id": audit.key_id(),
+                    "keys": keys.iter().map(|k| json!({
+                        "key_id": k.key_id,
+                        "algorithm": "Ed25519",
+                        "public_key": data_encoding::BASE64.encode(&k.public_key),
+                        "created_at": time(k.created_at),
+                    })).collect::<Vec<_>>(),
+                }))?;
+            } else {
+                for k in &keys {
+                    emit(&format!(
+                        "{}  Ed25519  {}",
+                        k.key_id,
+                        data_encoding::BASE64.encode(&k.public_key)
+                    ));
+                }
+            }
+        }
+        AuditCommand::Prune(output) => {
+            let pruned = audit.prune(&admin).await?;
+            if output.json {
+                emit_json(&json!({
+                    "through_seq": pruned.as_ref().map(|p| p.through_seq),
+                    "removed": pruned.as_ref().map_or(0, |p| p.removed),
+                }))?;
+            } else {
+                match pruned {
+                    Some(p) => emit(&format!(
+                        "removed {} entries through {}; a signed horizon checkpoint keeps the rest verifiable",
+                        p.removed, p.through_seq
+                    )),
+                    None => emit("nothing is older than the retention period"),
+                }
+            }
+        }
+    }
     Ok(())
 }
 

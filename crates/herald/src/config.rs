@@ -128,6 +128,7 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub http: HttpConfig,
     pub auth: AuthConfig,
+    pub audit: AuditConfig,
     pub log: LogConfig,
 }
 
@@ -184,6 +185,21 @@ pub struct AuthConfig {
     pub default_key_lifetime_days: u32,
     #[serde(with = "humantime_serde")]
     pub last_used_flush_interval: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub witness_file: Option<PathBuf>,
+    pub checkpoint_every: u64,
+    #[serde(with = "humantime_serde")]
+    pub checkpoint_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub seal_interval: Duration,
+    pub seal_batch: u32,
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -333,6 +349,20 @@ impl Config {
         if self.auth.last_used_flush_interval.is_zero() {
             return invalid("auth.last_used_flush_interval must be more than zero".into());
         }
+        if self.audit.checkpoint_every == 0 || self.audit.checkpoint_interval.is_zero() {
+            return invalid(
+                "audit.checkpoint_every and audit.checkpoint_interval must be more than zero"
+                    .into(),
+            );
+        }
+        if self.audit.seal_interval.is_zero() || !(1..=50_000).contains(&self.audit.seal_batch) {
+            return invalid(
+                "audit.seal_interval must be more than zero and audit.seal_batch 1 to 50000".into(),
+            );
+        }
+        if self.audit.retention < Duration::from_secs(24 * 3600) {
+            return invalid("audit.retention must be at least one day".into());
+        }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| ConfigError::Invalid(format!("log.level: {e}")))?;
         Ok(())
@@ -367,6 +397,14 @@ impl Config {
             .unwrap_or_else(|| self.data_dir.join("root.key"))
     }
 
+    /// The audit witness file, defaulting to `audit-witness.jsonl` inside the data directory.
+    pub fn audit_witness_file(&self) -> PathBuf {
+        self.audit
+            .witness_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("audit-witness.jsonl"))
+    }
+
     pub fn tls_enabled(&self) -> bool {
         self.tls.cert_file.is_some()
     }
@@ -378,6 +416,7 @@ impl Config {
         if effective.keys.provider == KeyProviderKind::File {
             effective.keys.file = Some(self.root_key_file());
         }
+        effective.audit.witness_file = Some(self.audit_witness_file());
         toml::to_string_pretty(&effective)
             .map_err(|e| ConfigError::Invalid(format!("cannot print the configuration: {e}")))
     }

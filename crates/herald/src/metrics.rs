@@ -44,7 +44,7 @@ impl std::fmt::Debug for Metrics {
 }
 
 /// Methods as static labels; anything unusual is folded into `OTHER` to bound cardinality.
-fn method_label(method: &str) -> &'static str {
+pub fn method_label(method: &str) -> &'static str {
     match method {
         "GET" => "GET",
         "POST" => "POST",

@@ -12,6 +12,10 @@ use std::time::Duration;
 
 use axum::Router;
 use herald_crypto::{EnvKeyProvider, FileKeyProvider, RootKeyProvider};
+use herald_domain::audit::{
+    Action, Audit, AuditError, AuditEvent, AuditSettings, Detail, Details, FileWitness, Initiator,
+    Outcome, Target,
+};
 use herald_domain::auth::{Auth, AuthError, IssuedApiKey};
 use herald_domain::clock::Clock;
 use herald_domain::keys::{KeyError, Keyring, KeyringState};
@@ -29,6 +33,19 @@ use crate::tls::{self, TlsError, TlsListener};
 
 /// How often a running server re-reads its root keys (to follow a rotation done by the CLI).
 const ROOT_KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(60);
+/// How often the audit retention is applied.
+const AUDIT_PRUNE_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+
+/// The audit settings from the configuration.
+pub fn audit_settings(config: &Config) -> AuditSettings {
+    let delta = |d: Duration| chrono::TimeDelta::from_std(d).unwrap_or(chrono::TimeDelta::MAX);
+    AuditSettings {
+        checkpoint_every: config.audit.checkpoint_every,
+        checkpoint_interval: delta(config.audit.checkpoint_interval),
+        seal_batch: config.audit.seal_batch,
+        retention: delta(config.audit.retention),
+    }
+}
 pub const ROOT_KEY_VARIABLE: &str = "HERALD_KEYS__ROOT_KEY";
 
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +62,10 @@ pub enum StartupError {
     Database(#[from] ConnectError),
     #[error(transparent)]
     Keys(#[from] KeyError),
+    #[error("audit trail: {0}")]
+    Audit(#[from] AuditError),
+    #[error("audit trail: {0}")]
+    AuditWrite(#[from] herald_domain::store::StoreError),
     #[error("cannot create the admin integration: {0}")]
     Bootstrap(#[source] AuthError),
     #[error(transparent)]
@@ -60,6 +81,7 @@ pub struct Herald {
     database: Database,
     store: Arc<dyn Store>,
     keyring: Arc<Keyring>,
+    audit: Audit,
     subjects: Subjects,
     auth: Auth,
     metrics: Metrics,
@@ -178,14 +200,31 @@ impl Herald {
             clock.now(),
         )
         .await?;
+        let audit = Audit::open(
+            Arc::clone(&store),
+            &keyring,
+            Arc::clone(&clock),
+            Arc::new(FileWitness::new(config.audit_witness_file())),
+            audit_settings(&config),
+        )
+        .await?;
         if state == KeyringState::Initialised {
             tracing::info!(root_key = %provider.describe(), "initialised the keys of a new database");
+            let event = AuditEvent::new(
+                &Initiator::system(),
+                Action::KeysInitialised,
+                Outcome::Success,
+            )
+            .target(Target::RootKey)
+            .details(Details::new().with("root_version", keyring.active_root_version()));
+            audit.append(&event).await?;
         }
         let keyring = Arc::new(keyring);
         let subjects = Subjects::new(
             Arc::clone(&store),
             Arc::clone(&keyring),
             Arc::clone(&clock),
+            audit.clone(),
             region,
         );
         let lifetime = match config.auth.default_key_lifetime_days {
@@ -198,10 +237,15 @@ impl Herald {
             database,
             store,
             keyring,
+            audit,
             subjects,
             auth,
             metrics: Metrics::new(),
         })
+    }
+
+    pub fn audit(&self) -> &Audit {
+        &self.audit
     }
 
     pub fn config(&self) -> &Config {
@@ -242,6 +286,7 @@ impl Herald {
         http::app(HttpParts {
             subjects: self.subjects.clone(),
             auth: self.auth.clone(),
+            audit: self.audit.clone(),
             store: Arc::clone(&self.store),
             metrics: self.metrics.clone(),
             tls: self.config.tls_enabled(),
@@ -281,7 +326,8 @@ impl Herald {
     }
 
     /// Serves until `shutdown` completes, then finishes in-flight requests (up to the
-    /// configured grace period), writes pending key-usage times and closes the database.
+    /// configured grace period), writes pending key-usage times, records the stop, seals the
+    /// audit trail and closes the database.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -289,14 +335,18 @@ impl Herald {
     ) -> Result<(), StartupError> {
         let addr = listener.local_addr().map_err(StartupError::Serve)?;
         self.warn_about_exposure(addr);
+        self.record_start().await?;
         let router = self.router();
+        // `signalled` flips when the shutdown signal arrives (starts the grace period);
+        // `stop` flips when serving is over (stops the background tasks).
+        let (signalled_tx, signalled_rx) = watch::channel(false);
         let (stop_tx, stop_rx) = watch::channel(false);
-        let background = self.spawn_background_tasks(stop_rx.clone());
+        let background = self.spawn_background_tasks(stop_rx);
         let grace = self.config.http.shutdown_grace;
         let signal = async move {
             shutdown.await;
             tracing::info!("shutting down: no new connections, finishing requests in flight");
-            let _ = stop_tx.send(true);
+            let _ = signalled_tx.send(true);
         };
         tracing::info!(
             listen = %addr,
@@ -306,38 +356,98 @@ impl Herald {
             "Herald is listening"
         );
         let served = match (&self.config.tls.cert_file, &self.config.tls.key_file) {
-            (Some(cert), Some(key)) => {
-                let tls_config = tls::server_config(cert, key)?;
-                let listener =
-                    TlsListener::new(listener, tls_config).map_err(StartupError::Serve)?;
-                serve_until(listener, router, signal, stop_rx, grace).await
-            }
-            _ => serve_until(listener, router, signal, stop_rx, grace).await,
+            (Some(cert), Some(key)) => match tls::server_config(cert, key) {
+                Ok(tls_config) => match TlsListener::new(listener, tls_config) {
+                    Ok(listener) => {
+                        serve_until(listener, router, signal, signalled_rx, grace).await
+                    }
+                    Err(e) => Err(StartupError::Serve(e)),
+                },
+                Err(e) => Err(e.into()),
+            },
+            _ => serve_until(listener, router, signal, signalled_rx, grace).await,
         };
-        background.abort();
+        let _ = stop_tx.send(true);
+        if tokio::time::timeout(Duration::from_secs(10), background)
+            .await
+            .is_err()
+        {
+            tracing::warn!("background tasks did not stop in time");
+        }
         if let Err(e) = self.auth.flush_last_used().await {
             tracing::warn!(error = %e, "could not write API key usage times at shutdown");
+        }
+        let stopped = AuditEvent::new(
+            &Initiator::system(),
+            Action::HeraldStopped,
+            Outcome::Success,
+        )
+        .target(Target::Service);
+        if let Err(e) = self.audit.append(&stopped).await {
+            tracing::error!(error = %e, "could not record the shutdown in the audit trail");
+        }
+        // Leave nothing unsealed behind.
+        if let Err(e) = self.audit.seal().await {
+            tracing::error!(error = %e, "could not seal the audit trail at shutdown");
         }
         self.store.close().await;
         tracing::info!("shutdown complete");
         served
     }
 
+    /// Records the start and the configuration it runs with.
+    async fn record_start(&self) -> Result<(), StartupError> {
+        let system = Initiator::system();
+        let started = AuditEvent::new(&system, Action::HeraldStarted, Outcome::Success)
+            .target(Target::Service)
+            .details(Details::new().with("version", env!("CARGO_PKG_VERSION")));
+        self.audit.append(&started).await?;
+        let masked = self.config.to_masked_toml()?;
+        let digest = herald_crypto::hash::sha256(&[masked.as_bytes()]);
+        let backend = match self.store.backend() {
+            herald_domain::store::Backend::Sqlite => "sqlite",
+            herald_domain::store::Backend::Postgres => "postgres",
+        };
+        let loaded = AuditEvent::new(&system, Action::ConfigLoaded, Outcome::Success)
+            .target(Target::Service)
+            .details(
+                Details::new()
+                    .with("config_sha256", Detail::digest(&digest))
+                    .with("database", backend)
+                    .with("tls", self.config.tls_enabled()),
+            );
+        self.audit.append(&loaded).await?;
+        Ok(())
+    }
+
+    /// Batched key-usage writes, root-key reloads, the audit sealer and audit retention.
     fn spawn_background_tasks(
         &self,
         mut stop: watch::Receiver<bool>,
     ) -> tokio::task::JoinHandle<()> {
         let auth = self.auth.clone();
         let keyring = Arc::clone(&self.keyring);
+        let audit = self.audit.clone();
         let flush_every = self.config.auth.last_used_flush_interval;
+        let seal_every = self.config.audit.seal_interval;
+        let sealer = tokio::spawn({
+            let audit = audit.clone();
+            let stop = stop.clone();
+            async move { audit.run_sealer(seal_every, stop).await }
+        });
         tokio::spawn(async move {
             let mut flush = tokio::time::interval(flush_every);
             let mut reload = tokio::time::interval(ROOT_KEY_RELOAD_INTERVAL);
-            flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            reload.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut prune = tokio::time::interval(AUDIT_PRUNE_INTERVAL);
+            for timer in [&mut flush, &mut reload, &mut prune] {
+                timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            }
             loop {
                 tokio::select! {
-                    _ = stop.changed() => return,
+                    _ = stop.changed() => {
+                        let _ = sealer.await;
+                        return;
+                    }
                     _ = flush.tick() => {
                         if let Err(e) = auth.flush_last_used().await {
                             tracing::warn!(error = %e, "could not write API key usage times; will retry");
@@ -351,6 +461,17 @@ impl Herald {
                             ),
                             Ok(false) => {}
                             Err(e) => tracing::error!(error = %e, "could not reload the root keys; keeping the loaded ones"),
+                        }
+                    }
+                    _ = prune.tick() => {
+                        match audit.prune(&Initiator::system()).await {
+                            Ok(Some(report)) => tracing::info!(
+                                through_seq = report.through_seq,
+                                removed = report.removed,
+                                "pruned audit entries past their retention"
+                            ),
+                            Ok(None) => {}
+                            Err(e) => tracing::error!(error = %e, "audit retention run failed"),
                         }
                     }
                 }

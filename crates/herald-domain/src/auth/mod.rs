@@ -17,6 +17,7 @@ use chrono::TimeDelta;
 pub use scope::{Scope, Scopes, UnknownScope};
 pub use token::{ApiToken, TOKEN_PREFIX};
 
+use crate::audit::{Action, AuditEvent, AuditRecord, Detail, Details, Initiator, Outcome, Target};
 use crate::clock::{Clock, Timestamp};
 use crate::ids::{ApiKeyId, IntegrationId};
 use crate::keys::Keyring;
@@ -163,6 +164,23 @@ impl LastUsed {
     }
 }
 
+fn integration_created(initiator: &Initiator, record: &IntegrationRecord) -> AuditEvent {
+    AuditEvent::new(initiator, Action::IntegrationCreated, Outcome::Success)
+        .target(Target::Integration(record.id.clone()))
+}
+
+fn key_created(initiator: &Initiator, record: &ApiKeyRecord) -> AuditEvent {
+    let scopes: Vec<&'static str> = record.scopes.iter().map(Scope::as_str).collect();
+    AuditEvent::new(initiator, Action::ApiKeyCreated, Outcome::Success)
+        .target(Target::ApiKey(record.id.clone()))
+        .details(
+            Details::new()
+                .with("integration_id", &record.integration_id)
+                .with("scopes", scopes)
+                .with_opt("expires_at", record.expires_at.map(Detail::Time)),
+        )
+}
+
 #[derive(Debug, Clone)]
 pub struct Auth {
     store: Arc<dyn Store>,
@@ -190,14 +208,19 @@ impl Auth {
         }
     }
 
-    pub async fn create_integration(&self, name: &str) -> Result<IntegrationRecord, AuthError> {
+    pub async fn create_integration(
+        &self,
+        name: &str,
+        initiator: &Initiator,
+    ) -> Result<IntegrationRecord, AuthError> {
         validate_integration_name(name)?;
         let record = IntegrationRecord {
             id: IntegrationId::generate()?,
             name: name.to_owned(),
             created_at: self.clock.now(),
         };
-        match self.store.insert_integration(&record).await {
+        let audit = AuditRecord::new(&integration_created(initiator, &record), record.created_at);
+        match self.store.insert_integration(&record, &audit).await {
             Ok(()) => Ok(record),
             Err(StoreError::Conflict) => Err(AuthError::NameTaken),
             Err(e) => Err(e.into()),
@@ -268,10 +291,12 @@ impl Auth {
         integration_id: &IntegrationId,
         scopes: Scopes,
         lifetime_days: Option<u32>,
+        initiator: &Initiator,
     ) -> Result<IssuedApiKey, AuthError> {
         self.integration(integration_id).await?;
         let (new, token) = self.new_key(integration_id, scopes, lifetime_days)?;
-        self.store.insert_api_key(&new).await?;
+        let audit = AuditRecord::new(&key_created(initiator, &new.record), new.record.created_at);
+        self.store.insert_api_key(&new, &audit).await?;
         Ok(IssuedApiKey {
             record: new.record,
             token,
@@ -295,9 +320,17 @@ impl Auth {
             created_at: self.clock.now(),
         };
         let (new, token) = self.new_key(&integration.id, Scopes::new([Scope::Admin]), None)?;
+        let system = Initiator::system();
+        let audit = [
+            AuditRecord::new(
+                &integration_created(&system, &integration),
+                integration.created_at,
+            ),
+            AuditRecord::new(&key_created(&system, &new.record), new.record.created_at),
+        ];
         if self
             .store
-            .insert_integration_with_key(&integration, &new)
+            .insert_integration_with_key(&integration, &new, &audit)
             .await?
         {
             Ok(Some(IssuedApiKey {
@@ -321,10 +354,17 @@ impl Auth {
     }
 
     /// Revokes a key; from the next request on it is refused. Revoking twice keeps the first
-    /// revocation time.
-    pub async fn revoke_key(&self, id: &ApiKeyId) -> Result<ApiKeyRecord, AuthError> {
+    /// revocation time. Returns the key and whether this call revoked it (and recorded that).
+    pub async fn revoke_key(
+        &self,
+        id: &ApiKeyId,
+        initiator: &Initiator,
+    ) -> Result<(ApiKeyRecord, bool), AuthError> {
+        let now = self.clock.now();
+        let event = AuditEvent::new(initiator, Action::ApiKeyRevoked, Outcome::Success)
+            .target(Target::ApiKey(id.clone()));
         self.store
-            .revoke_api_key(id, self.clock.now())
+            .revoke_api_key(id, now, &AuditRecord::new(&event, now))
             .await?
             .ok_or(AuthError::KeyNotFound)
     }

@@ -2,6 +2,7 @@
 //! chain (which never holds personal data: domain types redact themselves) and answered with a
 //! generic body.
 
+use herald_domain::audit::AuditError;
 use herald_domain::auth::AuthError;
 use herald_domain::keys::KeyError;
 use herald_domain::phone::PhoneError;
@@ -28,8 +29,22 @@ pub fn store(error: StoreError) -> Problem {
             Problem::unavailable()
         }
         StoreError::Conflict => Problem::new(Code::AlreadyExists),
+        StoreError::AuditUnavailable(_) => {
+            tracing::error!(error = %chain(&error), "the audit trail cannot be written; refusing the action");
+            Problem::new(Code::AuditUnavailable).retry_after(1)
+        }
         StoreError::Corrupt(_) | StoreError::Internal(_) => {
             tracing::error!(error = %chain(&error), "database error");
+            Problem::internal()
+        }
+    }
+}
+
+pub fn audit(error: AuditError) -> Problem {
+    match error {
+        AuditError::Store(e) => store(e),
+        other => {
+            tracing::error!(error = %chain(&other), "audit trail error");
             Problem::internal()
         }
     }

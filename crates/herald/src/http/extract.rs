@@ -11,12 +11,14 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
+use herald_domain::audit::{Initiator, RequestId};
 use herald_domain::auth::{AuthError, Principal, Scope};
 use herald_domain::store::PageRequest;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use super::AppState;
+use super::access::{AccessNote, Refusal, reason_code};
 use super::problem::{Code, FieldError, Problem};
 
 /// A scope an endpoint requires, as a type, so the requirement is visible in the signature.
@@ -38,6 +40,7 @@ macro_rules! scopes {
 
 scopes! {
     AdminScope => Scope::Admin,
+    AuditRead => Scope::AuditRead,
     SubjectsRead => Scope::SubjectsRead,
     SubjectsWrite => Scope::SubjectsWrite,
 }
@@ -48,6 +51,16 @@ scopes! {
 pub struct Authorized<S: RequiredScope> {
     pub principal: Principal,
     _scope: PhantomData<S>,
+}
+
+impl<S: RequiredScope> Authorized<S> {
+    /// The caller and this request, for the audit entries of the actions it asks for.
+    pub fn initiator(&self) -> Initiator {
+        Initiator::integration(
+            &self.principal,
+            super::request_id::current().and_then(|id| RequestId::parse(&id)),
+        )
+    }
 }
 
 fn bearer_token(parts: &Parts) -> Result<Option<&str>, ()> {
@@ -66,6 +79,11 @@ impl<S: RequiredScope> FromRequestParts<AppState> for Authorized<S> {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
+        let note = parts
+            .extensions
+            .get::<AccessNote>()
+            .cloned()
+            .unwrap_or_default();
         let token = match bearer_token(parts) {
             Ok(token) => token,
             Err(()) => {
@@ -73,6 +91,7 @@ impl<S: RequiredScope> FromRequestParts<AppState> for Authorized<S> {
                     reason = "malformed authorization header",
                     "authentication failed"
                 );
+                note.refused(Refusal::Unauthenticated("malformed"));
                 return Err(Problem::new(Code::Unauthorized).bearer_error("invalid_request"));
             }
         };
@@ -81,6 +100,7 @@ impl<S: RequiredScope> FromRequestParts<AppState> for Authorized<S> {
             Ok(principal) => principal,
             Err(AuthError::Unauthorized(reason)) => {
                 tracing::info!(reason = %reason, "authentication failed");
+                note.refused(Refusal::Unauthenticated(reason_code(reason)));
                 let problem = Problem::new(Code::Unauthorized);
                 return Err(if presented {
                     problem.bearer_error("invalid_token")
@@ -93,8 +113,10 @@ impl<S: RequiredScope> FromRequestParts<AppState> for Authorized<S> {
         let span = tracing::Span::current();
         span.record("integration_id", principal.integration_id.as_str());
         span.record("key_id", principal.key_id.as_str());
+        note.authenticated(&principal);
         if !principal.scopes.allows(S::SCOPE) {
             tracing::info!(required = %S::SCOPE, "authorisation failed: missing scope");
+            note.refused(Refusal::Forbidden(S::SCOPE));
             return Err(Problem::new(Code::Forbidden)
                 .detail(format!("this endpoint requires the scope {}", S::SCOPE)));
         }

@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
 use super::AppState;
+use super::access::{self, AccessNote};
 use super::problem::{Code, PROBLEM_CONTENT_TYPE, Problem};
 use super::request_id;
 
@@ -19,12 +20,14 @@ const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 pub async fn request_context(
     State(state): State<AppState>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
     let started = Instant::now();
     let id = request_id::generate();
-    let method = request.method().clone();
+    let method = crate::metrics::method_label(request.method().as_str());
+    let note = AccessNote::default();
+    request.extensions_mut().insert(note.clone());
     // The route template (`/v1/subjects/{id}`), never the concrete path or the query string.
     let route = request
         .extensions()
@@ -34,14 +37,14 @@ pub async fn request_context(
     let span = tracing::info_span!(
         "request",
         request_id = %id,
-        method = %method,
+        method = method,
         route = %route,
         integration_id = tracing::field::Empty,
         key_id = tracing::field::Empty,
     );
     let response = request_id::scope(id.clone(), async {
-        let response = next.run(request).await;
-        problem_for_bare_errors(response)
+        let response = problem_for_bare_errors(next.run(request).await);
+        access::record(&state.audit, &note, response, &id, method, &route).await
     })
     .instrument(span.clone())
     .await;
@@ -50,7 +53,7 @@ pub async fn request_context(
     let elapsed = started.elapsed();
     state
         .metrics
-        .observe_request(method.as_str(), &route, status.as_u16(), elapsed);
+        .observe_request(method, &route, status.as_u16(), elapsed);
     span.in_scope(|| {
         let latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
         if status.is_server_error() {

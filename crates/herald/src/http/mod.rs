@@ -4,6 +4,7 @@
 //! Handlers are thin: extract (auth, body, path), call one capability, map the result.
 //! Capabilities never import this module.
 
+pub mod access;
 pub mod errors;
 pub mod extract;
 pub mod middleware;
@@ -19,6 +20,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
+use herald_domain::audit::Audit;
 use herald_domain::auth::Auth;
 use herald_domain::store::Store;
 use herald_domain::subjects::Subjects;
@@ -35,6 +37,7 @@ use crate::metrics::Metrics;
 pub struct AppState {
     pub subjects: Subjects,
     pub auth: Auth,
+    pub audit: Audit,
     pub store: Arc<dyn Store>,
     pub metrics: Metrics,
     pub tls: bool,
@@ -46,6 +49,7 @@ pub struct AppState {
 pub struct HttpParts {
     pub subjects: Subjects,
     pub auth: Auth,
+    pub audit: Audit,
     pub store: Arc<dyn Store>,
     pub metrics: Metrics,
     pub tls: bool,
@@ -66,7 +70,8 @@ pub struct HttpParts {
     tags(
         (name = "operations", description = "Health, readiness, metrics, this document"),
         (name = "subjects", description = "Data subjects (people), by pseudonymous id"),
-        (name = "integrations", description = "Connected systems and their API keys (admin)")
+        (name = "integrations", description = "Connected systems and their API keys (admin)"),
+        (name = "audit", description = "The tamper-evident audit trail: entries, verification, checkpoints, keys")
     )
 )]
 struct ApiDoc;
@@ -110,6 +115,7 @@ pub fn app(parts: HttpParts) -> Router {
     let state = AppState {
         subjects: parts.subjects,
         auth: parts.auth,
+        audit: parts.audit,
         store: parts.store,
         metrics: parts.metrics,
         tls: parts.tls,

@@ -33,6 +33,7 @@ pub enum Code {
     RateLimited,
     Internal,
     Unavailable,
+    AuditUnavailable,
 }
 
 impl Code {
@@ -49,7 +50,7 @@ impl Code {
             Code::InvalidPhoneNumber => StatusCode::UNPROCESSABLE_ENTITY,
             Code::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-            Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Code::Unavailable | Code::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -68,6 +69,7 @@ impl Code {
             Code::RateLimited => "rate_limited",
             Code::Internal => "internal",
             Code::Unavailable => "unavailable",
+            Code::AuditUnavailable => "audit_unavailable",
         }
     }
 
@@ -86,6 +88,7 @@ impl Code {
             Code::RateLimited => "Too many requests",
             Code::Internal => "Internal error",
             Code::Unavailable => "Service unavailable",
+            Code::AuditUnavailable => "The audit trail cannot be written; nothing was done",
         }
     }
 
@@ -155,6 +158,7 @@ pub struct Problem {
     errors: Vec<FieldError>,
     retry_after_seconds: Option<u64>,
     bearer_error: Option<&'static str>,
+    audited: bool,
 }
 
 impl Problem {
@@ -165,7 +169,15 @@ impl Problem {
             errors: Vec::new(),
             retry_after_seconds: None,
             bearer_error: None,
+            audited: false,
         }
+    }
+
+    /// The refused or failed action was already recorded by the capability (see
+    /// `http::access`): no generic access entry is needed.
+    pub fn audited(mut self) -> Self {
+        self.audited = true;
+        self
     }
 
     pub fn detail(mut self, detail: impl Into<Cow<'static, str>>) -> Self {
@@ -227,6 +239,11 @@ impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let body = serde_json::to_vec(&self.body()).unwrap_or_default();
         let mut response = (self.code.status(), body).into_response();
+        if self.audited {
+            response
+                .extensions_mut()
+                .insert(super::access::ActionAudited);
+        }
         let headers = response.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,
@@ -252,7 +269,7 @@ impl IntoResponse for Problem {
 mod tests {
     use super::*;
 
-    const ALL: [Code; 13] = [
+    const ALL: [Code; 14] = [
         Code::MalformedJson,
         Code::InvalidRequest,
         Code::Unauthorized,
@@ -266,6 +283,7 @@ mod tests {
         Code::RateLimited,
         Code::Internal,
         Code::Unavailable,
+        Code::AuditUnavailable,
     ];
 
     #[test]

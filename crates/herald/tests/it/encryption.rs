@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use herald::startup::{Herald, StartupError};
 use herald_crypto::{FileKeyProvider, RootKeyProvider, RootKeyRing};
+use herald_domain::audit::Initiator;
 use herald_domain::clock::Clock;
 use herald_domain::ids::SubjectId;
 use herald_domain::keys::{self, KeyError};
@@ -143,16 +144,26 @@ async fn after_root_rotation_and_restart_everything_reads_back() {
         ids.push(register(&app, phone).await);
     }
     let provider = FileKeyProvider::new(app.config.root_key_file());
-    let report = keys::rotate_root(app.herald.store().as_ref(), &provider, epoch())
-        .await
-        .unwrap();
+    let report = keys::rotate_root(
+        app.herald.store().as_ref(),
+        &provider,
+        epoch(),
+        &Initiator::admin(),
+    )
+    .await
+    .unwrap();
     assert_eq!(report.active_version, 2);
     assert!(report.system_key_rewrapped);
     assert_eq!(report.subject_keys_rewrapped, 3);
     // Running again finds nothing left to do.
-    let again = keys::rotate_root(app.herald.store().as_ref(), &provider, epoch())
-        .await
-        .unwrap();
+    let again = keys::rotate_root(
+        app.herald.store().as_ref(),
+        &provider,
+        epoch(),
+        &Initiator::admin(),
+    )
+    .await
+    .unwrap();
     assert_eq!(again.active_version, 3);
     assert_eq!(
         again.subject_keys_rewrapped, 3,
@@ -201,9 +212,14 @@ async fn a_running_server_follows_a_rotation_done_elsewhere() {
     let alice = register(&app, PHONES[0]).await;
     // Another process (the CLI) rotates: the server's ring only has version 1.
     let provider = FileKeyProvider::new(app.config.root_key_file());
-    keys::rotate_root(app.herald.store().as_ref(), &provider, epoch())
-        .await
-        .unwrap();
+    keys::rotate_root(
+        app.herald.store().as_ref(),
+        &provider,
+        epoch(),
+        &Initiator::admin(),
+    )
+    .await
+    .unwrap();
     app.herald.keyring().forget_subject_key(&alice);
     // Unwrapping a key under the unknown version 2 makes the server reload its ring.
     assert_eq!(
@@ -245,7 +261,11 @@ async fn a_wrong_root_key_stops_start_up() {
         std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
     }
     let herald = reopen(&app).await.unwrap();
-    let found = herald.subjects().lookup(PHONES[0]).await.unwrap();
+    let found = herald
+        .subjects()
+        .lookup(PHONES[0], &Initiator::admin())
+        .await
+        .unwrap();
     assert!(found.is_some());
 }
 

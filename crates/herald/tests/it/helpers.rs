@@ -194,6 +194,15 @@ impl TestApp {
         let server = tokio::spawn(herald.clone().serve(listener, async move {
             let _ = rx.await;
         }));
+        // Serving starts after start-up bookkeeping (audit entries): wait until it answers.
+        let client = reqwest::Client::new();
+        for _ in 0..200 {
+            let health = client.get(format!("http://{address}/healthz")).send().await;
+            if health.is_ok_and(|r| r.status().is_success()) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
         Self {
             address,
             client: reqwest::Client::new(),

@@ -11,6 +11,7 @@
     reason = "tests fail loudly"
 )]
 
+mod audit;
 mod auth;
 mod conventions;
 mod encryption;

@@ -643,3 +643,89 @@ async fn migrate_prepares_a_database_and_generate_root_prints_a_usable_key() {
     assert_eq!(code, Some(0));
     assert!(!dir.path().join("herald-data/root.key").exists());
 }
+
+#[tokio::test]
+async fn the_audit_commands_export_a_trail_an_outsider_can_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new().await;
+    let env = base_env(&db);
+    let server = Server::start(dir.path(), &env).await;
+    let admin = admin_key(&server.stdout.lock().unwrap().join("\n"));
+    let client = reqwest::Client::new();
+    for _ in 0..5 {
+        client
+            .get(server.url("/v1/integrations"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap();
+    }
+    let (code, _, _) = server.terminate().await;
+    assert_eq!(code, Some(0));
+
+    let (code, stdout, stderr) = run(dir.path(), &env, &["audit", "verify", "--json"]).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["ok"], true);
+    assert!(report["entries"].as_u64().unwrap() >= 10);
+
+    let export = dir.path().join("export");
+    std::fs::create_dir_all(&export).unwrap();
+    let (code, entries, stderr) = run(dir.path(), &env, &["audit", "export"]).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        entries
+            .lines()
+            .all(|l| serde_json::from_str::<Value>(l).is_ok())
+    );
+    std::fs::write(export.join("entries.jsonl"), &entries).unwrap();
+    let (code, checkpoints, _) = run(dir.path(), &env, &["audit", "checkpoints"]).await;
+    assert_eq!(code, Some(0));
+    std::fs::write(export.join("checkpoints.jsonl"), &checkpoints).unwrap();
+    let (code, keys, _) = run(dir.path(), &env, &["audit", "public-key", "--json"]).await;
+    assert_eq!(code, Some(0));
+    std::fs::write(export.join("keys.json"), &keys).unwrap();
+    let witness = dir.path().join("herald-data/audit-witness.jsonl");
+    let verdict = crate::audit::run_verifier(&export, &witness);
+    assert!(verdict.starts_with("ok"), "{verdict}");
+
+    // A partial export (after a sequence number) is anchored by a checkpoint, or refused.
+    let (_, partial, _) = run(dir.path(), &env, &["audit", "export", "--after", "3"]).await;
+    let first: Value = serde_json::from_str(partial.lines().next().unwrap()).unwrap();
+    assert_eq!(first["seq"], 4);
+
+    // The export itself is recorded, and later verification still passes.
+    let (code, stdout, _) = run(dir.path(), &env, &["audit", "verify"]).await;
+    assert_eq!(code, Some(0));
+    assert!(stdout.starts_with("ok:"), "{stdout}");
+    let (_, all, _) = run(dir.path(), &env, &["audit", "export"]).await;
+    assert!(all.contains("\"action\":\"audit.exported\""));
+    assert!(all.contains("\"action\":\"audit.verified\""));
+
+    // Tampering makes the command fail (exit 1) and name the entry.
+    let tamper = "UPDATE audit_log SET body = REPLACE(body, '\"status\":200', '\"status\":204') WHERE seq = 8";
+    match &db.url {
+        Some(url) => {
+            let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(url)
+                .await
+                .unwrap();
+            sqlx::query(tamper).execute(&mut conn).await.unwrap();
+        }
+        None => {
+            let url = format!(
+                "sqlite://{}",
+                dir.path().join("herald-data/herald.db").display()
+            );
+            let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
+                .await
+                .unwrap();
+            sqlx::query(tamper).execute(&mut conn).await.unwrap();
+        }
+    }
+    let (code, stdout, stderr) = run(dir.path(), &env, &["audit", "verify"]).await;
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("does NOT verify: modified at entry 8"),
+        "{stdout}"
+    );
+}

@@ -1,9 +1,9 @@
 //! `/v1/integrations` and `/v1/keys`: connected systems and their API keys. Admin only.
 //! A key's token is in the creation answer and nowhere else, ever.
 
-use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::{Extension, Json};
 use herald_domain::auth::{ApiKeyRecord, IntegrationRecord, Scope, Scopes};
 use herald_domain::ids::{ApiKeyId, IntegrationId};
 use herald_domain::store::PageRequest;
@@ -14,6 +14,7 @@ use utoipa_axum::routes;
 
 use super::Page;
 use crate::http::AppState;
+use crate::http::access::ActionAudited;
 use crate::http::errors;
 use crate::http::extract::{AdminScope, ApiJson, Authorized, IdPath, PageQuery};
 use crate::http::problem::{Code, FieldError, Problem, ProblemBody};
@@ -159,16 +160,20 @@ fn overfetch(page: &PageRequest) -> PageRequest {
     ))]
 async fn create_integration(
     State(state): State<AppState>,
-    _caller: Authorized<AdminScope>,
+    caller: Authorized<AdminScope>,
     ApiJson(body): ApiJson<CreateIntegration>,
-) -> Result<(StatusCode, Json<Integration>), Problem> {
+) -> Result<(StatusCode, Extension<ActionAudited>, Json<Integration>), Problem> {
     let record = state
         .auth
-        .create_integration(&body.name)
+        .create_integration(&body.name, &caller.initiator())
         .await
         .map_err(errors::auth)?;
     tracing::info!(integration_id = %record.id, "integration created");
-    Ok((StatusCode::CREATED, Json(record.into())))
+    Ok((
+        StatusCode::CREATED,
+        Extension(ActionAudited),
+        Json(record.into()),
+    ))
 }
 
 /// List integrations.
@@ -209,19 +214,25 @@ async fn list_integrations(
     ))]
 async fn create_key(
     State(state): State<AppState>,
-    _caller: Authorized<AdminScope>,
+    caller: Authorized<AdminScope>,
     IdPath(integration_id): IdPath<IntegrationId>,
     ApiJson(body): ApiJson<CreateKey>,
-) -> Result<(StatusCode, Json<CreatedKey>), Problem> {
+) -> Result<(StatusCode, Extension<ActionAudited>, Json<CreatedKey>), Problem> {
     let scopes = parse_scopes(&body.scopes)?;
     let issued = state
         .auth
-        .issue_key(&integration_id, scopes, body.expires_in_days)
+        .issue_key(
+            &integration_id,
+            scopes,
+            body.expires_in_days,
+            &caller.initiator(),
+        )
         .await
         .map_err(errors::auth)?;
     tracing::info!(key_id = %issued.record.id, integration_id = %integration_id, "API key created");
     Ok((
         StatusCode::CREATED,
+        Extension(ActionAudited),
         Json(CreatedKey {
             token: issued.token.expose().to_owned(),
             details: issued.record.into(),
@@ -270,10 +281,18 @@ async fn list_keys(
     ))]
 async fn revoke_key(
     State(state): State<AppState>,
-    _caller: Authorized<AdminScope>,
+    caller: Authorized<AdminScope>,
     IdPath(key_id): IdPath<ApiKeyId>,
-) -> Result<Json<ApiKey>, Problem> {
-    let record = state.auth.revoke_key(&key_id).await.map_err(errors::auth)?;
-    tracing::info!(key_id = %record.id, "API key revoked");
-    Ok(Json(record.into()))
+) -> Result<(Option<Extension<ActionAudited>>, Json<ApiKey>), Problem> {
+    let (record, revoked_now) = state
+        .auth
+        .revoke_key(&key_id, &caller.initiator())
+        .await
+        .map_err(errors::auth)?;
+    tracing::info!(key_id = %record.id, revoked_now, "API key revoked");
+    // Revoking again changes nothing and records nothing but the request itself.
+    Ok((
+        revoked_now.then_some(Extension(ActionAudited)),
+        Json(record.into()),
+    ))
 }

@@ -1,5 +1,6 @@
 //! `/v1`: the integrator and operator API.
 
+mod audit;
 mod integrations;
 mod subjects;
 
@@ -13,6 +14,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .merge(subjects::router())
         .merge(integrations::router())
+        .merge(audit::router())
 }
 
 /// One page of a list. `next` is the cursor for `?after=`, absent on the last page.

@@ -1,9 +1,9 @@
 //! `/v1/subjects`: register (create-or-find), look up and read data subjects. Phone numbers
 //! travel only in request bodies, never in paths or query strings.
 
-use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::{Extension, Json};
 use herald_domain::ids::SubjectId;
 use herald_domain::store::SubjectRecord;
 use herald_domain::subjects::Registration;
@@ -13,6 +13,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::http::AppState;
+use crate::http::access::ActionAudited;
 use crate::http::errors;
 use crate::http::extract::{ApiJson, Authorized, IdPath, SubjectsRead, SubjectsWrite};
 use crate::http::problem::{Problem, ProblemBody};
@@ -89,12 +90,12 @@ impl From<SubjectRecord> for Subject {
     ))]
 async fn register(
     State(state): State<AppState>,
-    _caller: Authorized<SubjectsWrite>,
+    caller: Authorized<SubjectsWrite>,
     ApiJson(body): ApiJson<PhoneRequest>,
-) -> Result<(StatusCode, Json<SubjectRef>), Problem> {
+) -> Result<(StatusCode, Extension<ActionAudited>, Json<SubjectRef>), Problem> {
     let registration = state
         .subjects
-        .register(&body.phone)
+        .register(&body.phone, &caller.initiator())
         .await
         .map_err(errors::subjects)?;
     let status = match registration {
@@ -102,7 +103,7 @@ async fn register(
         Registration::Existing(_) => StatusCode::OK,
     };
     let id = registration.subject().id.clone();
-    Ok((status, Json(SubjectRef { id })))
+    Ok((status, Extension(ActionAudited), Json(SubjectRef { id })))
 }
 
 /// Find the subject holding a phone number.
@@ -116,16 +117,21 @@ async fn register(
     ))]
 async fn lookup(
     State(state): State<AppState>,
-    _caller: Authorized<SubjectsRead>,
+    caller: Authorized<SubjectsRead>,
     ApiJson(body): ApiJson<PhoneRequest>,
-) -> Result<Json<SubjectRef>, Problem> {
+) -> Result<(Extension<ActionAudited>, Json<SubjectRef>), Problem> {
     let subject = state
         .subjects
-        .lookup(&body.phone)
+        .lookup(&body.phone, &caller.initiator())
         .await
         .map_err(errors::subjects)?
-        .ok_or_else(Problem::not_found)?;
-    Ok(Json(SubjectRef { id: subject.id }))
+        .ok_or_else(Problem::not_found)
+        // Found or not, the look-up itself was recorded by the capability.
+        .map_err(|problem| problem.audited())?;
+    Ok((
+        Extension(ActionAudited),
+        Json(SubjectRef { id: subject.id }),
+    ))
 }
 
 /// Read a subject (no contact data).

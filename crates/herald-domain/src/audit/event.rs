@@ -1,0 +1,455 @@
+//! What an audit entry can say: who ([`Actor`]), did what ([`Action`]), to what ([`Target`]),
+//! with which [`Outcome`], in which request, plus a few [`Detail`]s.
+//!
+//! Personal data cannot get in by construction: every string an entry can hold is either a
+//! compile-time constant (`&'static str`), a validated pseudonymous id, a validated route
+//! template, a digest or a time. There is no way to put a runtime `String` — a phone number, a
+//! name, a message — into an entry:
+//!
+//! What does compile — constants, typed ids, numbers:
+//!
+//! ```
+//! # use herald_domain::audit::Detail;
+//! let id = herald_domain::ids::SubjectId::generate().unwrap();
+//! let _ = (Detail::from("revoked"), Detail::from(&id), Detail::from(42u32));
+//! ```
+//!
+//! What does not:
+//!
+//! ```compile_fail
+//! # use herald_domain::audit::Detail;
+//! let phone = herald_domain::phone::parse("+4915112345678", None).unwrap();
+//! let _ = Detail::from(phone);
+//! ```
+//!
+//! ```compile_fail
+//! # use herald_domain::audit::Detail;
+//! let text = String::from("Hello Anna");
+//! let _ = Detail::from(text.as_str());
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use chrono::SecondsFormat;
+use serde_json::{Value, json};
+
+use crate::auth::Principal;
+use crate::clock::Timestamp;
+use crate::ids::{ApiKeyId, IntegrationId, SubjectId};
+
+/// A request id as Herald generates them: `req_` and 16 lowercase base32hex characters.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct RequestId(String);
+
+impl RequestId {
+    pub fn parse(value: &str) -> Option<Self> {
+        let body = value.strip_prefix("req_")?;
+        (body.len() == 16
+            && body
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'v').contains(&b)))
+        .then(|| Self(value.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Who did it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Actor {
+    /// An integration, through one of its API keys.
+    Integration {
+        integration_id: IntegrationId,
+        key_id: ApiKeyId,
+    },
+    /// An operator, at Herald's command line.
+    Admin,
+    /// The data subject (e.g. by replying STOP).
+    Subject(SubjectId),
+    /// Herald itself (start-up, sealing, retention).
+    System,
+    /// A caller that did not authenticate.
+    Anonymous,
+}
+
+impl Actor {
+    fn json(&self) -> Value {
+        match self {
+            Actor::Integration {
+                integration_id,
+                key_id,
+            } => {
+                json!({"type": "integration", "integration_id": integration_id.as_str(), "key_id": key_id.as_str()})
+            }
+            Actor::Admin => json!({"type": "admin", "via": "cli"}),
+            Actor::Subject(id) => json!({"type": "subject", "id": id.as_str()}),
+            Actor::System => json!({"type": "system"}),
+            Actor::Anonymous => json!({"type": "anonymous"}),
+        }
+    }
+}
+
+/// The actor and request behind a capability call: passed into every state-changing call so
+/// its audit entry can be written with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Initiator {
+    pub actor: Actor,
+    pub request_id: Option<RequestId>,
+}
+
+impl Initiator {
+    pub fn system() -> Self {
+        Self {
+            actor: Actor::System,
+            request_id: None,
+        }
+    }
+
+    pub fn admin() -> Self {
+        Self {
+            actor: Actor::Admin,
+            request_id: None,
+        }
+    }
+
+    pub fn integration(principal: &Principal, request_id: Option<RequestId>) -> Self {
+        Self {
+            actor: Actor::Integration {
+                integration_id: principal.integration_id.clone(),
+                key_id: principal.key_id.clone(),
+            },
+            request_id,
+        }
+    }
+}
+
+macro_rules! actions {
+    ($($variant:ident => $name:literal, $description:literal;)*) => {
+        /// Every kind of audit entry. The names are stable: auditors and alert rules rely on them.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Action {
+            $($variant,)*
+        }
+
+        impl Action {
+            pub const ALL: &'static [Action] = &[$(Action::$variant,)*];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Action::$variant => $name,)*
+                }
+            }
+
+            /// What the entry records (the audit event inventory, docs/audit.md).
+            pub fn description(self) -> &'static str {
+                match self {
+                    $(Action::$variant => $description,)*
+                }
+            }
+        }
+    };
+}
+
+actions! {
+    ApiRequest => "api.request", "An authenticated API call that changed nothing (reads, refused writes): method, route template, status.";
+    AuthFailed => "auth.failed", "An API call without a valid credential: missing, malformed, unknown, revoked or expired (reason).";
+    AuthForbidden => "auth.forbidden", "An API call with a valid credential lacking the required scope (required_scope).";
+    SubjectRegistered => "subject.registered", "A subject was registered by phone number, or found already registered (created).";
+    SubjectLookedUp => "subject.looked_up", "A subject was looked up by phone number (found).";
+    IntegrationCreated => "integration.created", "An integration was created.";
+    ApiKeyCreated => "api_key.created", "An API key was issued (scopes, expires_at).";
+    ApiKeyRevoked => "api_key.revoked", "An API key was revoked (already_revoked).";
+    KeysInitialised => "keys.initialised", "A new database got its system data key (and, with the file provider, a new root key file).";
+    RootKeyRotated => "root_key.rotated", "The system key was re-wrapped under a new root-key version (root_version).";
+    SubjectKeysRewrapped => "subject_keys.rewrapped", "A batch of subject data keys was re-wrapped under a new root-key version (count, root_version).";
+    HeraldStarted => "herald.started", "Herald started serving (version).";
+    ConfigLoaded => "config.loaded", "The configuration Herald started with (SHA-256 of the masked configuration, database backend, TLS).";
+    HeraldStopped => "herald.stopped", "Herald stopped serving after a graceful shutdown.";
+    AuditKeyCreated => "audit.signing_key_created", "A new Ed25519 key for signing audit checkpoints was created (key_id).";
+    AuditVerified => "audit.verified", "The audit trail was verified (entries, first_bad, reason).";
+    AuditExported => "audit.exported", "The audit trail was exported (after, entries).";
+    AuditPruned => "audit.pruned", "Entries older than the retention period were removed behind a signed horizon checkpoint (through_seq, entries).";
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the action was done to: pseudonymous ids or named parts of the system only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Subject(SubjectId),
+    Integration(IntegrationId),
+    ApiKey(ApiKeyId),
+    AuditTrail,
+    RootKey,
+    Service,
+}
+
+impl Target {
+    fn json(&self) -> Value {
+        match self {
+            Target::Subject(id) => json!({"type": "subject", "id": id.as_str()}),
+            Target::Integration(id) => json!({"type": "integration", "id": id.as_str()}),
+            Target::ApiKey(id) => json!({"type": "api_key", "id": id.as_str()}),
+            Target::AuditTrail => json!({"type": "audit_trail"}),
+            Target::RootKey => json!({"type": "root_key"}),
+            Target::Service => json!({"type": "service"}),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    /// The action was attempted and did not happen (invalid input, not found, conflict, error).
+    Failure,
+    /// The action was refused by policy (authentication, authorisation, consent).
+    Denied,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Failure => "failure",
+            Outcome::Denied => "denied",
+        }
+    }
+}
+
+/// One value in an entry's details. See the module documentation for why there is no
+/// free-text variant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Detail {
+    Bool(bool),
+    Int(i64),
+    /// A constant: a reason code, a scope name, a method.
+    Code(&'static str),
+    Codes(Vec<&'static str>),
+    /// A pseudonymous id (validated when the typed id was made).
+    Id(String),
+    /// An HTTP route template such as `/v1/subjects/{id}`.
+    Route(String),
+    /// A SHA-256 digest, hex.
+    Digest(String),
+    Time(Timestamp),
+}
+
+impl Detail {
+    /// A route template, if it looks like one (`/`, letters, digits, `{}`, `_`, `.`, `-`).
+    pub fn route(template: &str) -> Option<Self> {
+        let plausible = template.starts_with('/')
+            && template.len() <= 100
+            && template.bytes().all(|b| {
+                b.is_ascii_alphanumeric() || matches!(b, b'/' | b'{' | b'}' | b'_' | b'.' | b'-')
+            });
+        plausible.then(|| Detail::Route(template.to_owned()))
+    }
+
+    pub fn digest(bytes: &[u8; 32]) -> Self {
+        Detail::Digest(data_encoding::HEXLOWER.encode(bytes))
+    }
+
+    fn json(&self) -> Value {
+        match self {
+            Detail::Bool(b) => json!(b),
+            Detail::Int(i) => json!(i),
+            Detail::Code(c) => json!(c),
+            Detail::Codes(cs) => json!(cs),
+            Detail::Id(s) | Detail::Route(s) | Detail::Digest(s) => json!(s),
+            Detail::Time(t) => json!(t.to_rfc3339_opts(SecondsFormat::Millis, true)),
+        }
+    }
+}
+
+impl From<bool> for Detail {
+    fn from(value: bool) -> Self {
+        Detail::Bool(value)
+    }
+}
+
+impl From<i64> for Detail {
+    fn from(value: i64) -> Self {
+        Detail::Int(value)
+    }
+}
+
+impl From<u32> for Detail {
+    fn from(value: u32) -> Self {
+        Detail::Int(i64::from(value))
+    }
+}
+
+impl From<u64> for Detail {
+    fn from(value: u64) -> Self {
+        Detail::Int(i64::try_from(value).unwrap_or(i64::MAX))
+    }
+}
+
+impl From<&'static str> for Detail {
+    fn from(value: &'static str) -> Self {
+        Detail::Code(value)
+    }
+}
+
+impl From<Vec<&'static str>> for Detail {
+    fn from(value: Vec<&'static str>) -> Self {
+        Detail::Codes(value)
+    }
+}
+
+impl From<Timestamp> for Detail {
+    fn from(value: Timestamp) -> Self {
+        Detail::Time(value)
+    }
+}
+
+macro_rules! id_detail {
+    ($($id:ty),*) => {
+        $(impl From<&$id> for Detail {
+            fn from(value: &$id) -> Self {
+                Detail::Id(value.as_str().to_owned())
+            }
+        })*
+    };
+}
+
+id_detail!(SubjectId, IntegrationId, ApiKeyId);
+
+/// An entry's details: a few named values.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Details(BTreeMap<&'static str, Detail>);
+
+impl Details {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    #[must_use]
+    pub fn with(mut self, key: &'static str, value: impl Into<Detail>) -> Self {
+        self.0.insert(key, value.into());
+        self
+    }
+
+    /// Adds a value only when there is one.
+    #[must_use]
+    pub fn with_opt(self, key: &'static str, value: Option<impl Into<Detail>>) -> Self {
+        match value {
+            Some(value) => self.with(key, value),
+            None => self,
+        }
+    }
+
+    fn json(&self) -> Value {
+        Value::Object(
+            self.0
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.json()))
+                .collect(),
+        )
+    }
+}
+
+/// An audit entry before it is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEvent {
+    pub actor: Actor,
+    pub action: Action,
+    pub target: Option<Target>,
+    pub outcome: Outcome,
+    pub request_id: Option<RequestId>,
+    pub details: Details,
+}
+
+impl AuditEvent {
+    pub fn new(initiator: &Initiator, action: Action, outcome: Outcome) -> Self {
+        Self {
+            actor: initiator.actor.clone(),
+            action,
+            target: None,
+            outcome,
+            request_id: initiator.request_id.clone(),
+            details: Details::new(),
+        }
+    }
+
+    #[must_use]
+    pub fn target(mut self, target: Target) -> Self {
+        self.target = Some(target);
+        self
+    }
+
+    #[must_use]
+    pub fn details(mut self, details: Details) -> Self {
+        self.details = details;
+        self
+    }
+
+    /// The entry as JSON, without its sequence number (assigned when sealed).
+    pub(crate) fn json(&self, time: Timestamp) -> Value {
+        json!({
+            "action": self.action.as_str(),
+            "actor": self.actor.json(),
+            "details": self.details.json(),
+            "outcome": self.outcome.as_str(),
+            "request_id": self.request_id.as_ref().map(RequestId::as_str),
+            "target": self.target.as_ref().map(Target::json),
+            "time": time.to_rfc3339_opts(SecondsFormat::Millis, true),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_validated() {
+        assert!(RequestId::parse("req_0123456789abcdef").is_some());
+        assert!(RequestId::parse("req_0123456789abcdew").is_none());
+        assert!(RequestId::parse("req_+4915112345678").is_none());
+        assert!(RequestId::parse("0123456789abcdef0000").is_none());
+    }
+
+    #[test]
+    fn routes_are_validated() {
+        assert!(Detail::route("/v1/subjects/{id}").is_some());
+        assert!(Detail::route("/v1/subjects/+4915112345678").is_none());
+        assert!(Detail::route("v1/x").is_none());
+        assert!(Detail::route("/v1/a b").is_none());
+    }
+
+    #[test]
+    fn every_action_is_in_the_event_inventory() {
+        let inventory = include_str!("../../../../docs/audit.md");
+        for action in Action::ALL {
+            assert!(
+                inventory.contains(&format!("| `{}` |", action.as_str())),
+                "{} is missing from docs/audit.md",
+                action.as_str()
+            );
+        }
+    }
+
+    #[test]
+    fn every_action_has_a_distinct_dotted_name() {
+        let mut seen = std::collections::HashSet::new();
+        for action in Action::ALL {
+            assert!(seen.insert(action.as_str()));
+            assert!(action.as_str().contains('.'));
+            assert!(!action.description().is_empty());
+        }
+    }
+}

@@ -1,0 +1,530 @@
+//! The audit service: batched appends, the sealer, checkpoints and the witness, verification,
+//! export and retention.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::TimeDelta;
+use herald_crypto::aead::Binding;
+use herald_crypto::hash::sha256;
+use herald_crypto::signing::SigningKey;
+use tokio::sync::{mpsc, oneshot};
+
+use super::chain::{
+    self, ChainHead, ChainVerifier, Checkpoint, CheckpointKind, Report, SealedEntry,
+};
+use super::event::{Action, AuditEvent, Detail, Details, Initiator, Outcome, Target};
+use super::witness::Witness;
+use super::{AuditKeyRecord, AuditRecord, SealInput, SealPlan};
+use crate::clock::{Clock, Timestamp};
+use crate::keys::{KeyError, Keyring};
+use crate::store::{Store, StoreError};
+
+/// How many standalone entries one append transaction takes at most.
+const APPEND_BATCH: usize = 1024;
+/// How many append transactions may run at once.
+const APPENDS_IN_FLIGHT: usize = 8;
+/// How many sealed entries verification reads per query…
+const VERIFY_PAGE: u32 = 10_000;
+/// …and how many such queries run ahead of the chain check.
+const VERIFY_PREFETCH: usize = 3;
+
+#[derive(Debug, Clone)]
+pub struct AuditSettings {
+    /// A checkpoint at least every this many entries…
+    pub checkpoint_every: u64,
+    /// …and at least this often while entries arrive.
+    pub checkpoint_interval: TimeDelta,
+    /// Entries sealed per transaction.
+    pub seal_batch: u32,
+    /// Entries older than this may be pruned.
+    pub retention: TimeDelta,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        Self {
+            checkpoint_every: 1000,
+            checkpoint_interval: TimeDelta::seconds(60),
+            seal_batch: 10_000,
+            retention: TimeDelta::days(6 * 365 + 2),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    #[error("cannot use the audit witness ({witness}): {source}")]
+    Witness {
+        witness: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the audit signing key is unusable")]
+    SigningKey,
+    #[error("refusing to prune: the audit trail does not verify ({0})")]
+    PruneRefused(String),
+}
+
+/// The outcome of sealing everything pending.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SealReport {
+    pub sealed: u64,
+    pub checkpoints: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PruneReport {
+    pub through_seq: u64,
+    pub removed: u64,
+}
+
+/// A checkpoint-signing public key, for verifiers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicKey {
+    pub key_id: String,
+    pub public_key: Vec<u8>,
+    pub created_at: Timestamp,
+}
+
+type AppendReply = oneshot::Sender<Result<(), String>>;
+
+struct Inner {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    witness: Arc<dyn Witness>,
+    settings: AuditSettings,
+    signing: SigningKey,
+    key_id: String,
+    appends: mpsc::Sender<(AuditRecord, AppendReply)>,
+}
+
+/// The audit trail. Cheap to clone.
+#[derive(Clone)]
+pub struct Audit {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Audit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Audit")
+            .field("key_id", &self.inner.key_id)
+            .field("witness", &self.inner.witness)
+            .finish_non_exhaustive()
+    }
+}
+
+fn private_key_binding(key_id: &str) -> Binding<'_> {
+    Binding::new("audit_keys", "private_key_ciphertext", key_id)
+}
+
+fn key_id_of(public_key: &[u8]) -> String {
+    data_encoding::HEXLOWER.encode(&sha256(&[public_key])[..8])
+}
+
+/// Writes queued standalone entries, as many per transaction as are waiting (group commit).
+/// Up to [`APPENDS_IN_FLIGHT`] transactions run at once, so a batch gathers while the previous
+/// one commits instead of every caller waiting for a commit of its own.
+async fn run_appender(
+    store: Arc<dyn Store>,
+    mut queue: mpsc::Receiver<(AuditRecord, AppendReply)>,
+) {
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(APPENDS_IN_FLIGHT));
+    while let Some(first) = queue.recv().await {
+        let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
+            return;
+        };
+        let mut batch = vec![first];
+        while batch.len() < APPEND_BATCH {
+            match queue.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            let _permit = permit;
+            let (records, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+            let result = store.append_audit(&records).await.map_err(|e| {
+                tracing::error!(error = %e, entries = records.len(), "cannot write audit entries");
+                e.to_string()
+            });
+            for reply in replies {
+                let _ = reply.send(result.clone());
+            }
+        });
+    }
+}
+
+impl Audit {
+    /// Loads (or, on first start, creates) the checkpoint-signing key and starts the appender.
+    /// Must be called inside a Tokio runtime.
+    pub async fn open(
+        store: Arc<dyn Store>,
+        keyring: &Keyring,
+        clock: Arc<dyn Clock>,
+        witness: Arc<dyn Witness>,
+        settings: AuditSettings,
+    ) -> Result<Self, AuditError> {
+        let (signing, key_id) = match store.audit_keys().await?.pop() {
+            Some(stored) => {
+                let pkcs8 = keyring.open_system(
+                    &private_key_binding(&stored.key_id),
+                    &stored.private_key_ciphertext,
+                )?;
+                let key = SigningKey::from_pkcs8(&pkcs8).map_err(|_| AuditError::SigningKey)?;
+                (key, stored.key_id)
+            }
+            None => {
+                let (key, pkcs8) = SigningKey::generate().map_err(|_| AuditError::SigningKey)?;
+                let key_id = key_id_of(key.public_key());
+                let now = clock.now();
+                let record = AuditKeyRecord {
+                    public_key: key.public_key().to_vec(),
+                    private_key_ciphertext: keyring
+                        .seal_system(&private_key_binding(&key_id), &pkcs8)?,
+                    key_id: key_id.clone(),
+                    created_at: now,
+                };
+                let event = AuditEvent::new(
+                    &Initiator::system(),
+                    Action::AuditKeyCreated,
+                    Outcome::Success,
+                )
+                .target(Target::AuditTrail)
+                .details(Details::new().with("key_id", Detail::Id(key_id.clone())));
+                if store
+                    .insert_audit_key(&record, &AuditRecord::new(&event, now))
+                    .await?
+                {
+                    (key, key_id)
+                } else {
+                    // Another node created one at the same moment: use the stored one.
+                    return Box::pin(Self::open(store, keyring, clock, witness, settings)).await;
+                }
+            }
+        };
+        let (appends, queue) = mpsc::channel(APPEND_BATCH * 4);
+        tokio::spawn(run_appender(Arc::clone(&store), queue));
+        Ok(Self {
+            inner: Arc::new(Inner {
+                store,
+                clock,
+                witness,
+                settings,
+                signing,
+                key_id,
+                appends,
+            }),
+        })
+    }
+
+    /// Prepares an entry to be written with the action it records (same transaction).
+    pub fn record(&self, event: &AuditEvent) -> AuditRecord {
+        AuditRecord::new(event, self.inner.clock.now())
+    }
+
+    /// Writes an entry that accompanies no state change; returns once it is durable. Entries
+    /// from concurrent callers share one transaction.
+    pub async fn append(&self, event: &AuditEvent) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let unavailable = |why: String| StoreError::AuditUnavailable(why.into());
+        self.inner
+            .appends
+            .send((self.record(event), reply))
+            .await
+            .map_err(|_| unavailable("the audit appender stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| unavailable("the audit appender stopped".into()))?
+            .map_err(unavailable)
+    }
+
+    /// The id of the key signing new checkpoints.
+    pub fn key_id(&self) -> &str {
+        &self.inner.key_id
+    }
+
+    /// Seals the pending entries and signs a checkpoint at every `checkpoint_every`-th entry
+    /// since the last one, plus one at the head when `checkpoint_interval` has passed.
+    fn plan(&self, input: SealInput, now: Timestamp) -> Result<SealPlan, String> {
+        let settings = &self.inner.settings;
+        let sealed = chain::seal(input.head, &input.pending).map_err(|e| e.to_string())?;
+        let sign = |head: ChainHead| {
+            Checkpoint::sign(
+                &self.inner.signing,
+                &self.inner.key_id,
+                CheckpointKind::Periodic,
+                head,
+                now,
+            )
+        };
+        let mut last = input.last_checkpoint.map_or(0, |(seq, _)| seq);
+        let mut checkpoints = Vec::new();
+        for entry in &sealed {
+            if entry.seq - last >= settings.checkpoint_every {
+                checkpoints.push(sign(ChainHead {
+                    seq: entry.seq,
+                    hash: entry.hash,
+                }));
+                last = entry.seq;
+            }
+        }
+        let head = sealed.last().map_or(input.head, |e| ChainHead {
+            seq: e.seq,
+            hash: e.hash,
+        });
+        let interval_passed = match (checkpoints.last(), input.last_checkpoint) {
+            (Some(_), _) => false,
+            (None, None) => true,
+            (None, Some((_, at))) => now - at >= settings.checkpoint_interval,
+        };
+        if head.seq > last && interval_passed {
+            checkpoints.push(sign(head));
+        }
+        Ok(SealPlan {
+            pending_ids: input.pending.iter().map(|p| p.id).collect(),
+            sealed,
+            checkpoints,
+        })
+    }
+
+    fn witness_error(&self, source: std::io::Error) -> AuditError {
+        AuditError::Witness {
+            witness: self.inner.witness.describe(),
+            source,
+        }
+    }
+
+    /// Seals everything pending, in batches, signing checkpoints as due and copying them to the
+    /// witness. Returns early if another node holds the sealing lock.
+    pub async fn seal(&self) -> Result<SealReport, AuditError> {
+        let mut report = SealReport::default();
+        loop {
+            let now = self.inner.clock.now();
+            let plan = |input: SealInput| self.plan(input, now);
+            let Some(done) = self
+                .inner
+                .store
+                .seal_audit(self.inner.settings.seal_batch, &plan)
+                .await?
+            else {
+                return Ok(report);
+            };
+            let sealed = done.sealed.len() as u64;
+            report.sealed += sealed;
+            // After the commit: a witness line always names a checkpoint the database has.
+            for checkpoint in &done.checkpoints {
+                self.inner
+                    .witness
+                    .append(checkpoint)
+                    .map_err(|e| self.witness_error(e))?;
+                report.checkpoints += 1;
+            }
+            if sealed < u64::from(self.inner.settings.seal_batch) {
+                return Ok(report);
+            }
+        }
+    }
+
+    /// Seals continuously until `stop` flips to true; `every` is the pause between passes.
+    pub async fn run_sealer(
+        &self,
+        every: std::time::Duration,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        loop {
+            if let Err(e) = self.seal().await {
+                tracing::error!(error = %e, "sealing the audit trail failed; will retry");
+            }
+            tokio::select! {
+                _ = stop.changed() => return,
+                () = tokio::time::sleep(every) => {}
+            }
+        }
+    }
+
+    pub async fn public_keys(&self) -> Result<Vec<PublicKey>, AuditError> {
+        Ok(self
+            .inner
+            .store
+            .audit_keys()
+            .await?
+            .into_iter()
+            .map(|k| PublicKey {
+                key_id: k.key_id,
+                public_key: k.public_key,
+                created_at: k.created_at,
+            })
+            .collect())
+    }
+
+    pub async fn checkpoints(&self) -> Result<Vec<Checkpoint>, AuditError> {
+        Ok(self.inner.store.audit_checkpoints().await?)
+    }
+
+    /// Sealed entries after `after`, in sequence order.
+    pub async fn entries(&self, after: u64, limit: u32) -> Result<Vec<SealedEntry>, AuditError> {
+        Ok(self.inner.store.audit_entries(after, limit).await?)
+    }
+
+    /// Recomputes the chain from the horizon (or genesis), checks every checkpoint signature and
+    /// the witness, without recording anything.
+    async fn check(&self) -> Result<Report, AuditError> {
+        let store = &self.inner.store;
+        let checkpoints = store.audit_checkpoints().await?;
+        let keys: HashMap<String, Vec<u8>> = store
+            .audit_keys()
+            .await?
+            .into_iter()
+            .map(|k| (k.key_id, k.public_key))
+            .collect();
+        let start = checkpoints
+            .iter()
+            .filter(|c| c.kind == CheckpointKind::Horizon)
+            .filter(|c| keys.get(&c.key_id).is_some_and(|k| c.verify(k)))
+            .max_by_key(|c| c.seq)
+            .map_or(ChainHead::GENESIS, |c| ChainHead {
+                seq: c.seq,
+                hash: c.head,
+            });
+        let witness = self
+            .inner
+            .witness
+            .read_all()
+            .map_err(|e| self.witness_error(e))?;
+        let mut verifier = ChainVerifier::new(start, &checkpoints, &witness, &keys);
+        // Pages are fetched by sequence range, a few ahead, so reading the database overlaps
+        // with hashing (which is sequential by nature).
+        let last = store.audit_last_seq().await?.unwrap_or(start.seq);
+        let mut ranges = (start.seq..last)
+            .step_by(VERIFY_PAGE as usize)
+            .map(|from| (from, (from + u64::from(VERIFY_PAGE)).min(last)));
+        let mut in_flight = std::collections::VecDeque::new();
+        loop {
+            while in_flight.len() < VERIFY_PREFETCH {
+                let Some((after, through)) = ranges.next() else {
+                    break;
+                };
+                let store = Arc::clone(store);
+                in_flight.push_back(tokio::spawn(async move {
+                    store.audit_entries_between(after, through).await
+                }));
+            }
+            let Some(next) = in_flight.pop_front() else {
+                break;
+            };
+            let page = next
+                .await
+                .map_err(|e| StoreError::Internal(Box::new(e)))??;
+            for entry in &page {
+                verifier.push(entry.seq, &entry.hash, &entry.body);
+            }
+            if !verifier.wants_more() {
+                break;
+            }
+        }
+        for pending in in_flight {
+            pending.abort();
+        }
+        Ok(verifier.finish())
+    }
+
+    /// Verifies the trail and records that it did.
+    pub async fn verify(&self, initiator: &Initiator) -> Result<Report, AuditError> {
+        let report = self.check().await?;
+        let details = Details::new()
+            .with("entries", report.entries)
+            .with_opt("first_bad", report.first_bad.as_ref().map(|f| f.seq))
+            .with_opt(
+                "reason",
+                report.first_bad.as_ref().map(|f| f.problem.as_str()),
+            );
+        let outcome = if report.ok {
+            Outcome::Success
+        } else {
+            Outcome::Failure
+        };
+        let event = AuditEvent::new(initiator, Action::AuditVerified, outcome)
+            .target(Target::AuditTrail)
+            .details(details);
+        self.append(&event).await?;
+        if !report.ok {
+            tracing::error!(
+                first_bad = report.first_bad.as_ref().map(|f| f.seq),
+                reason = report.first_bad.as_ref().map(|f| f.problem.as_str()),
+                "the audit trail does not verify"
+            );
+        }
+        Ok(report)
+    }
+
+    /// Removes entries older than the retention period behind a signed horizon checkpoint, after
+    /// proving the trail intact. Returns `None` when nothing is old enough.
+    pub async fn prune(&self, initiator: &Initiator) -> Result<Option<PruneReport>, AuditError> {
+        let now = self.inner.clock.now();
+        let cutoff = now - self.inner.settings.retention;
+        self.seal().await?;
+        let store = &self.inner.store;
+        let Some(through) = store.audit_prunable_through(cutoff).await? else {
+            return Ok(None);
+        };
+        let report = self.check().await?;
+        if let Some(finding) = &report.first_bad {
+            return Err(AuditError::PruneRefused(format!(
+                "{} at {}",
+                finding.problem.as_str(),
+                finding.seq
+            )));
+        }
+        let Some(entry) = store
+            .audit_entries(through.saturating_sub(1), 1)
+            .await?
+            .into_iter()
+            .find(|e| e.seq == through)
+        else {
+            return Ok(None);
+        };
+        let horizon = Checkpoint::sign(
+            &self.inner.signing,
+            &self.inner.key_id,
+            CheckpointKind::Horizon,
+            ChainHead {
+                seq: entry.seq,
+                hash: entry.hash,
+            },
+            now,
+        );
+        let event = AuditEvent::new(initiator, Action::AuditPruned, Outcome::Success)
+            .target(Target::AuditTrail)
+            .details(Details::new().with("through_seq", through));
+        let removed = store
+            .prune_audit(&horizon, &AuditRecord::new(&event, now))
+            .await?;
+        self.inner
+            .witness
+            .append(&horizon)
+            .map_err(|e| self.witness_error(e))?;
+        Ok(Some(PruneReport {
+            through_seq: through,
+            removed,
+        }))
+    }
+
+    /// Records an export of the trail (the caller streams the entries).
+    pub async fn record_export(
+        &self,
+        initiator: &Initiator,
+        after: u64,
+        entries: u64,
+    ) -> Result<(), StoreError> {
+        let event = AuditEvent::new(initiator, Action::AuditExported, Outcome::Success)
+            .target(Target::AuditTrail)
+            .details(Details::new().with("after", after).with("entries", entries));
+        self.append(&event).await
+    }
+}

@@ -1,0 +1,153 @@
+//! Access auditing: every authenticated API call, and every authentication or authorisation
+//! failure, becomes an audit entry — written by the request middleware in one place, from what
+//! the auth extractor noted during the request.
+//!
+//! A handler whose capability already recorded the action (in the action's own transaction)
+//! marks its response with [`ActionAudited`], and no second, generic entry is written for it.
+//! If the entry cannot be written, the answer is replaced by `503 audit_unavailable`: no access
+//! without its record.
+
+use std::sync::{Arc, Mutex};
+
+use axum::response::{IntoResponse, Response};
+use herald_domain::audit::{
+    Action, Actor, Audit, AuditEvent, Detail, Details, Initiator, Outcome, RequestId,
+};
+use herald_domain::auth::{Principal, Scope, Unauthorized};
+
+use super::problem::{Code, Problem};
+
+/// Marks a response whose action was recorded by the capability that performed it.
+#[derive(Debug, Clone, Copy)]
+pub struct ActionAudited;
+
+#[derive(Debug, Clone, Copy)]
+pub enum Refusal {
+    Unauthenticated(&'static str),
+    Forbidden(Scope),
+}
+
+#[derive(Debug, Default)]
+struct Noted {
+    principal: Option<Principal>,
+    refusal: Option<Refusal>,
+}
+
+/// What the auth extractor learnt about the caller, for the middleware to record. One per
+/// request, in the request's extensions.
+#[derive(Debug, Default, Clone)]
+pub struct AccessNote(Arc<Mutex<Noted>>);
+
+impl AccessNote {
+    pub fn authenticated(&self, principal: &Principal) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).principal = Some(principal.clone());
+    }
+
+    pub fn refused(&self, refusal: Refusal) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).refusal = Some(refusal);
+    }
+
+    fn take(&self) -> Noted {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+pub fn reason_code(reason: Unauthorized) -> &'static str {
+    match reason {
+        Unauthorized::Missing => "missing",
+        Unauthorized::Malformed => "malformed",
+        Unauthorized::Unknown => "unknown",
+        Unauthorized::Revoked => "revoked",
+        Unauthorized::Expired => "expired",
+    }
+}
+
+fn outcome_of(status: u16) -> Outcome {
+    match status {
+        200..=399 => Outcome::Success,
+        401 | 403 => Outcome::Denied,
+        _ => Outcome::Failure,
+    }
+}
+
+/// The audit entry for this request, if it needs one.
+fn event(
+    noted: Noted,
+    audited: bool,
+    request_id: Option<RequestId>,
+    method: &'static str,
+    route: &str,
+    status: u16,
+) -> Option<AuditEvent> {
+    let details = Details::new()
+        .with("method", method)
+        .with_opt("route", Detail::route(route))
+        .with("status", u32::from(status));
+    let initiator = |actor| Initiator {
+        actor,
+        request_id: request_id.clone(),
+    };
+    let actor_of = |p: &Principal| Actor::Integration {
+        integration_id: p.integration_id.clone(),
+        key_id: p.key_id.clone(),
+    };
+    match (noted.principal, noted.refusal) {
+        (_, Some(Refusal::Unauthenticated(reason))) => Some(
+            AuditEvent::new(
+                &initiator(Actor::Anonymous),
+                Action::AuthFailed,
+                Outcome::Denied,
+            )
+            .details(details.with("reason", reason)),
+        ),
+        (Some(principal), Some(Refusal::Forbidden(scope))) => Some(
+            AuditEvent::new(
+                &initiator(actor_of(&principal)),
+                Action::AuthForbidden,
+                Outcome::Denied,
+            )
+            .details(details.with("required_scope", scope.as_str())),
+        ),
+        (Some(principal), None) if !audited => Some(
+            AuditEvent::new(
+                &initiator(actor_of(&principal)),
+                Action::ApiRequest,
+                outcome_of(status),
+            )
+            .details(details),
+        ),
+        _ => None,
+    }
+}
+
+/// Writes the request's access entry; on failure the answer becomes `503 audit_unavailable`.
+pub async fn record(
+    audit: &Audit,
+    note: &AccessNote,
+    response: Response,
+    request_id: &str,
+    method: &'static str,
+    route: &str,
+) -> Response {
+    let audited = response.extensions().get::<ActionAudited>().is_some();
+    let status = response.status().as_u16();
+    let Some(event) = event(
+        note.take(),
+        audited,
+        RequestId::parse(request_id),
+        method,
+        route,
+        status,
+    ) else {
+        return response;
+    };
+    match audit.append(&event).await {
+        Ok(()) => response,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot record the API access; withholding the answer");
+            Problem::new(Code::AuditUnavailable)
+                .retry_after(1)
+                .into_response()
+        }
+    }
+}
