@@ -16,9 +16,11 @@
 
 pub mod audit;
 pub mod auth;
+pub mod batch;
 pub mod clock;
 pub mod ids;
 pub mod keys;
+pub mod messages;
 pub mod phone;
 pub mod store;
 pub mod subjects;

@@ -12,7 +12,8 @@ use async_trait::async_trait;
 use crate::audit::{AuditKeyRecord, AuditRecord, Checkpoint, SealInput, SealPlan, SealedEntry};
 use crate::auth::{ApiKeyRecord, IntegrationRecord, NewApiKey};
 use crate::clock::Timestamp;
-use crate::ids::{ApiKeyId, IntegrationId, SubjectId};
+use crate::ids::{ApiKeyId, IntegrationId, MessageId, SubjectId};
+use crate::messages::{AcceptOutcome, MessageRecord, NewMessage};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -33,6 +34,23 @@ pub enum StoreError {
     Corrupt(String),
     #[error("database error")]
     Internal(#[source] BoxError),
+}
+
+impl StoreError {
+    /// The same kind of error, for handing one failure to several waiting callers (the source
+    /// becomes its message).
+    pub fn duplicate(&self) -> StoreError {
+        let message: BoxError = self.to_string().into();
+        match self {
+            StoreError::Unavailable(source) => StoreError::Unavailable(source.to_string().into()),
+            StoreError::Conflict => StoreError::Conflict,
+            StoreError::AuditUnavailable(source) => {
+                StoreError::AuditUnavailable(source.to_string().into())
+            }
+            StoreError::Corrupt(what) => StoreError::Corrupt(what.clone()),
+            StoreError::Internal(_) => StoreError::Internal(message),
+        }
+    }
 }
 
 /// Which database a store runs on.
@@ -140,10 +158,22 @@ pub trait KeyStore: Send + Sync {
 
 #[async_trait]
 pub trait SubjectStore: Send + Sync {
+    /// Subjects (not erased) by blind index, one answer per index, in order: one query for a
+    /// whole batch of look-ups.
+    async fn subjects_by_phone_indexes(
+        &self,
+        indexes: &[[u8; 32]],
+    ) -> Result<Vec<Option<SubjectRecord>>, StoreError>;
     async fn subject_by_phone_index(
         &self,
         index: &[u8; 32],
-    ) -> Result<Option<SubjectRecord>, StoreError>;
+    ) -> Result<Option<SubjectRecord>, StoreError> {
+        Ok(self
+            .subjects_by_phone_indexes(&[*index])
+            .await?
+            .pop()
+            .flatten())
+    }
     /// Inserts the subject, its data key and `audit` (written only if the subject is new), or
     /// finds the subject already holding this index.
     async fn insert_subject(
@@ -152,6 +182,11 @@ pub trait SubjectStore: Send + Sync {
         audit: &AuditRecord,
     ) -> Result<SubjectInsert, StoreError>;
     async fn subject(&self, id: &SubjectId) -> Result<Option<SubjectRecord>, StoreError>;
+    /// Subjects even if erased, with the time of their erasure, one answer per id, in order.
+    async fn subjects_with_erasure(
+        &self,
+        ids: &[SubjectId],
+    ) -> Result<Vec<Option<(SubjectRecord, Option<Timestamp>)>>, StoreError>;
     async fn subject_phone_ciphertext(&self, id: &SubjectId)
     -> Result<Option<Vec<u8>>, StoreError>;
 }
@@ -183,11 +218,12 @@ pub trait AuthStore: Send + Sync {
     ) -> Result<bool, StoreError>;
     async fn insert_api_key(&self, key: &NewApiKey, audit: &AuditRecord) -> Result<(), StoreError>;
     async fn api_key(&self, id: &ApiKeyId) -> Result<Option<ApiKeyRecord>, StoreError>;
-    /// The key whose token hash is `hash`, with the hash as stored (for a constant-time check).
-    async fn api_key_by_hash(
+    /// The keys whose token hashes are `hashes`, one answer per hash, in order, each with the
+    /// hash as stored (for a constant-time check): one query for a whole batch of requests.
+    async fn api_keys_by_hashes(
         &self,
-        hash: &[u8; 32],
-    ) -> Result<Option<(ApiKeyRecord, Vec<u8>)>, StoreError>;
+        hashes: &[[u8; 32]],
+    ) -> Result<Vec<Option<(ApiKeyRecord, Vec<u8>)>>, StoreError>;
     async fn api_keys(
         &self,
         integration: Option<&IntegrationId>,
@@ -254,9 +290,36 @@ pub trait AuditStore: Send + Sync {
     ) -> Result<u64, StoreError>;
 }
 
+/// An Idempotency-Key's stored claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotentMessage {
+    pub fingerprint: [u8; 32],
+    pub message_id: MessageId,
+}
+
+#[async_trait]
+pub trait MessageStore: Send + Sync {
+    /// Commits a batch of accepted messages — each with its `queued` history entry, its audit
+    /// entry and its idempotency claim — in one transaction. A message whose Idempotency-Key is
+    /// already claimed is skipped whole.
+    async fn accept_messages(&self, batch: &[NewMessage])
+    -> Result<Vec<AcceptOutcome>, StoreError>;
+    /// The message claimed by an unexpired Idempotency-Key of `integration`.
+    async fn idempotent_message(
+        &self,
+        integration: &IntegrationId,
+        key_hash: &[u8; 32],
+        now: Timestamp,
+    ) -> Result<Option<IdempotentMessage>, StoreError>;
+    /// A message with its status history (any integration's).
+    async fn message(&self, id: &MessageId) -> Result<Option<MessageRecord>, StoreError>;
+}
+
 /// Everything Herald stores.
 #[async_trait]
-pub trait Store: KeyStore + SubjectStore + AuthStore + AuditStore + fmt::Debug + 'static {
+pub trait Store:
+    KeyStore + SubjectStore + AuthStore + AuditStore + MessageStore + fmt::Debug + 'static
+{
     fn backend(&self) -> Backend;
     /// A cheap round trip, for readiness checks.
     async fn ping(&self) -> Result<(), StoreError>;

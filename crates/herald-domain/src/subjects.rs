@@ -6,7 +6,8 @@ use std::sync::Arc;
 use herald_crypto::aead::Binding;
 
 use crate::audit::{Action, Audit, AuditEvent, AuditRecord, Details, Initiator, Outcome, Target};
-use crate::clock::Clock;
+use crate::batch::Batcher;
+use crate::clock::{Clock, Timestamp};
 use crate::ids::SubjectId;
 use crate::keys::{KeyError, Keyring};
 use crate::phone::{self, PhoneError, PhoneNumber, Region};
@@ -43,6 +44,8 @@ fn phone_binding(id: &SubjectId) -> Binding<'_> {
     Binding::new("subjects", "phone_ciphertext", id.as_str())
 }
 
+type WithErasure = Option<(SubjectRecord, Option<Timestamp>)>;
+
 #[derive(Debug, Clone)]
 pub struct Subjects {
     store: Arc<dyn Store>,
@@ -50,7 +53,14 @@ pub struct Subjects {
     clock: Arc<dyn Clock>,
     audit: Audit,
     default_region: Option<Region>,
+    // Concurrent requests' look-ups share one query each (the send path's hot read).
+    by_index: Batcher<[u8; 32], Option<SubjectRecord>>,
+    by_id: Batcher<SubjectId, WithErasure>,
 }
+
+/// Look-ups one query takes at most, and how many such queries may run at once.
+const LOOKUP_BATCH: usize = 256;
+const LOOKUPS_IN_FLIGHT: usize = 4;
 
 fn registered(initiator: &Initiator, id: &SubjectId, created: bool) -> AuditEvent {
     AuditEvent::new(initiator, Action::SubjectRegistered, Outcome::Success)
@@ -59,6 +69,7 @@ fn registered(initiator: &Initiator, id: &SubjectId, created: bool) -> AuditEven
 }
 
 impl Subjects {
+    /// Must be called inside a Tokio runtime (it starts the batched look-up tasks).
     pub fn new(
         store: Arc<dyn Store>,
         keys: Arc<Keyring>,
@@ -66,7 +77,27 @@ impl Subjects {
         audit: Audit,
         default_region: Option<Region>,
     ) -> Self {
+        let reader = Arc::clone(&store);
+        let by_index = Batcher::spawn(
+            LOOKUP_BATCH,
+            LOOKUPS_IN_FLIGHT,
+            move |indexes: Vec<[u8; 32]>| {
+                let store = Arc::clone(&reader);
+                async move { store.subjects_by_phone_indexes(&indexes).await }
+            },
+        );
+        let reader = Arc::clone(&store);
+        let by_id = Batcher::spawn(
+            LOOKUP_BATCH,
+            LOOKUPS_IN_FLIGHT,
+            move |ids: Vec<SubjectId>| {
+                let store = Arc::clone(&reader);
+                async move { store.subjects_with_erasure(&ids).await }
+            },
+        );
         Self {
+            by_index,
+            by_id,
             store,
             keys,
             clock,
@@ -87,7 +118,7 @@ impl Subjects {
     ) -> Result<Registration, SubjectError> {
         let phone = self.parse_phone(phone)?;
         let index = self.keys.phone_index(&phone);
-        if let Some(existing) = self.store.subject_by_phone_index(&index).await? {
+        if let Some(existing) = self.by_index.submit(index).await? {
             self.audit
                 .append(&registered(initiator, &existing.id, false))
                 .await?;
@@ -121,6 +152,22 @@ impl Subjects {
         }
     }
 
+    /// Finds the subject holding this phone number, or creates one, for a capability that
+    /// records its own action (a send names the subject in its own audit entry): only a
+    /// creation is recorded here, in its transaction.
+    pub async fn resolve(
+        &self,
+        phone: &str,
+        initiator: &Initiator,
+    ) -> Result<SubjectRecord, SubjectError> {
+        let parsed = self.parse_phone(phone)?;
+        let index = self.keys.phone_index(&parsed);
+        if let Some(existing) = self.by_index.submit(index).await? {
+            return Ok(existing);
+        }
+        Ok(self.register(phone, initiator).await?.subject().clone())
+    }
+
     /// The subject holding this phone number, if any. The look-up is recorded, found or not.
     pub async fn lookup(
         &self,
@@ -129,7 +176,7 @@ impl Subjects {
     ) -> Result<Option<SubjectRecord>, SubjectError> {
         let phone = self.parse_phone(phone)?;
         let index = self.keys.phone_index(&phone);
-        let found = self.store.subject_by_phone_index(&index).await?;
+        let found = self.by_index.submit(index).await?;
         let mut event = AuditEvent::new(initiator, Action::SubjectLookedUp, Outcome::Success)
             .details(Details::new().with("found", found.is_some()));
         if let Some(subject) = &found {
@@ -137,6 +184,11 @@ impl Subjects {
         }
         self.audit.append(&event).await?;
         Ok(found)
+    }
+
+    /// The subject, even if erased, with the time of its erasure.
+    pub async fn with_erasure(&self, id: &SubjectId) -> Result<WithErasure, SubjectError> {
+        Ok(self.by_id.submit(id.clone()).await?)
     }
 
     pub async fn get(&self, id: &SubjectId) -> Result<Option<SubjectRecord>, SubjectError> {

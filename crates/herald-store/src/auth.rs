@@ -7,7 +7,7 @@ use herald_domain::store::{AuthStore, PageRequest, StoreError};
 
 use crate::audit::insert_audit;
 use crate::convert::{id, limit, millis, opt_millis, opt_time, time};
-use crate::{Database, from_sqlx, read, write_tx};
+use crate::{Database, from_sqlx, read, select_in, write_tx};
 
 type IntegrationRow = (String, String, i64);
 
@@ -191,35 +191,43 @@ impl AuthStore for Database {
         row.map(api_key).transpose()
     }
 
-    async fn api_key_by_hash(
+    async fn api_keys_by_hashes(
         &self,
-        hash: &[u8; 32],
-    ) -> Result<Option<(ApiKeyRecord, Vec<u8>)>, StoreError> {
-        let row: Option<(ApiKeyRow, Vec<u8>)> = read!(self, |pool| sqlx::query_as::<
-            _,
-            (
-                String,
-                String,
-                String,
-                String,
-                i64,
-                Option<i64>,
-                Option<i64>,
-                Option<i64>,
-                Vec<u8>,
+        hashes: &[[u8; 32]],
+    ) -> Result<Vec<Option<(ApiKeyRecord, Vec<u8>)>>, StoreError> {
+        if hashes.is_empty() {
+            return Ok(Vec::new());
+        }
+        type Row = (
+            String,
+            String,
+            String,
+            String,
+            i64,
+            Option<i64>,
+            Option<i64>,
+            Option<i64>,
+            Vec<u8>,
+        );
+        let rows: Vec<Row> = read!(self, |pool| select_in!(
+            pool,
+            Row,
+            concat!(
+                "SELECT ",
+                api_key_columns!(),
+                ", token_hash FROM api_keys WHERE token_hash"
             ),
-        >(concat!(
-            "SELECT ",
-            api_key_columns!(),
-            ", token_hash FROM api_keys WHERE token_hash = $1"
-        ))
-        .bind(&hash[..])
-        .fetch_optional(pool)
-        .await
-        .map_err(from_sqlx)?)
-        .map(|(a, b, c, d, e, f, g, h, stored)| ((a, b, c, d, e, f, g, h), stored));
-        row.map(|(row, stored)| Ok((api_key(row)?, stored)))
-            .transpose()
+            hashes,
+            |hash: &[u8; 32]| hash.to_vec()
+        )?);
+        let mut found = std::collections::HashMap::with_capacity(rows.len());
+        for (a, b, c, d, e, f, g, h, stored) in rows {
+            found.insert(stored.clone(), (api_key((a, b, c, d, e, f, g, h))?, stored));
+        }
+        Ok(hashes
+            .iter()
+            .map(|hash| found.get(&hash[..]).cloned())
+            .collect())
     }
 
     async fn api_keys(

@@ -1,14 +1,18 @@
-//! Bulk audit writes, the one place the backends' SQL differs for speed: PostgreSQL takes whole
-//! columns as arrays (`UNNEST`), one statement however many rows, while SQLite — in-process,
-//! where statements are cheap — takes multi-row `VALUES`.
+//! Bulk writes, the one place the backends' SQL differs for speed. Each batch is one statement
+//! of a fixed shape (so it is prepared once and cached), however many rows: PostgreSQL takes
+//! whole columns as arrays (`UNNEST`), SQLite a JSON array of rows (`json_each`, blobs as hex).
 
+use data_encoding::HEXLOWER;
 use herald_domain::audit::{AuditRecord, SealedEntry};
+use herald_domain::messages::NewMessage;
 use sqlx::{PgConnection, SqliteConnection};
 
 use crate::convert::millis;
 
-/// Rows per multi-row statement on SQLite (far below its bind-parameter limit).
-const SQLITE_CHUNK: usize = 500;
+/// A batch as one JSON array parameter (SQLite's `json_each`).
+fn json<T: serde::Serialize>(rows: &T) -> Result<String, sqlx::Error> {
+    serde_json::to_string(rows).map_err(|e| sqlx::Error::Encode(Box::new(e)))
+}
 
 pub(crate) trait AuditBulk {
     async fn insert_pending(&mut self, records: &[AuditRecord]) -> Result<(), sqlx::Error>;
@@ -23,43 +27,48 @@ fn seq(entry: &SealedEntry) -> i64 {
 
 impl AuditBulk for SqliteConnection {
     async fn insert_pending(&mut self, records: &[AuditRecord]) -> Result<(), sqlx::Error> {
-        for chunk in records.chunks(SQLITE_CHUNK) {
-            let mut insert =
-                sqlx::QueryBuilder::new("INSERT INTO audit_pending (recorded_at, body) ");
-            insert.push_values(chunk, |mut row, record| {
-                row.push_bind(millis(record.recorded_at))
-                    .push_bind(record.body.as_str());
-            });
-            insert.build().execute(&mut *self).await?;
-        }
+        let rows: Vec<(i64, &str)> = records
+            .iter()
+            .map(|r| (millis(r.recorded_at), r.body.as_str()))
+            .collect();
+        sqlx::query(
+            "INSERT INTO audit_pending (recorded_at, body)
+             SELECT j.value ->> 0, j.value ->> 1 FROM json_each($1) AS j ORDER BY j.key",
+        )
+        .bind(json(&rows)?)
+        .execute(&mut *self)
+        .await?;
         Ok(())
     }
 
     async fn insert_sealed(&mut self, entries: &[SealedEntry]) -> Result<(), sqlx::Error> {
-        for chunk in entries.chunks(SQLITE_CHUNK) {
-            let mut insert =
-                sqlx::QueryBuilder::new("INSERT INTO audit_log (seq, hash, recorded_at, body) ");
-            insert.push_values(chunk, |mut row, entry| {
-                row.push_bind(seq(entry))
-                    .push_bind(&entry.hash[..])
-                    .push_bind(millis(entry.recorded_at))
-                    .push_bind(entry.body.as_str());
-            });
-            insert.build().execute(&mut *self).await?;
-        }
+        let rows: Vec<(i64, String, i64, &str)> = entries
+            .iter()
+            .map(|e| {
+                (
+                    seq(e),
+                    HEXLOWER.encode(&e.hash),
+                    millis(e.recorded_at),
+                    e.body.as_str(),
+                )
+            })
+            .collect();
+        sqlx::query(
+            "INSERT INTO audit_log (seq, hash, recorded_at, body)
+             SELECT j.value ->> 0, unhex(j.value ->> 1), j.value ->> 2, j.value ->> 3
+             FROM json_each($1) AS j",
+        )
+        .bind(json(&rows)?)
+        .execute(&mut *self)
+        .await?;
         Ok(())
     }
 
     async fn delete_pending(&mut self, ids: &[i64]) -> Result<(), sqlx::Error> {
-        for chunk in ids.chunks(SQLITE_CHUNK) {
-            let mut delete = sqlx::QueryBuilder::new("DELETE FROM audit_pending WHERE id IN (");
-            let mut list = delete.separated(", ");
-            for id in chunk {
-                list.push_bind(*id);
-            }
-            delete.push(")");
-            delete.build().execute(&mut *self).await?;
-        }
+        sqlx::query("DELETE FROM audit_pending WHERE id IN (SELECT value FROM json_each($1))")
+            .bind(json(&ids)?)
+            .execute(&mut *self)
+            .await?;
         Ok(())
     }
 }
@@ -110,6 +119,143 @@ impl AuditBulk for PgConnection {
         .bind(low)
         .bind(high)
         .bind(ids)
+        .execute(&mut *self)
+        .await?;
+        Ok(())
+    }
+}
+
+/// Bulk writes of accepted messages (one group commit = one statement per table).
+pub(crate) trait MessageBulk {
+    async fn insert_messages(&mut self, messages: &[&NewMessage]) -> Result<(), sqlx::Error>;
+    /// History rows `(message id, status, at)`; a status already recorded is kept as it was.
+    async fn insert_history(&mut self, rows: &[(&str, &str, i64)]) -> Result<(), sqlx::Error>;
+}
+
+impl MessageBulk for SqliteConnection {
+    async fn insert_messages(&mut self, messages: &[&NewMessage]) -> Result<(), sqlx::Error> {
+        type Row<'a> = (
+            &'a str,
+            &'a str,
+            &'a str,
+            &'a str,
+            &'a str,
+            &'a str,
+            Option<&'a str>,
+            Option<&'a str>,
+            String,
+            bool,
+            i64,
+        );
+        let rows: Vec<Row<'_>> = messages
+            .iter()
+            .map(|m| {
+                (
+                    m.id.as_str(),
+                    m.integration_id.as_str(),
+                    m.subject_id.as_str(),
+                    m.channel.as_str(),
+                    m.purpose.as_str(),
+                    m.kind,
+                    m.template.as_ref().map(|(name, _)| name.as_str()),
+                    m.template.as_ref().map(|(_, language)| language.as_str()),
+                    HEXLOWER.encode(&m.content_ciphertext),
+                    m.phi,
+                    millis(m.created_at),
+                )
+            })
+            .collect();
+        sqlx::query(
+            "INSERT INTO messages (id, integration_id, subject_id, channel, purpose, kind,
+             template_name, template_language, content_ciphertext, phi, status, attempts,
+             due_at, created_at, updated_at)
+             SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 4,
+                    j.value ->> 5, j.value ->> 6, j.value ->> 7, unhex(j.value ->> 8),
+                    j.value ->> 9, 'queued', 0, j.value ->> 10, j.value ->> 10, j.value ->> 10
+             FROM json_each($1) AS j",
+        )
+        .bind(json(&rows)?)
+        .execute(&mut *self)
+        .await?;
+        Ok(())
+    }
+
+    async fn insert_history(&mut self, rows: &[(&str, &str, i64)]) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO message_history (message_id, status, at)
+             SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2 FROM json_each($1) AS j
+             WHERE true
+             ON CONFLICT (message_id, status) DO NOTHING",
+        )
+        .bind(json(&rows)?)
+        .execute(&mut *self)
+        .await?;
+        Ok(())
+    }
+}
+
+impl MessageBulk for PgConnection {
+    async fn insert_messages(&mut self, messages: &[&NewMessage]) -> Result<(), sqlx::Error> {
+        let ids: Vec<&str> = messages.iter().map(|m| m.id.as_str()).collect();
+        let integrations: Vec<&str> = messages.iter().map(|m| m.integration_id.as_str()).collect();
+        let subjects: Vec<&str> = messages.iter().map(|m| m.subject_id.as_str()).collect();
+        let channels: Vec<&str> = messages.iter().map(|m| m.channel.as_str()).collect();
+        let purposes: Vec<&str> = messages.iter().map(|m| m.purpose.as_str()).collect();
+        let kinds: Vec<&str> = messages.iter().map(|m| m.kind).collect();
+        let names: Vec<Option<&str>> = messages
+            .iter()
+            .map(|m| m.template.as_ref().map(|(name, _)| name.as_str()))
+            .collect();
+        let languages: Vec<Option<&str>> = messages
+            .iter()
+            .map(|m| m.template.as_ref().map(|(_, language)| language.as_str()))
+            .collect();
+        let contents: Vec<&[u8]> = messages
+            .iter()
+            .map(|m| m.content_ciphertext.as_slice())
+            .collect();
+        let phi: Vec<bool> = messages.iter().map(|m| m.phi).collect();
+        let created: Vec<i64> = messages.iter().map(|m| millis(m.created_at)).collect();
+        sqlx::query(
+            "INSERT INTO messages (id, integration_id, subject_id, channel, purpose, kind,
+             template_name, template_language, content_ciphertext, phi, status, attempts,
+             due_at, created_at, updated_at)
+             SELECT id, integration_id, subject_id, channel, purpose, kind, template_name,
+                    template_language, content_ciphertext, phi, 'queued', 0, created, created,
+                    created
+             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                         $7::text[], $8::text[], $9::bytea[], $10::bool[], $11::bigint[])
+                  AS m(id, integration_id, subject_id, channel, purpose, kind, template_name,
+                       template_language, content_ciphertext, phi, created)",
+        )
+        .bind(ids)
+        .bind(integrations)
+        .bind(subjects)
+        .bind(channels)
+        .bind(purposes)
+        .bind(kinds)
+        .bind(names)
+        .bind(languages)
+        .bind(contents)
+        .bind(phi)
+        .bind(created)
+        .execute(&mut *self)
+        .await?;
+        Ok(())
+    }
+
+    async fn insert_history(&mut self, rows: &[(&str, &str, i64)]) -> Result<(), sqlx::Error> {
+        let ids: Vec<&str> = rows.iter().map(|r| r.0).collect();
+        let statuses: Vec<&str> = rows.iter().map(|r| r.1).collect();
+        let at: Vec<i64> = rows.iter().map(|r| r.2).collect();
+        sqlx::query(
+            "INSERT INTO message_history (message_id, status, at)
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[])
+             ON CONFLICT (message_id, status) DO NOTHING",
+        )
+        .bind(ids)
+        .bind(statuses)
+        .bind(at)
         .execute(&mut *self)
         .await?;
         Ok(())

@@ -17,6 +17,7 @@ mod bulk;
 mod convert;
 mod error;
 mod keys;
+mod messages;
 pub mod migrations;
 mod subjects;
 
@@ -134,7 +135,31 @@ macro_rules! write_tx {
     };
 }
 
-pub(crate) use {read, write_tx};
+/// `SELECT … WHERE column IN (…)` for a batch of keys, on `$pool`: rows of type `$row`. The list
+/// is padded to the next power of two (repeating the last key), so batched look-ups take only
+/// a handful of statement shapes and prepared-statement caches stay warm.
+macro_rules! select_in {
+    ($pool:expr, $row:ty, $prefix:expr, $keys:expr, $bind:expr) => {{
+        let keys = $keys;
+        let mut query = sqlx::QueryBuilder::new($prefix);
+        query.push(" IN (");
+        let mut list = query.separated(", ");
+        if let Some(last) = keys.last() {
+            let padded = keys.len().next_power_of_two();
+            for i in 0..padded {
+                list.push_bind($bind(keys.get(i).unwrap_or(last)));
+            }
+        }
+        query.push(")");
+        query
+            .build_query_as::<$row>()
+            .fetch_all($pool)
+            .await
+            .map_err($crate::from_sqlx)
+    }};
+}
+
+pub(crate) use {read, select_in, write_tx};
 
 /// A connected, migrated store.
 #[derive(Debug, Clone)]

@@ -22,6 +22,11 @@ pub const SQLITE: &[(i64, &str, &str)] = &[
         "audit",
         include_str!("../migrations/sqlite/0002_audit.sql"),
     ),
+    (
+        3,
+        "messages",
+        include_str!("../migrations/sqlite/0003_messages.sql"),
+    ),
 ];
 
 pub const POSTGRES: &[(i64, &str, &str)] = &[
@@ -34,6 +39,11 @@ pub const POSTGRES: &[(i64, &str, &str)] = &[
         2,
         "audit",
         include_str!("../migrations/postgres/0002_audit.sql"),
+    ),
+    (
+        3,
+        "messages",
+        include_str!("../migrations/postgres/0003_messages.sql"),
     ),
 ];
 

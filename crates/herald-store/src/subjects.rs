@@ -1,11 +1,12 @@
 use async_trait::async_trait;
 use herald_domain::audit::AuditRecord;
+use herald_domain::clock::Timestamp;
 use herald_domain::ids::SubjectId;
 use herald_domain::store::{NewSubject, StoreError, SubjectInsert, SubjectRecord, SubjectStore};
 
 use crate::audit::insert_audit;
 use crate::convert::{id, millis, opt_time, time};
-use crate::{Database, from_sqlx, read, write_tx};
+use crate::{Database, from_sqlx, read, select_in, write_tx};
 
 type SubjectRow = (String, i64, bool, Option<i64>);
 
@@ -28,20 +29,32 @@ fn subject(row: SubjectRow) -> Result<SubjectRecord, StoreError> {
 
 #[async_trait]
 impl SubjectStore for Database {
-    async fn subject_by_phone_index(
+    async fn subjects_by_phone_indexes(
         &self,
-        index: &[u8; 32],
-    ) -> Result<Option<SubjectRecord>, StoreError> {
-        let row: Option<SubjectRow> = read!(self, |pool| sqlx::query_as(concat!(
-            "SELECT ",
-            subject_columns!(),
-            " FROM subjects WHERE phone_index = $1 AND erased_at IS NULL"
-        ))
-        .bind(&index[..])
-        .fetch_optional(pool)
-        .await
-        .map_err(from_sqlx)?);
-        row.map(subject).transpose()
+        indexes: &[[u8; 32]],
+    ) -> Result<Vec<Option<SubjectRecord>>, StoreError> {
+        if indexes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<(String, i64, bool, Option<i64>, Vec<u8>)> = read!(self, |pool| select_in!(
+            pool,
+            (String, i64, bool, Option<i64>, Vec<u8>),
+            concat!(
+                "SELECT ",
+                subject_columns!(),
+                ", phone_index FROM subjects WHERE erased_at IS NULL AND phone_index"
+            ),
+            indexes,
+            |index: &[u8; 32]| index.to_vec()
+        )?);
+        let mut found = std::collections::HashMap::with_capacity(rows.len());
+        for (a, b, c, d, index) in rows {
+            found.insert(index, subject((a, b, c, d))?);
+        }
+        Ok(indexes
+            .iter()
+            .map(|index| found.get(&index[..]).cloned())
+            .collect())
     }
 
     async fn insert_subject(
@@ -111,6 +124,33 @@ impl SubjectStore for Database {
         .await
         .map_err(from_sqlx)?);
         row.map(subject).transpose()
+    }
+
+    async fn subjects_with_erasure(
+        &self,
+        ids: &[SubjectId],
+    ) -> Result<Vec<Option<(SubjectRecord, Option<Timestamp>)>>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<(String, i64, bool, Option<i64>, Option<i64>)> =
+            read!(self, |pool| select_in!(
+                pool,
+                (String, i64, bool, Option<i64>, Option<i64>),
+                concat!(
+                    "SELECT ",
+                    subject_columns!(),
+                    ", erased_at FROM subjects WHERE id"
+                ),
+                ids,
+                |id: &SubjectId| id.as_str().to_owned()
+            )?);
+        let mut found = std::collections::HashMap::with_capacity(rows.len());
+        for (a, b, c, d, erased_at) in rows {
+            let record = subject((a, b, c, d))?;
+            found.insert(record.id.clone(), (record, opt_time(erased_at)?));
+        }
+        Ok(ids.iter().map(|id| found.get(id).cloned()).collect())
     }
 
     async fn subject_phone_ciphertext(

@@ -3,7 +3,8 @@
 //! `cargo run --release --example loadgen -- <base-url> <api-key> <scenario> <connections> <seconds>`
 //! Scenarios: `health` (no auth, no database), `register` (create subjects with new numbers:
 //! key unwrap, encryption, one write transaction), `lookup` (blind index + indexed read),
-//! `get` (authenticated indexed read).
+//! `get` (authenticated indexed read), `send` (POST /v1/messages, a template to one of 1,000
+//! known numbers: auth, parse, blind index, subject read, policy, encryption, group commit).
 
 #![allow(
     clippy::unwrap_used,
@@ -47,6 +48,18 @@ async fn main() {
         .unwrap();
     let subject = created["id"].as_str().unwrap().to_owned();
 
+    // Known recipients for the send scenario (registered first, as an integrator would have).
+    if scenario == "send" {
+        for n in 0..1000u64 {
+            client
+                .post(format!("{base}/v1/subjects"))
+                .bearer_auth(key)
+                .json(&json!({"phone": format!("+4916{:09}", n)}))
+                .send()
+                .await
+                .unwrap();
+        }
+    }
     let next_number = Arc::new(AtomicU64::new(0));
     let run_id = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -85,6 +98,18 @@ async fn main() {
                     "get" => client
                         .get(format!("{base}/v1/subjects/{subject}"))
                         .bearer_auth(&key),
+                    "send" => {
+                        let n = next_number.fetch_add(1, Ordering::Relaxed) % 1000;
+                        client
+                            .post(format!("{base}/v1/messages"))
+                            .bearer_auth(&key)
+                            .json(&json!({
+                                "to": format!("+4916{:09}", n),
+                                "purpose": "demo",
+                                "template": {"name": "demo_update", "language": "en",
+                                             "parameters": ["Your order 20417 has shipped"]},
+                            }))
+                    }
                     other => panic!("unknown scenario {other}"),
                 };
                 match request.send().await {

@@ -19,6 +19,7 @@ use herald_domain::audit::{
 use herald_domain::auth::{Auth, AuthError, IssuedApiKey};
 use herald_domain::clock::Clock;
 use herald_domain::keys::{KeyError, Keyring, KeyringState};
+use herald_domain::messages::{Messages, NoConsentLedger};
 use herald_domain::store::Store;
 use herald_domain::subjects::Subjects;
 use herald_store::{ConnectError, Database, StoreOptions};
@@ -84,6 +85,7 @@ pub struct Herald {
     audit: Audit,
     subjects: Subjects,
     auth: Auth,
+    messages: Messages,
     metrics: Metrics,
 }
 
@@ -231,7 +233,29 @@ impl Herald {
             0 => None,
             days => Some(days),
         };
-        let auth = Auth::new(Arc::clone(&store), Arc::clone(&keyring), clock, lifetime);
+        let auth = Auth::new(
+            Arc::clone(&store),
+            Arc::clone(&keyring),
+            Arc::clone(&clock),
+            lifetime,
+        );
+        let catalog = Arc::new(config.catalog()?);
+        if config.whatsapp.is_none() && config.purposes.is_empty() && config.templates.is_empty() {
+            tracing::info!(
+                purpose = crate::config::SANDBOX_DEMO_PURPOSE,
+                template = crate::config::SANDBOX_DEMO_TEMPLATE,
+                "sandbox channel with its demonstration purpose and template"
+            );
+        }
+        let messages = Messages::new(
+            Arc::clone(&store),
+            Arc::clone(&keyring),
+            clock,
+            audit.clone(),
+            subjects.clone(),
+            catalog,
+            Arc::new(NoConsentLedger),
+        );
         Ok(Self {
             config: Arc::new(config),
             database,
@@ -240,6 +264,7 @@ impl Herald {
             audit,
             subjects,
             auth,
+            messages,
             metrics: Metrics::new(),
         })
     }
@@ -272,6 +297,10 @@ impl Herald {
         &self.auth
     }
 
+    pub fn messages(&self) -> &Messages {
+        &self.messages
+    }
+
     /// On the very first start: creates the `admin` integration and one admin key, and returns
     /// the key so the caller can show it once. `None` on every later start.
     pub async fn bootstrap_admin(&self) -> Result<Option<IssuedApiKey>, StartupError> {
@@ -287,6 +316,7 @@ impl Herald {
             subjects: self.subjects.clone(),
             auth: self.auth.clone(),
             audit: self.audit.clone(),
+            messages: self.messages.clone(),
             store: Arc::clone(&self.store),
             metrics: self.metrics.clone(),
             tls: self.config.tls_enabled(),

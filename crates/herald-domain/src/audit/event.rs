@@ -36,7 +36,7 @@ use serde_json::{Value, json};
 
 use crate::auth::Principal;
 use crate::clock::Timestamp;
-use crate::ids::{ApiKeyId, IntegrationId, SubjectId};
+use crate::ids::{ApiKeyId, IntegrationId, MessageId, SubjectId};
 
 /// A request id as Herald generates them: `req_` and 16 lowercase base32hex characters.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -177,6 +177,8 @@ actions! {
     AuditKeyCreated => "audit.signing_key_created", "A new Ed25519 key for signing audit checkpoints was created (key_id).";
     AuditVerified => "audit.verified", "The audit trail was verified (entries, first_bad, reason).";
     AuditExported => "audit.exported", "The audit trail was exported (after, entries).";
+    MessageAccepted => "message.accepted", "A message was accepted for delivery (subject_id, purpose, kind, template, channel).";
+    MessageRefused => "message.refused", "A message was refused by policy and not queued (code, purpose, kind).";
     AuditPruned => "audit.pruned", "Entries older than the retention period were removed behind a signed horizon checkpoint (through_seq, entries).";
 }
 
@@ -190,6 +192,7 @@ impl fmt::Display for Action {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     Subject(SubjectId),
+    Message(MessageId),
     Integration(IntegrationId),
     ApiKey(ApiKeyId),
     AuditTrail,
@@ -201,6 +204,7 @@ impl Target {
     fn json(&self) -> Value {
         match self {
             Target::Subject(id) => json!({"type": "subject", "id": id.as_str()}),
+            Target::Message(id) => json!({"type": "message", "id": id.as_str()}),
             Target::Integration(id) => json!({"type": "integration", "id": id.as_str()}),
             Target::ApiKey(id) => json!({"type": "api_key", "id": id.as_str()}),
             Target::AuditTrail => json!({"type": "audit_trail"}),
@@ -244,6 +248,8 @@ pub enum Detail {
     Route(String),
     /// A SHA-256 digest, hex.
     Digest(String),
+    /// A configured name (a purpose, a template): a plain identifier.
+    Name(String),
     Time(Timestamp),
 }
 
@@ -258,6 +264,12 @@ impl Detail {
         plausible.then(|| Detail::Route(template.to_owned()))
     }
 
+    /// A configured name, if it is a plain identifier (letter first; letters, digits, `_`,
+    /// `.`, `-`) — so it can never be a phone number or free text.
+    pub fn name(name: &str) -> Option<Self> {
+        crate::messages::catalog::is_identifier(name).then(|| Detail::Name(name.to_owned()))
+    }
+
     pub fn digest(bytes: &[u8; 32]) -> Self {
         Detail::Digest(data_encoding::HEXLOWER.encode(bytes))
     }
@@ -268,7 +280,7 @@ impl Detail {
             Detail::Int(i) => json!(i),
             Detail::Code(c) => json!(c),
             Detail::Codes(cs) => json!(cs),
-            Detail::Id(s) | Detail::Route(s) | Detail::Digest(s) => json!(s),
+            Detail::Id(s) | Detail::Route(s) | Detail::Digest(s) | Detail::Name(s) => json!(s),
             Detail::Time(t) => json!(t.to_rfc3339_opts(SecondsFormat::Millis, true)),
         }
     }
@@ -326,7 +338,7 @@ macro_rules! id_detail {
     };
 }
 
-id_detail!(SubjectId, IntegrationId, ApiKeyId);
+id_detail!(SubjectId, IntegrationId, ApiKeyId, MessageId);
 
 /// An entry's details: a few named values.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

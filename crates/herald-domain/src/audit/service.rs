@@ -8,7 +8,6 @@ use chrono::TimeDelta;
 use herald_crypto::aead::Binding;
 use herald_crypto::hash::sha256;
 use herald_crypto::signing::SigningKey;
-use tokio::sync::{mpsc, oneshot};
 
 use super::chain::{
     self, ChainHead, ChainVerifier, Checkpoint, CheckpointKind, Report, SealedEntry,
@@ -16,6 +15,7 @@ use super::chain::{
 use super::event::{Action, AuditEvent, Detail, Details, Initiator, Outcome, Target};
 use super::witness::Witness;
 use super::{AuditKeyRecord, AuditRecord, SealInput, SealPlan};
+use crate::batch::Batcher;
 use crate::clock::{Clock, Timestamp};
 use crate::keys::{KeyError, Keyring};
 use crate::store::{Store, StoreError};
@@ -91,8 +91,6 @@ pub struct PublicKey {
     pub created_at: Timestamp,
 }
 
-type AppendReply = oneshot::Sender<Result<(), String>>;
-
 struct Inner {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
@@ -100,7 +98,7 @@ struct Inner {
     settings: AuditSettings,
     signing: SigningKey,
     key_id: String,
-    appends: mpsc::Sender<(AuditRecord, AppendReply)>,
+    appends: Batcher<AuditRecord, ()>,
 }
 
 /// The audit trail. Cheap to clone.
@@ -124,40 +122,6 @@ fn private_key_binding(key_id: &str) -> Binding<'_> {
 
 fn key_id_of(public_key: &[u8]) -> String {
     data_encoding::HEXLOWER.encode(&sha256(&[public_key])[..8])
-}
-
-/// Writes queued standalone entries, as many per transaction as are waiting (group commit).
-/// Up to [`APPENDS_IN_FLIGHT`] transactions run at once, so a batch gathers while the previous
-/// one commits instead of every caller waiting for a commit of its own.
-async fn run_appender(
-    store: Arc<dyn Store>,
-    mut queue: mpsc::Receiver<(AuditRecord, AppendReply)>,
-) {
-    let in_flight = Arc::new(tokio::sync::Semaphore::new(APPENDS_IN_FLIGHT));
-    while let Some(first) = queue.recv().await {
-        let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
-            return;
-        };
-        let mut batch = vec![first];
-        while batch.len() < APPEND_BATCH {
-            match queue.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
-            }
-        }
-        let store = Arc::clone(&store);
-        tokio::spawn(async move {
-            let _permit = permit;
-            let (records, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-            let result = store.append_audit(&records).await.map_err(|e| {
-                tracing::error!(error = %e, entries = records.len(), "cannot write audit entries");
-                e.to_string()
-            });
-            for reply in replies {
-                let _ = reply.send(result.clone());
-            }
-        });
-    }
 }
 
 impl Audit {
@@ -208,8 +172,22 @@ impl Audit {
                 }
             }
         };
-        let (appends, queue) = mpsc::channel(APPEND_BATCH * 4);
-        tokio::spawn(run_appender(Arc::clone(&store), queue));
+        let writer = Arc::clone(&store);
+        // Standalone entries from concurrent callers share transactions (group commit).
+        let appends = Batcher::spawn(
+            APPEND_BATCH,
+            APPENDS_IN_FLIGHT,
+            move |records: Vec<AuditRecord>| {
+                let store = Arc::clone(&writer);
+                async move {
+                    store.append_audit(&records).await.map_err(|e| {
+                    tracing::error!(error = %e, entries = records.len(), "cannot write audit entries");
+                    e
+                })?;
+                    Ok(vec![(); records.len()])
+                }
+            },
+        );
         Ok(Self {
             inner: Arc::new(Inner {
                 store,
@@ -231,17 +209,15 @@ impl Audit {
     /// Writes an entry that accompanies no state change; returns once it is durable. Entries
     /// from concurrent callers share one transaction.
     pub async fn append(&self, event: &AuditEvent) -> Result<(), StoreError> {
-        let (reply, answer) = oneshot::channel();
-        let unavailable = |why: String| StoreError::AuditUnavailable(why.into());
         self.inner
             .appends
-            .send((self.record(event), reply))
+            .submit(self.record(event))
             .await
-            .map_err(|_| unavailable("the audit appender stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| unavailable("the audit appender stopped".into()))?
-            .map_err(unavailable)
+            .map_err(|e| match e {
+                StoreError::AuditUnavailable(source) => StoreError::AuditUnavailable(source),
+                // Whatever failed, it is the audit entry that could not be written.
+                other => StoreError::AuditUnavailable(other.to_string().into()),
+            })
     }
 
     /// The id of the key signing new checkpoints.

@@ -18,10 +18,15 @@ pub use scope::{Scope, Scopes, UnknownScope};
 pub use token::{ApiToken, TOKEN_PREFIX};
 
 use crate::audit::{Action, AuditEvent, AuditRecord, Detail, Details, Initiator, Outcome, Target};
+use crate::batch::Batcher;
 use crate::clock::{Clock, Timestamp};
 use crate::ids::{ApiKeyId, IntegrationId};
 use crate::keys::Keyring;
 use crate::store::{PageRequest, Store, StoreError};
+
+/// Look-ups one query takes at most, and how many such queries may run at once.
+const LOOKUP_BATCH: usize = 256;
+const LOOKUPS_IN_FLIGHT: usize = 4;
 
 /// The integration created on first start; its first key is printed once.
 pub const ADMIN_INTEGRATION: &str = "admin";
@@ -181,6 +186,9 @@ fn key_created(initiator: &Initiator, record: &ApiKeyRecord) -> AuditEvent {
         )
 }
 
+/// One stored key and its stored hash, as a token look-up finds it.
+type FoundKey = Option<(ApiKeyRecord, Vec<u8>)>;
+
 #[derive(Debug, Clone)]
 pub struct Auth {
     store: Arc<dyn Store>,
@@ -188,18 +196,32 @@ pub struct Auth {
     clock: Arc<dyn Clock>,
     default_lifetime: Option<TimeDelta>,
     last_used: Arc<LastUsed>,
+    // Concurrent requests' token look-ups share one query (still one per request's wait:
+    // revocation binds on the next request).
+    lookups: Batcher<[u8; 32], FoundKey>,
 }
 
 impl Auth {
     /// `default_lifetime_days`: the lifetime of keys issued without an explicit one
     /// (`None`: they do not expire).
+    /// Must be called inside a Tokio runtime (it starts the batched look-up task).
     pub fn new(
         store: Arc<dyn Store>,
         keys: Arc<Keyring>,
         clock: Arc<dyn Clock>,
         default_lifetime_days: Option<u32>,
     ) -> Self {
+        let reader = Arc::clone(&store);
+        let lookups = Batcher::spawn(
+            LOOKUP_BATCH,
+            LOOKUPS_IN_FLIGHT,
+            move |hashes: Vec<[u8; 32]>| {
+                let store = Arc::clone(&reader);
+                async move { store.api_keys_by_hashes(&hashes).await }
+            },
+        );
         Self {
+            lookups,
             store,
             keys,
             clock,
@@ -378,8 +400,8 @@ impl Auth {
         let hasher = self.keys.token_hasher();
         let hash = hasher.hash(token);
         let (key, stored_hash) = self
-            .store
-            .api_key_by_hash(&hash)
+            .lookups
+            .submit(hash)
             .await?
             .ok_or(Unauthorized::Unknown)?;
         // The look-up was by hash already; the constant-time comparison keeps that property

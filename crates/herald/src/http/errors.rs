@@ -5,6 +5,7 @@
 use herald_domain::audit::AuditError;
 use herald_domain::auth::AuthError;
 use herald_domain::keys::KeyError;
+use herald_domain::messages::{Refusal, SendError};
 use herald_domain::phone::PhoneError;
 use herald_domain::store::StoreError;
 use herald_domain::subjects::SubjectError;
@@ -47,6 +48,38 @@ pub fn audit(error: AuditError) -> Problem {
             tracing::error!(error = %chain(&other), "audit trail error");
             Problem::internal()
         }
+    }
+}
+
+fn random(error: &herald_crypto::CryptoError) -> Problem {
+    tracing::error!(error = %error, "random number generator failed");
+    Problem::internal()
+}
+
+pub fn send(error: SendError) -> Problem {
+    match error {
+        SendError::Refused(refusal) => {
+            let code = match &refusal {
+                Refusal::UnknownPurpose => Code::UnknownPurpose,
+                Refusal::UnknownTemplate => Code::UnknownTemplate,
+                Refusal::TemplateParametersMismatch { .. } => Code::TemplateParametersMismatch,
+                Refusal::TemplateRequiredOutsideWindow => Code::TemplateRequiredOutsideWindow,
+                Refusal::PhiRequiresBaa => Code::PhiRequiresBaa,
+                Refusal::SubjectErased => Code::SubjectErased,
+                Refusal::SubjectRestricted => Code::SubjectRestricted,
+            };
+            // The capability recorded the refusal.
+            Problem::new(code).detail(refusal.to_string()).audited()
+        }
+        SendError::Invalid { field, rule } => {
+            Problem::new(Code::InvalidRequest).field(FieldError::new(field, rule))
+        }
+        SendError::Phone(e) => phone(e, "to"),
+        SendError::SubjectNotFound => Problem::not_found().detail("no such subject"),
+        SendError::IdempotencyKeyReused => Problem::new(Code::IdempotencyKeyReused),
+        SendError::Store(e) => store(e),
+        SendError::Keys(e) => keys(e),
+        SendError::Random(e) => random(&e),
     }
 }
 

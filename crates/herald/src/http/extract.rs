@@ -41,6 +41,8 @@ macro_rules! scopes {
 scopes! {
     AdminScope => Scope::Admin,
     AuditRead => Scope::AuditRead,
+    MessagesSend => Scope::MessagesSend,
+    MessagesRead => Scope::MessagesRead,
     SubjectsRead => Scope::SubjectsRead,
     SubjectsWrite => Scope::SubjectsWrite,
 }

@@ -22,6 +22,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use herald_domain::audit::Audit;
 use herald_domain::auth::Auth;
+use herald_domain::messages::Messages;
 use herald_domain::store::Store;
 use herald_domain::subjects::Subjects;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -38,6 +39,7 @@ pub struct AppState {
     pub subjects: Subjects,
     pub auth: Auth,
     pub audit: Audit,
+    pub messages: Messages,
     pub store: Arc<dyn Store>,
     pub metrics: Metrics,
     pub tls: bool,
@@ -50,6 +52,7 @@ pub struct HttpParts {
     pub subjects: Subjects,
     pub auth: Auth,
     pub audit: Audit,
+    pub messages: Messages,
     pub store: Arc<dyn Store>,
     pub metrics: Metrics,
     pub tls: bool,
@@ -70,6 +73,7 @@ pub struct HttpParts {
     tags(
         (name = "operations", description = "Health, readiness, metrics, this document"),
         (name = "subjects", description = "Data subjects (people), by pseudonymous id"),
+        (name = "messages", description = "Sending messages and following their delivery"),
         (name = "integrations", description = "Connected systems and their API keys (admin)"),
         (name = "audit", description = "The tamper-evident audit trail: entries, verification, checkpoints, keys")
     )
@@ -116,6 +120,7 @@ pub fn app(parts: HttpParts) -> Router {
         subjects: parts.subjects,
         auth: parts.auth,
         audit: parts.audit,
+        messages: parts.messages,
         store: parts.store,
         metrics: parts.metrics,
         tls: parts.tls,

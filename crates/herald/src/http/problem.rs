@@ -34,6 +34,14 @@ pub enum Code {
     Internal,
     Unavailable,
     AuditUnavailable,
+    UnknownPurpose,
+    UnknownTemplate,
+    TemplateParametersMismatch,
+    TemplateRequiredOutsideWindow,
+    PhiRequiresBaa,
+    IdempotencyKeyReused,
+    SubjectErased,
+    SubjectRestricted,
 }
 
 impl Code {
@@ -51,6 +59,14 @@ impl Code {
             Code::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             Code::Unavailable | Code::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Code::UnknownPurpose => StatusCode::UNPROCESSABLE_ENTITY,
+            Code::UnknownTemplate => StatusCode::UNPROCESSABLE_ENTITY,
+            Code::TemplateParametersMismatch => StatusCode::UNPROCESSABLE_ENTITY,
+            Code::TemplateRequiredOutsideWindow => StatusCode::UNPROCESSABLE_ENTITY,
+            Code::PhiRequiresBaa => StatusCode::UNPROCESSABLE_ENTITY,
+            Code::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            Code::SubjectErased => StatusCode::GONE,
+            Code::SubjectRestricted => StatusCode::CONFLICT,
         }
     }
 
@@ -70,6 +86,14 @@ impl Code {
             Code::Internal => "internal",
             Code::Unavailable => "unavailable",
             Code::AuditUnavailable => "audit_unavailable",
+            Code::UnknownPurpose => "unknown_purpose",
+            Code::UnknownTemplate => "unknown_template",
+            Code::TemplateParametersMismatch => "template_parameters_mismatch",
+            Code::TemplateRequiredOutsideWindow => "template_required_outside_window",
+            Code::PhiRequiresBaa => "phi_requires_baa",
+            Code::IdempotencyKeyReused => "idempotency_key_reused",
+            Code::SubjectErased => "subject_erased",
+            Code::SubjectRestricted => "subject_restricted",
         }
     }
 
@@ -89,6 +113,18 @@ impl Code {
             Code::Internal => "Internal error",
             Code::Unavailable => "Service unavailable",
             Code::AuditUnavailable => "The audit trail cannot be written; nothing was done",
+            Code::UnknownPurpose => "The purpose is not configured",
+            Code::UnknownTemplate => "No approved template has this name and language",
+            Code::TemplateParametersMismatch => "The template takes another number of parameters",
+            Code::TemplateRequiredOutsideWindow => {
+                "Free-form text is only allowed within 24 hours of the subject's last message"
+            }
+            Code::PhiRequiresBaa => {
+                "Health information needs a channel covered by a business associate agreement"
+            }
+            Code::IdempotencyKeyReused => "The Idempotency-Key was used with a different request",
+            Code::SubjectErased => "The subject was erased",
+            Code::SubjectRestricted => "Processing for this subject is restricted",
         }
     }
 
@@ -102,6 +138,7 @@ impl Code {
             StatusCode::NOT_FOUND => Code::NotFound,
             StatusCode::METHOD_NOT_ALLOWED => Code::MethodNotAllowed,
             StatusCode::CONFLICT => Code::AlreadyExists,
+            StatusCode::GONE => Code::SubjectErased,
             StatusCode::PAYLOAD_TOO_LARGE => Code::PayloadTooLarge,
             StatusCode::UNSUPPORTED_MEDIA_TYPE => Code::UnsupportedMediaType,
             StatusCode::TOO_MANY_REQUESTS => Code::RateLimited,
@@ -269,7 +306,7 @@ impl IntoResponse for Problem {
 mod tests {
     use super::*;
 
-    const ALL: [Code; 14] = [
+    const ALL: [Code; 22] = [
         Code::MalformedJson,
         Code::InvalidRequest,
         Code::Unauthorized,
@@ -284,6 +321,14 @@ mod tests {
         Code::Internal,
         Code::Unavailable,
         Code::AuditUnavailable,
+        Code::UnknownPurpose,
+        Code::UnknownTemplate,
+        Code::TemplateParametersMismatch,
+        Code::TemplateRequiredOutsideWindow,
+        Code::PhiRequiresBaa,
+        Code::IdempotencyKeyReused,
+        Code::SubjectErased,
+        Code::SubjectRestricted,
     ];
 
     #[test]

@@ -324,6 +324,17 @@ impl TestApp {
         });
     }
 
+    /// Runs a query returning one integer (e.g. a COUNT) directly on the app's database.
+    pub async fn count(&self, sql: &str) -> i64 {
+        with_connection!(self, |conn| {
+            let (value,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(sql.to_owned()))
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+            value
+        })
+    }
+
     /// Reads one BLOB/BYTEA value directly from the app's database.
     pub async fn fetch_bytes(&self, sql: &str, id: &str) -> Vec<u8> {
         with_connection!(self, |conn| {

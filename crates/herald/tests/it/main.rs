@@ -16,6 +16,7 @@ mod auth;
 mod conventions;
 mod encryption;
 mod helpers;
+mod messages;
 mod ops;
 mod process;
 mod storage;

@@ -209,7 +209,7 @@ async fn openapi_document_is_valid() {
 }
 
 /// The contract (API.md) for what exists so far, as (method, path, scope or "none").
-const CONTRACT: [(&str, &str, &str); 16] = [
+const CONTRACT: [(&str, &str, &str); 18] = [
     ("get", "/healthz", "none"),
     ("get", "/readyz", "none"),
     ("get", "/metrics", "none"),
@@ -226,6 +226,8 @@ const CONTRACT: [(&str, &str, &str); 16] = [
     ("get", "/v1/audit/verify", "audit:read"),
     ("get", "/v1/audit/checkpoints", "audit:read"),
     ("get", "/v1/audit/public-key", "audit:read"),
+    ("post", "/v1/messages", "messages:send"),
+    ("get", "/v1/messages/{id}", "messages:read"),
 ];
 
 #[tokio::test]

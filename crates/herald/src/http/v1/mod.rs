@@ -2,6 +2,7 @@
 
 mod audit;
 mod integrations;
+mod messages;
 mod subjects;
 
 use serde::Serialize;
@@ -15,6 +16,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(subjects::router())
         .merge(integrations::router())
         .merge(audit::router())
+        .merge(messages::router())
 }
 
 /// One page of a list. `next` is the cursor for `?after=`, absent on the last page.

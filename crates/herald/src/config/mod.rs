@@ -15,13 +15,26 @@ use herald_domain::phone::Region;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize, Serializer};
 
+mod messaging;
+
+pub use messaging::{
+    DeliveryConfig, PurposeConfig, Purposes, RetentionConfig, RolesConfig, SANDBOX_DEMO_PURPOSE,
+    SANDBOX_DEMO_TEMPLATE, TemplateConfig, WebhooksConfig, WhatsappConfig,
+};
+
 /// The defaults, compiled in; also the commented configuration reference.
-pub const DEFAULTS: &str = include_str!("../../../config.default.toml");
+pub const DEFAULTS: &str = include_str!("../../../../config.default.toml");
 const ENV_PREFIX: &str = "HERALD_";
 /// Read from the working directory when no `--config` is given.
 const LOCAL_FILE: &str = "herald.toml";
 /// Keys whose value may come from a file (`HERALD_<KEY>_FILE`), written as dotted paths.
-const SECRET_KEYS: [&str; 2] = ["database_url", "keys.root_key"];
+const SECRET_KEYS: [&str; 5] = [
+    "database_url",
+    "keys.root_key",
+    "whatsapp.access_token",
+    "whatsapp.app_secret",
+    "whatsapp.verify_token",
+];
 /// Environment variables that share the prefix but are not configuration.
 const NOT_CONFIG_PREFIXES: [&str; 1] = ["test_"];
 
@@ -130,6 +143,16 @@ pub struct Config {
     pub auth: AuthConfig,
     pub audit: AuditConfig,
     pub log: LogConfig,
+    pub roles: RolesConfig,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub whatsapp: Option<WhatsappConfig>,
+    #[serde(default)]
+    pub purposes: Purposes,
+    #[serde(default)]
+    pub templates: Vec<TemplateConfig>,
+    pub delivery: DeliveryConfig,
+    pub retention: RetentionConfig,
+    pub webhooks: WebhooksConfig,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -363,6 +386,7 @@ impl Config {
         if self.audit.retention < Duration::from_secs(24 * 3600) {
             return invalid("audit.retention must be at least one day".into());
         }
+        self.validate_messaging()?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| ConfigError::Invalid(format!("log.level: {e}")))?;
         Ok(())

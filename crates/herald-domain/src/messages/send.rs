@@ -1,0 +1,652 @@
+//! Accepting a message: validate, apply the policy, encrypt, and commit it with its audit entry
+//! (group-committed with concurrent sends) before answering.
+//!
+//! The policy, in order: a known purpose; a configured template with the right number of
+//! parameters; no PHI over a channel without a BAA; a subject that exists, is not erased and is
+//! not restricted; the consent gate (see [`ConsentGate`]); and free-form text only within 24
+//! hours of the subject's last inbound message. Every refusal is recorded and nothing is queued.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::TimeDelta;
+use herald_crypto::aead::Binding;
+use herald_crypto::hash::sha256;
+
+use super::catalog::{Catalog, Purpose};
+use super::model::{Channel, Content, MAX_PARAMETER_CHARS, MAX_TEXT_CHARS};
+use crate::audit::{
+    Action, Audit, AuditEvent, AuditRecord, Detail, Details, Initiator, Outcome, Target,
+};
+use crate::batch::Batcher;
+use crate::clock::{Clock, Timestamp};
+use crate::ids::{IntegrationId, MessageId, SubjectId};
+use crate::keys::{KeyError, Keyring};
+use crate::phone::PhoneError;
+use crate::store::{Store, StoreError, SubjectRecord};
+use crate::subjects::{SubjectError, Subjects};
+
+/// The customer-service window: free-form text only this long after the last inbound message.
+pub const SERVICE_WINDOW: TimeDelta = TimeDelta::hours(24);
+/// How long an `Idempotency-Key` replays the first answer.
+pub const IDEMPOTENCY_WINDOW: TimeDelta = TimeDelta::hours(24);
+/// Longest `Idempotency-Key` accepted.
+pub const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+/// A send as requested.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendCommand {
+    pub to: Option<String>,
+    pub subject_id: Option<SubjectId>,
+    pub content: Content,
+    pub purpose: String,
+    pub channel: Channel,
+    pub phi: bool,
+}
+
+/// Why a send was refused by policy: a stable code for the answer and the audit trail.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("the purpose is not configured")]
+    UnknownPurpose,
+    #[error("no approved template has this name and language")]
+    UnknownTemplate,
+    #[error("the template takes {expected} parameters, {given} were given")]
+    TemplateParametersMismatch { expected: u32, given: usize },
+    #[error(
+        "free-form text can only be sent within 24 hours of the subject's last message; use a template"
+    )]
+    TemplateRequiredOutsideWindow,
+    #[error(
+        "protected health information may only be sent through a channel covered by a business associate agreement; WhatsApp is not"
+    )]
+    PhiRequiresBaa,
+    #[error("the subject was erased")]
+    SubjectErased,
+    #[error("processing for this subject is restricted")]
+    SubjectRestricted,
+}
+
+impl Refusal {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refusal::UnknownPurpose => "unknown_purpose",
+            Refusal::UnknownTemplate => "unknown_template",
+            Refusal::TemplateParametersMismatch { .. } => "template_parameters_mismatch",
+            Refusal::TemplateRequiredOutsideWindow => "template_required_outside_window",
+            Refusal::PhiRequiresBaa => "phi_requires_baa",
+            Refusal::SubjectErased => "subject_erased",
+            Refusal::SubjectRestricted => "subject_restricted",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// The request's shape breaks a rule (`field`, `rule`).
+    #[error("{field}: {rule}")]
+    Invalid {
+        field: &'static str,
+        rule: &'static str,
+    },
+    #[error(transparent)]
+    Phone(#[from] PhoneError),
+    #[error("no such subject")]
+    SubjectNotFound,
+    #[error("this Idempotency-Key was used with a different request")]
+    IdempotencyKeyReused,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    #[error("the random number generator failed")]
+    Random(#[from] herald_crypto::CryptoError),
+}
+
+impl From<SubjectError> for SendError {
+    fn from(error: SubjectError) -> Self {
+        match error {
+            SubjectError::Phone(e) => SendError::Phone(e),
+            SubjectError::Store(e) => SendError::Store(e),
+            SubjectError::Keys(e) => SendError::Keys(e),
+            SubjectError::Random(e) => SendError::Random(e),
+        }
+    }
+}
+
+/// The seam where the consent ledger decides (issue 5). Until then every send that passes the
+/// rest of the policy is allowed.
+#[async_trait]
+pub trait ConsentGate: Send + Sync + std::fmt::Debug {
+    async fn check(
+        &self,
+        subject: &SubjectRecord,
+        purpose: &Purpose,
+        channel: Channel,
+        content: &Content,
+    ) -> Result<(), SendError>;
+}
+
+/// The gate before a consent ledger exists: allows.
+#[derive(Debug, Default)]
+pub struct NoConsentLedger;
+
+#[async_trait]
+impl ConsentGate for NoConsentLedger {
+    async fn check(
+        &self,
+        _: &SubjectRecord,
+        _: &Purpose,
+        _: Channel,
+        _: &Content,
+    ) -> Result<(), SendError> {
+        Ok(())
+    }
+}
+
+/// A message ready to be committed: row, content ciphertext, idempotency claim, audit entry.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub id: MessageId,
+    pub integration_id: IntegrationId,
+    pub subject_id: SubjectId,
+    pub channel: Channel,
+    pub purpose: String,
+    pub kind: &'static str,
+    pub template: Option<(String, String)>,
+    pub content_ciphertext: Vec<u8>,
+    pub phi: bool,
+    pub created_at: Timestamp,
+    pub idempotency: Option<IdempotencyClaim>,
+    pub audit: AuditRecord,
+}
+
+/// The claim an `Idempotency-Key` makes: a hash of the key (the key itself is the caller's text
+/// and is never stored) and a fingerprint of the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyClaim {
+    pub key_hash: [u8; 32],
+    pub fingerprint: [u8; 32],
+    pub expires_at: Timestamp,
+}
+
+/// What the committer did with one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcceptOutcome {
+    Accepted,
+    /// Another request holding the same Idempotency-Key got there first; nothing was written.
+    IdempotencyKeyTaken,
+}
+
+/// An accepted (or replayed) send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    pub id: MessageId,
+    pub subject_id: SubjectId,
+    pub created_at: Timestamp,
+    /// The answer is a replay of an earlier request with the same Idempotency-Key.
+    pub replayed: bool,
+}
+
+pub(crate) fn content_binding(id: &MessageId) -> Binding<'_> {
+    Binding::new("messages", "content_ciphertext", id.as_str())
+}
+
+fn key_hash(integration: &IntegrationId, key: &str) -> [u8; 32] {
+    sha256(&[
+        b"herald/idempotency/v1\0",
+        integration.as_str().as_bytes(),
+        b"\0",
+        key.as_bytes(),
+    ])
+}
+
+/// A digest of everything that makes a send what it is, for Idempotency-Key replays.
+fn fingerprint(command: &SendCommand) -> [u8; 32] {
+    let content = serde_json::to_vec(&command.content).unwrap_or_default();
+    sha256(&[
+        b"herald/send/v1\0",
+        command.to.as_deref().unwrap_or("").as_bytes(),
+        b"\0",
+        command
+            .subject_id
+            .as_ref()
+            .map_or("", |s| s.as_str())
+            .as_bytes(),
+        b"\0",
+        &content,
+        b"\0",
+        command.purpose.as_bytes(),
+        b"\0",
+        command.channel.as_str().as_bytes(),
+        if command.phi { b"\x01" } else { b"\x00" },
+    ])
+}
+
+/// Checks the request's shape; no look-ups.
+fn validate(command: &SendCommand, idempotency_key: Option<&str>) -> Result<(), SendError> {
+    let invalid = |field, rule| Err(SendError::Invalid { field, rule });
+    match (&command.to, &command.subject_id) {
+        (Some(_), Some(_)) | (None, None) => {
+            return invalid("to", "give exactly one of to or subject_id");
+        }
+        _ => {}
+    }
+    match &command.content {
+        Content::Text { body } => {
+            if body.trim().is_empty() {
+                return invalid("text", "must not be empty");
+            }
+            if body.chars().count() > MAX_TEXT_CHARS {
+                return invalid("text", "at most 4096 characters");
+            }
+        }
+        Content::Template { parameters, .. } => {
+            if parameters
+                .iter()
+                .any(|p| p.is_empty() || p.chars().count() > MAX_PARAMETER_CHARS)
+            {
+                return invalid(
+                    "template.parameters",
+                    "each parameter has 1 to 1024 characters",
+                );
+            }
+        }
+    }
+    if let Some(key) = idempotency_key
+        && (key.is_empty()
+            || key.len() > MAX_IDEMPOTENCY_KEY
+            || !key.bytes().all(|b| (0x21..=0x7e).contains(&b)))
+    {
+        return invalid("Idempotency-Key", "1 to 255 visible ASCII characters");
+    }
+    Ok(())
+}
+
+/// The send service.
+#[derive(Clone)]
+pub struct Messages {
+    store: Arc<dyn Store>,
+    keys: Arc<Keyring>,
+    clock: Arc<dyn Clock>,
+    audit: Audit,
+    subjects: Subjects,
+    catalog: Arc<Catalog>,
+    consent: Arc<dyn ConsentGate>,
+    committer: Batcher<NewMessage, AcceptOutcome>,
+}
+
+impl std::fmt::Debug for Messages {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Messages").finish_non_exhaustive()
+    }
+}
+
+/// How many sends one transaction commits at most, and how many such transactions may be in
+/// flight.
+const COMMIT_BATCH: usize = 512;
+const COMMITS_IN_FLIGHT: usize = 1;
+
+impl Messages {
+    /// Must be called inside a Tokio runtime (it starts the group-commit task).
+    pub fn new(
+        store: Arc<dyn Store>,
+        keys: Arc<Keyring>,
+        clock: Arc<dyn Clock>,
+        audit: Audit,
+        subjects: Subjects,
+        catalog: Arc<Catalog>,
+        consent: Arc<dyn ConsentGate>,
+    ) -> Self {
+        let writer = Arc::clone(&store);
+        let committer = Batcher::spawn(
+            COMMIT_BATCH,
+            COMMITS_IN_FLIGHT,
+            move |batch: Vec<NewMessage>| {
+                let store = Arc::clone(&writer);
+                async move { store.accept_messages(&batch).await }
+            },
+        );
+        Self {
+            store,
+            keys,
+            clock,
+            audit,
+            subjects,
+            catalog,
+            consent,
+            committer,
+        }
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// A message, if `integration` sent it: another integration's message does not exist for it.
+    pub async fn get(
+        &self,
+        id: &MessageId,
+        integration: &IntegrationId,
+    ) -> Result<Option<super::model::MessageRecord>, StoreError> {
+        Ok(self
+            .store
+            .message(id)
+            .await?
+            .filter(|m| &m.integration_id == integration))
+    }
+
+    /// Records a refusal (not a state change: a standalone, group-committed entry).
+    async fn refuse(
+        &self,
+        initiator: &Initiator,
+        command: &SendCommand,
+        subject: Option<&SubjectId>,
+        code: &'static str,
+    ) -> Result<(), StoreError> {
+        let mut event = AuditEvent::new(initiator, Action::MessageRefused, Outcome::Denied)
+            .details(
+                Details::new()
+                    .with("code", code)
+                    .with_opt("purpose", Detail::name(&command.purpose))
+                    .with("kind", command.content.kind()),
+            );
+        if let Some(subject) = subject {
+            event = event.target(Target::Subject(subject.clone()));
+        }
+        self.audit.append(&event).await
+    }
+
+    /// Accepts a message for delivery, or refuses it. With an `Idempotency-Key`, a repeated
+    /// request replays the first answer (within 24 hours); the same key with a different
+    /// request is refused.
+    pub async fn send(
+        &self,
+        command: SendCommand,
+        integration: &IntegrationId,
+        initiator: &Initiator,
+        idempotency_key: Option<&str>,
+    ) -> Result<Accepted, SendError> {
+        validate(&command, idempotency_key)?;
+        let now = self.clock.now();
+        let claim = idempotency_key.map(|key| IdempotencyClaim {
+            key_hash: key_hash(integration, key),
+            fingerprint: fingerprint(&command),
+            expires_at: now + IDEMPOTENCY_WINDOW,
+        });
+        if let Some(claim) = &claim
+            && let Some(replay) = self.replay(integration, claim, now).await?
+        {
+            return Ok(replay);
+        }
+        let subject = match self.admit(&command, initiator).await {
+            Ok(subject) => subject,
+            Err(error) => {
+                if let SendError::Refused(refusal) = &error {
+                    self.refuse(initiator, &command, None, refusal.code())
+                        .await?;
+                }
+                return Err(error);
+            }
+        };
+        if let Err(error) = self.check_subject(&command, &subject, now).await {
+            if let SendError::Refused(refusal) = &error {
+                self.refuse(initiator, &command, Some(&subject.id), refusal.code())
+                    .await?;
+            }
+            return Err(error);
+        }
+        let id = MessageId::generate_ordered(now)?;
+        let key = self.keys.subject_key(&subject.id).await?;
+        let plaintext = serde_json::to_vec(&command.content).map_err(|_| SendError::Invalid {
+            field: "content",
+            rule: "cannot be encoded",
+        })?;
+        let content_ciphertext =
+            Keyring::seal_for_subject(&key, &content_binding(&id), &plaintext)?;
+        let template = match &command.content {
+            Content::Template { name, language, .. } => Some((name.clone(), language.clone())),
+            Content::Text { .. } => None,
+        };
+        let event = AuditEvent::new(initiator, Action::MessageAccepted, Outcome::Success)
+            .target(Target::Message(id.clone()))
+            .details(
+                Details::new()
+                    .with("subject_id", &subject.id)
+                    .with_opt("purpose", Detail::name(&command.purpose))
+                    .with("kind", command.content.kind())
+                    .with_opt(
+                        "template",
+                        template.as_ref().and_then(|(n, _)| Detail::name(n)),
+                    )
+                    .with("channel", command.channel.as_str()),
+            );
+        let message = NewMessage {
+            id: id.clone(),
+            integration_id: integration.clone(),
+            subject_id: subject.id.clone(),
+            channel: command.channel,
+            purpose: command.purpose.clone(),
+            kind: command.content.kind(),
+            template,
+            content_ciphertext,
+            phi: command.phi,
+            created_at: now,
+            idempotency: claim.clone(),
+            audit: AuditRecord::new(&event, now),
+        };
+        match self.committer.submit(message).await? {
+            AcceptOutcome::Accepted => Ok(Accepted {
+                id,
+                subject_id: subject.id,
+                created_at: now,
+                replayed: false,
+            }),
+            AcceptOutcome::IdempotencyKeyTaken => {
+                // A concurrent request with the same key won; answer as it did.
+                let claim = claim.ok_or(SendError::IdempotencyKeyReused)?;
+                self.replay(integration, &claim, now)
+                    .await?
+                    .ok_or(SendError::IdempotencyKeyReused)
+            }
+        }
+    }
+
+    async fn replay(
+        &self,
+        integration: &IntegrationId,
+        claim: &IdempotencyClaim,
+        now: Timestamp,
+    ) -> Result<Option<Accepted>, SendError> {
+        let Some(stored) = self
+            .store
+            .idempotent_message(integration, &claim.key_hash, now)
+            .await?
+        else {
+            return Ok(None);
+        };
+        if stored.fingerprint != claim.fingerprint {
+            return Err(SendError::IdempotencyKeyReused);
+        }
+        let message = self
+            .store
+            .message(&stored.message_id)
+            .await?
+            .ok_or(SendError::IdempotencyKeyReused)?;
+        Ok(Some(Accepted {
+            id: message.id,
+            subject_id: message.subject_id,
+            created_at: message.created_at,
+            replayed: true,
+        }))
+    }
+
+    /// The policy parts that need no subject, then the subject itself.
+    async fn admit(
+        &self,
+        command: &SendCommand,
+        initiator: &Initiator,
+    ) -> Result<SubjectRecord, SendError> {
+        if self.catalog.purpose(&command.purpose).is_none() {
+            return Err(Refusal::UnknownPurpose.into());
+        }
+        if let Content::Template {
+            name,
+            language,
+            parameters,
+        } = &command.content
+        {
+            let template = self
+                .catalog
+                .template(name, language)
+                .ok_or(Refusal::UnknownTemplate)?;
+            if parameters.len() != template.parameters as usize {
+                return Err(Refusal::TemplateParametersMismatch {
+                    expected: template.parameters,
+                    given: parameters.len(),
+                }
+                .into());
+            }
+        }
+        // WhatsApp offers no business associate agreement.
+        if command.phi {
+            return Err(Refusal::PhiRequiresBaa.into());
+        }
+        match (&command.to, &command.subject_id) {
+            (Some(to), None) => Ok(self.subjects.resolve(to, initiator).await?),
+            (None, Some(id)) => match self.subjects.with_erasure(id).await? {
+                None => Err(SendError::SubjectNotFound),
+                Some((_, Some(_erased_at))) => Err(Refusal::SubjectErased.into()),
+                Some((subject, None)) => Ok(subject),
+            },
+            _ => Err(SendError::Invalid {
+                field: "to",
+                rule: "give exactly one of to or subject_id",
+            }),
+        }
+    }
+
+    /// The policy parts that depend on the subject.
+    async fn check_subject(
+        &self,
+        command: &SendCommand,
+        subject: &SubjectRecord,
+        now: Timestamp,
+    ) -> Result<(), SendError> {
+        if subject.restricted {
+            return Err(Refusal::SubjectRestricted.into());
+        }
+        let purpose = self
+            .catalog
+            .purpose(&command.purpose)
+            .ok_or(Refusal::UnknownPurpose)?;
+        self.consent
+            .check(subject, purpose, command.channel, &command.content)
+            .await?;
+        if let Content::Text { .. } = command.content {
+            let inside = subject
+                .last_inbound_at
+                .is_some_and(|at| now - at <= SERVICE_WINDOW);
+            if !inside {
+                return Err(Refusal::TemplateRequiredOutsideWindow.into());
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn command() -> SendCommand {
+        SendCommand {
+            to: Some("+4915112345678".into()),
+            subject_id: None,
+            content: Content::Text { body: "hi".into() },
+            purpose: "order_updates".into(),
+            channel: Channel::Whatsapp,
+            phi: false,
+        }
+    }
+
+    #[test]
+    fn shape_rules() {
+        assert!(validate(&command(), None).is_ok());
+        let both = SendCommand {
+            subject_id: Some(SubjectId::generate().unwrap()),
+            ..command()
+        };
+        assert!(matches!(
+            validate(&both, None),
+            Err(SendError::Invalid { field: "to", .. })
+        ));
+        let neither = SendCommand {
+            to: None,
+            ..command()
+        };
+        assert!(validate(&neither, None).is_err());
+        let empty = SendCommand {
+            content: Content::Text { body: " ".into() },
+            ..command()
+        };
+        assert!(matches!(
+            validate(&empty, None),
+            Err(SendError::Invalid { field: "text", .. })
+        ));
+        let long = SendCommand {
+            content: Content::Text {
+                body: "x".repeat(4097),
+            },
+            ..command()
+        };
+        assert!(validate(&long, None).is_err());
+        for bad_key in ["", "has space", &"k".repeat(256), "ümlaut"] {
+            assert!(validate(&command(), Some(bad_key)).is_err(), "{bad_key:?}");
+        }
+        assert!(validate(&command(), Some("order-42/attempt-1")).is_ok());
+    }
+
+    #[test]
+    fn fingerprints_tell_requests_apart() {
+        let a = fingerprint(&command());
+        assert_eq!(a, fingerprint(&command()));
+        let other_text = SendCommand {
+            content: Content::Text { body: "hi!".into() },
+            ..command()
+        };
+        assert_ne!(a, fingerprint(&other_text));
+        let other_purpose = SendCommand {
+            purpose: "marketing".into(),
+            ..command()
+        };
+        assert_ne!(a, fingerprint(&other_purpose));
+    }
+
+    #[test]
+    fn idempotency_keys_are_scoped_to_the_integration() {
+        let a = IntegrationId::generate().unwrap();
+        let b = IntegrationId::generate().unwrap();
+        assert_ne!(key_hash(&a, "k1"), key_hash(&b, "k1"));
+        assert_ne!(key_hash(&a, "k1"), key_hash(&a, "k2"));
+    }
+
+    #[test]
+    fn refusal_codes_are_the_documented_ones() {
+        assert_eq!(Refusal::UnknownPurpose.code(), "unknown_purpose");
+        assert_eq!(
+            Refusal::TemplateParametersMismatch {
+                expected: 1,
+                given: 2
+            }
+            .code(),
+            "template_parameters_mismatch"
+        );
+        assert_eq!(
+            Refusal::TemplateRequiredOutsideWindow.code(),
+            "template_required_outside_window"
+        );
+    }
+}

@@ -1,0 +1,63 @@
+-- Messages: the outbox the delivery worker drains, their status history and attempts, and
+-- Idempotency-Key claims. Content exists only as ciphertext under the subject's data key and
+-- is deleted once the provider accepted the message (unless retention keeps it).
+
+CREATE TABLE messages (
+    id                   TEXT    PRIMARY KEY,
+    integration_id       TEXT    NOT NULL REFERENCES integrations (id),
+    subject_id           TEXT    NOT NULL REFERENCES subjects (id),
+    channel              TEXT    NOT NULL,
+    purpose              TEXT    NOT NULL,
+    kind                 TEXT    NOT NULL CHECK (kind IN ('text', 'template')),
+    template_name        TEXT,
+    template_language    TEXT,
+    content_ciphertext   BLOB,
+    phi                  INTEGER NOT NULL CHECK (phi IN (0, 1)),
+    status               TEXT    NOT NULL,
+    attempts             INTEGER NOT NULL DEFAULT 0,
+    due_at               INTEGER NOT NULL,
+    lease_owner          TEXT,
+    leased_until         INTEGER,
+    provider_message_id  TEXT    UNIQUE,
+    error_code           TEXT,
+    provider_code        INTEGER,
+    created_at           INTEGER NOT NULL,
+    updated_at           INTEGER NOT NULL,
+    content_purge_at     INTEGER
+) STRICT;
+-- The delivery worker's queue: only messages still to be sent.
+CREATE INDEX messages_due ON messages (due_at) WHERE status IN ('queued', 'sending');
+CREATE INDEX messages_by_subject ON messages (subject_id);
+CREATE INDEX messages_content_purge ON messages (content_purge_at) WHERE content_purge_at IS NOT NULL;
+
+-- Each status a message reached, once (status reports are redelivered).
+CREATE TABLE message_history (
+    message_id  TEXT    NOT NULL REFERENCES messages (id),
+    status      TEXT    NOT NULL,
+    at          INTEGER NOT NULL,
+    PRIMARY KEY (message_id, status)
+) STRICT;
+
+-- Every delivery attempt and how it ended.
+CREATE TABLE message_attempts (
+    message_id     TEXT    NOT NULL REFERENCES messages (id),
+    attempt        INTEGER NOT NULL,
+    started_at     INTEGER NOT NULL,
+    finished_at    INTEGER NOT NULL,
+    outcome        TEXT    NOT NULL,
+    http_status    INTEGER,
+    provider_code  INTEGER,
+    latency_ms     INTEGER NOT NULL,
+    PRIMARY KEY (message_id, attempt)
+) STRICT;
+
+-- Idempotency-Key claims: a hash of the caller's key, never the key.
+CREATE TABLE idempotency_keys (
+    integration_id  TEXT    NOT NULL,
+    key_hash        BLOB    NOT NULL,
+    fingerprint     BLOB    NOT NULL,
+    message_id      TEXT    NOT NULL,
+    expires_at      INTEGER NOT NULL,
+    PRIMARY KEY (integration_id, key_hash)
+) STRICT;
+CREATE INDEX idempotency_keys_by_expiry ON idempotency_keys (expires_at);

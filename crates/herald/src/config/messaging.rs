@@ -1,0 +1,229 @@
+//! Configuration of messaging: the WhatsApp channel (or the sandbox), purposes, templates,
+//! delivery, retention and integrator webhooks.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use herald_domain::messages::{Catalog, LawfulBasis, Purpose, Template, TemplateCategory};
+use serde::{Deserialize, Serialize};
+
+use super::{ConfigError, Secret};
+
+/// Which roles this node plays; several nodes on one PostgreSQL can specialise.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolesConfig {
+    /// Serve the HTTP API.
+    pub api: bool,
+    /// Run the delivery workers (messages to providers, events to integrators).
+    pub worker: bool,
+}
+
+fn default_base_url() -> String {
+    "https://graph.facebook.com".to_owned()
+}
+
+fn default_api_version() -> String {
+    "v21.0".to_owned()
+}
+
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(15)
+}
+
+fn default_messages_per_second() -> u32 {
+    80
+}
+
+/// The WhatsApp Business Cloud API. Absent: the sandbox channel.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WhatsappConfig {
+    #[serde(default = "default_base_url")]
+    pub base_url: String,
+    #[serde(default = "default_api_version")]
+    pub api_version: String,
+    pub phone_number_id: String,
+    pub access_token: Secret,
+    pub app_secret: Secret,
+    pub verify_token: Secret,
+    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    pub request_timeout: Duration,
+    #[serde(default = "default_messages_per_second")]
+    pub messages_per_second: u32,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateConfig {
+    pub name: String,
+    pub language: String,
+    pub parameters: u32,
+    pub category: TemplateCategory,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PurposeConfig {
+    pub basis: LawfulBasis,
+    #[serde(default)]
+    pub marketing: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryConfig {
+    /// Provider calls in flight at once, per node.
+    pub concurrency: usize,
+    /// Messages one claim takes.
+    pub claim_batch: u32,
+    /// How long a claimed message stays reserved for this node; if the node dies mid-send,
+    /// another takes the message over after this.
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
+    pub max_attempts: u32,
+    /// A message not sent this long after it was accepted fails (`retries_exhausted`).
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+    #[serde(with = "humantime_serde")]
+    pub retry_base: Duration,
+    #[serde(with = "humantime_serde")]
+    pub retry_max: Duration,
+    /// The longest `Retry-After` from a provider that is honoured as given.
+    #[serde(with = "humantime_serde")]
+    pub retry_after_cap: Duration,
+    /// Messages one recipient may receive in a burst, and how fast that allowance refills
+    /// (WhatsApp's pair rate limit is about one message per 6 s).
+    pub recipient_burst: u32,
+    #[serde(with = "humantime_serde")]
+    pub recipient_refill: Duration,
+    /// How long an idle worker waits before looking for due messages again.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// How long message content is kept after the provider accepted it (`0s`: not at all).
+    #[serde(with = "humantime_serde")]
+    pub message_bodies: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// Per delivery attempt.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Consecutive failed deliveries after which an endpoint is disabled.
+    pub disable_after_failures: u32,
+    /// Allow `http://` and private, loopback and link-local targets. Development and tests
+    /// only: in production an integrator's URL must not reach Herald's own network.
+    pub allow_insecure_targets: bool,
+}
+
+impl super::Config {
+    /// Purposes and templates, validated. With the sandbox channel and nothing configured, a
+    /// demonstration purpose and template make the gateway usable out of the box; with a real
+    /// channel nothing is ever added.
+    pub fn catalog(&self) -> Result<Catalog, ConfigError> {
+        let mut purposes: Vec<Purpose> = self
+            .purposes
+            .iter()
+            .map(|(name, p)| Purpose {
+                name: name.clone(),
+                basis: p.basis,
+                marketing: p.marketing,
+            })
+            .collect();
+        let mut templates: Vec<Template> = self
+            .templates
+            .iter()
+            .map(|t| Template {
+                name: t.name.clone(),
+                language: t.language.clone(),
+                parameters: t.parameters,
+                category: t.category,
+            })
+            .collect();
+        if self.whatsapp.is_none() && purposes.is_empty() && templates.is_empty() {
+            purposes.push(Purpose {
+                name: SANDBOX_DEMO_PURPOSE.to_owned(),
+                basis: LawfulBasis::Contract,
+                marketing: false,
+            });
+            templates.push(Template {
+                name: SANDBOX_DEMO_TEMPLATE.to_owned(),
+                language: "en".to_owned(),
+                parameters: 1,
+                category: TemplateCategory::Utility,
+            });
+        }
+        Catalog::new(purposes, templates).map_err(|e| ConfigError::Invalid(e.to_string()))
+    }
+
+    pub(super) fn validate_messaging(&self) -> Result<(), ConfigError> {
+        let invalid = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+        self.catalog()?;
+        if let Some(whatsapp) = &self.whatsapp {
+            if !whatsapp.base_url.starts_with("https://")
+                && !whatsapp.base_url.starts_with("http://")
+            {
+                return invalid("whatsapp.base_url must be an http(s) URL");
+            }
+            if whatsapp.phone_number_id.is_empty()
+                || !whatsapp.phone_number_id.bytes().all(|b| b.is_ascii_digit())
+            {
+                return invalid(
+                    "whatsapp.phone_number_id must be the numeric id of the business number",
+                );
+            }
+            if !whatsapp.api_version.starts_with('v') {
+                return invalid("whatsapp.api_version looks like v21.0");
+            }
+            for (name, secret) in [
+                ("access_token", &whatsapp.access_token),
+                ("app_secret", &whatsapp.app_secret),
+                ("verify_token", &whatsapp.verify_token),
+            ] {
+                if secret.expose().is_empty() {
+                    return Err(ConfigError::Invalid(format!(
+                        "whatsapp.{name} is empty; the channel refuses to start without it"
+                    )));
+                }
+            }
+            if whatsapp.messages_per_second == 0 {
+                return invalid("whatsapp.messages_per_second must be at least 1");
+            }
+        }
+        let d = &self.delivery;
+        if d.concurrency == 0 || d.claim_batch == 0 || d.max_attempts == 0 || d.recipient_burst == 0
+        {
+            return invalid(
+                "delivery.concurrency, claim_batch, max_attempts and recipient_burst must be at least 1",
+            );
+        }
+        if d.lease < Duration::from_secs(5) {
+            return invalid("delivery.lease must be at least 5s (longer than one provider call)");
+        }
+        if d.retry_base.is_zero() || d.retry_max < d.retry_base {
+            return invalid(
+                "delivery.retry_base must be more than zero and at most delivery.retry_max",
+            );
+        }
+        if self.webhooks.timeout.is_zero() || self.webhooks.disable_after_failures == 0 {
+            return invalid(
+                "webhooks.timeout and webhooks.disable_after_failures must be more than zero",
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The sandbox's demonstration purpose and template (see [`super::Config::catalog`]).
+pub const SANDBOX_DEMO_PURPOSE: &str = "demo";
+pub const SANDBOX_DEMO_TEMPLATE: &str = "demo_update";
+
+/// The config field type for purposes.
+pub type Purposes = BTreeMap<String, PurposeConfig>;
