@@ -148,6 +148,11 @@ prefixed_id!(
     /// An event delivered to integrations' webhook endpoints.
     EventId, "evt", "event"
 );
+prefixed_id!(
+    /// A provider callback as received (a webhook body from WhatsApp, a sandbox reply), held
+    /// until processed.
+    CallbackId, "cb", "provider callback"
+);
 
 #[cfg(test)]
 mod tests {

@@ -215,6 +215,12 @@ impl Keyring {
         self.blind.index("phone", phone.e164())
     }
 
+    /// The blind index of a provider's message id (a WhatsApp id embeds the phone number, so
+    /// it is stored encrypted and found through this).
+    pub fn provider_ref_index(&self, provider_message_id: &str) -> [u8; 32] {
+        self.blind.index("provider_message", provider_message_id)
+    }
+
     pub fn token_hasher(&self) -> &TokenHasher {
         &self.tokens
     }

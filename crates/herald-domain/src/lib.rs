@@ -9,6 +9,9 @@
 //! - [`auth`]: integrations, API keys, scopes, authentication.
 //! - [`audit`]: the tamper-evident trail: entries written with their actions, a hash chain
 //!   sealed in batches, signed checkpoints, a witness, verification, export, retention.
+//! - [`messages`]: sending, delivery with retries and pacing, provider callbacks.
+//! - [`webhooks`]: events to integrators (Standard Webhooks), their endpoints and delivery.
+//! - [`worker`]: the leased claim-and-handle loop the background workers share.
 //! - [`store`]: the storage traits `herald-store` implements for SQLite and PostgreSQL.
 //!
 //! Capabilities take their collaborators (`Arc<dyn Store>`, the keyring, the clock) in their
@@ -24,3 +27,5 @@ pub mod messages;
 pub mod phone;
 pub mod store;
 pub mod subjects;
+pub mod webhooks;
+pub mod worker;

@@ -12,8 +12,12 @@ use async_trait::async_trait;
 use crate::audit::{AuditKeyRecord, AuditRecord, Checkpoint, SealInput, SealPlan, SealedEntry};
 use crate::auth::{ApiKeyRecord, IntegrationRecord, NewApiKey};
 use crate::clock::Timestamp;
-use crate::ids::{ApiKeyId, IntegrationId, MessageId, SubjectId};
-use crate::messages::{AcceptOutcome, MessageRecord, NewMessage};
+use crate::ids::{ApiKeyId, CallbackId, IntegrationId, MessageId, SubjectId};
+use crate::messages::{
+    AcceptOutcome, ClaimedMessage, DeliveryUpdate, InboxEntry, MessageRecord, NewMessage,
+    ReportBatch, ReportTarget,
+};
+use crate::webhooks::{ClaimedEvent, EndpointRecord, EventOutcome, NewEndpoint};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -315,10 +319,119 @@ pub trait MessageStore: Send + Sync {
     async fn message(&self, id: &MessageId) -> Result<Option<MessageRecord>, StoreError>;
 }
 
+/// Builds the audit entry of a purge from what it removed (outbound bodies, inbound bodies).
+pub type PurgeAuditFn<'a> = &'a (dyn Fn(u64, u64) -> AuditRecord + Send + Sync);
+
+/// The delivery worker's queue.
+#[async_trait]
+pub trait DeliveryStore: Send + Sync {
+    /// Leases up to `limit` due messages (queued, or sending with an expired lease) to `owner`
+    /// until `lease_until`, counting the attempt, in one short transaction. PostgreSQL skips
+    /// rows other nodes are claiming at the same moment.
+    async fn claim_messages(
+        &self,
+        owner: &str,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<ClaimedMessage>, StoreError>;
+    /// Records outcomes in one transaction, each only if `owner` still holds the message's
+    /// lease (attempts and audit entries are written regardless: the attempt happened). One
+    /// answer per update: whether the lease was still held.
+    async fn record_deliveries(
+        &self,
+        owner: &str,
+        updates: &[DeliveryUpdate],
+    ) -> Result<Vec<bool>, StoreError>;
+    /// Deletes message bodies (outbound and inbound) whose retention ended by `now`, up to
+    /// `limit` of each, with the audit entry `audit` builds, if anything was deleted.
+    async fn purge_content(
+        &self,
+        now: Timestamp,
+        limit: u32,
+        audit: PurgeAuditFn<'_>,
+    ) -> Result<(u64, u64), StoreError>;
+}
+
+/// Provider callbacks: stored as received, then processed.
+#[async_trait]
+pub trait CallbackStore: Send + Sync {
+    async fn insert_callback(
+        &self,
+        entry: &InboxEntry,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError>;
+    async fn claim_callbacks(
+        &self,
+        owner: &str,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<InboxEntry>, StoreError>;
+    /// Gives a callback back for a later try.
+    async fn release_callback(
+        &self,
+        id: &CallbackId,
+        owner: &str,
+        due_at: Timestamp,
+    ) -> Result<(), StoreError>;
+    /// The messages that status reports name, by blind index of the provider's id or by
+    /// Herald's id.
+    async fn report_targets(
+        &self,
+        provider_ref_indexes: &[[u8; 32]],
+        ids: &[MessageId],
+    ) -> Result<Vec<ReportTarget>, StoreError>;
+    /// Applies a processed callback and removes it, in one transaction: each status change only
+    /// if the message is still in one of its `from` statuses (then its audit entry and event
+    /// too), each inbound message only if its provider id is new (then the window, audit entry
+    /// and event too).
+    async fn apply_reports(&self, batch: &ReportBatch) -> Result<(), StoreError>;
+}
+
+/// Integrators' endpoints and the events queued for them.
+#[async_trait]
+pub trait WebhookStore: Send + Sync {
+    async fn insert_webhook_endpoint(
+        &self,
+        endpoint: &NewEndpoint,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError>;
+    async fn webhook_endpoints(
+        &self,
+        integration: &IntegrationId,
+    ) -> Result<Vec<EndpointRecord>, StoreError>;
+    /// Leases up to `limit` due deliveries to enabled endpoints.
+    async fn claim_webhook_deliveries(
+        &self,
+        owner: &str,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<ClaimedEvent>, StoreError>;
+    /// Records one outcome if `owner` still holds the lease (else `false`), updating the
+    /// endpoint's run of failures and disabling it at `disable_after` failures or on `410`.
+    async fn record_webhook_outcome(
+        &self,
+        owner: &str,
+        outcome: &EventOutcome,
+        disable_after: u32,
+    ) -> Result<bool, StoreError>;
+}
+
 /// Everything Herald stores.
 #[async_trait]
 pub trait Store:
-    KeyStore + SubjectStore + AuthStore + AuditStore + MessageStore + fmt::Debug + 'static
+    KeyStore
+    + SubjectStore
+    + AuthStore
+    + AuditStore
+    + MessageStore
+    + DeliveryStore
+    + CallbackStore
+    + WebhookStore
+    + fmt::Debug
+    + 'static
 {
     fn backend(&self) -> Backend;
     /// A cheap round trip, for readiness checks.

@@ -10,7 +10,7 @@ use sqlx::{PgConnection, SqliteConnection};
 use crate::convert::millis;
 
 /// A batch as one JSON array parameter (SQLite's `json_each`).
-fn json<T: serde::Serialize>(rows: &T) -> Result<String, sqlx::Error> {
+pub(crate) fn json<T: serde::Serialize>(rows: &T) -> Result<String, sqlx::Error> {
     serde_json::to_string(rows).map_err(|e| sqlx::Error::Encode(Box::new(e)))
 }
 

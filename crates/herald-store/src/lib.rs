@@ -14,12 +14,16 @@
 mod audit;
 mod auth;
 mod bulk;
+mod bulk_delivery;
+mod callbacks;
 mod convert;
+mod delivery;
 mod error;
 mod keys;
 mod messages;
 pub mod migrations;
 mod subjects;
+mod webhooks;
 
 use std::str::FromStr;
 use std::time::Duration;

@@ -19,7 +19,7 @@ type MessageRow = (
     String,
     String,
     i64,
-    Option<String>,
+    Option<Vec<u8>>,
     Option<String>,
     Option<i64>,
     i64,
@@ -29,7 +29,7 @@ type MessageRow = (
 macro_rules! message_columns {
     () => {
         "id, integration_id, subject_id, channel, purpose, kind, status, attempts,
-         provider_message_id, error_code, provider_code, created_at, updated_at"
+         provider_ref_ciphertext, error_code, provider_code, created_at, updated_at"
     };
 }
 
@@ -48,7 +48,7 @@ fn message(row: MessageRow, history: Vec<(String, i64)>) -> Result<MessageRecord
         kind,
         current,
         attempts,
-        provider_message_id,
+        provider_ref_ciphertext,
         error_code,
         provider_code,
         created_at,
@@ -70,7 +70,8 @@ fn message(row: MessageRow, history: Vec<(String, i64)>) -> Result<MessageRecord
         kind,
         status: status(&current)?,
         attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
-        provider_message_id,
+        provider_message_id: None,
+        provider_ref_ciphertext,
         error: error_code.map(|code| MessageError {
             code,
             provider_code,

@@ -27,6 +27,11 @@ pub const SQLITE: &[(i64, &str, &str)] = &[
         "messages",
         include_str!("../migrations/sqlite/0003_messages.sql"),
     ),
+    (
+        4,
+        "callbacks_webhooks",
+        include_str!("../migrations/sqlite/0004_callbacks_webhooks.sql"),
+    ),
 ];
 
 pub const POSTGRES: &[(i64, &str, &str)] = &[
@@ -44,6 +49,11 @@ pub const POSTGRES: &[(i64, &str, &str)] = &[
         3,
         "messages",
         include_str!("../migrations/postgres/0003_messages.sql"),
+    ),
+    (
+        4,
+        "callbacks_webhooks",
+        include_str!("../migrations/postgres/0004_callbacks_webhooks.sql"),
     ),
 ];
 

@@ -16,6 +16,7 @@ use herald_domain::auth::{ApiKeyRecord, IntegrationRecord, Scope, Scopes};
 use herald_domain::clock::{Clock, SystemClock, Timestamp};
 use herald_domain::ids::ApiKeyId;
 use herald_domain::keys;
+use herald_domain::messages::SandboxReply;
 use herald_domain::store::{PageRequest, Store};
 use serde_json::json;
 
@@ -56,6 +57,25 @@ enum Command {
     /// Verify, export and maintain the audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Play the customer on the sandbox channel (when no WhatsApp number is configured).
+    #[command(subcommand)]
+    Sandbox(SandboxCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum SandboxCommand {
+    /// Simulate an inbound message: it takes the same path as a WhatsApp reply (stored
+    /// encrypted, opens the 24-hour window, reaches integrators' webhooks).
+    Reply {
+        /// The customer's number, E.164 (e.g. +4915112345678).
+        #[arg(long)]
+        phone: String,
+        /// What the customer writes.
+        #[arg(long)]
+        text: String,
+        #[command(flatten)]
+        output: JsonFlag,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -258,6 +278,46 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Stores a sandbox reply like a provider callback and processes it at once.
+async fn sandbox_reply(
+    herald: &Herald,
+    phone: &str,
+    text: &str,
+    output: &JsonFlag,
+) -> anyhow::Result<()> {
+    let parsed = herald
+        .subjects()
+        .parse_phone(phone)
+        .context("--phone must be a valid number in E.164 (+4915112345678)")?;
+    if text.trim().is_empty() || text.chars().count() > 4096 {
+        anyhow::bail!("--text must hold 1 to 4096 characters");
+    }
+    let random = herald_crypto::random::bytes::<12>()?;
+    let reply = SandboxReply {
+        from: parsed.e164().to_owned(),
+        text: text.to_owned(),
+        id: format!("sandbox.in.{}", data_encoding::HEXLOWER.encode(&random)),
+        timestamp: herald.clock().now().timestamp(),
+    };
+    let body = serde_json::to_vec(&reply)?;
+    let callback = herald.reports().receive("sandbox", &body).await?;
+    herald_domain::worker::run_once(herald.reports(), 64).await?;
+    let subject = herald
+        .store()
+        .subject_by_phone_index(&herald.keyring().phone_index(&parsed))
+        .await?
+        .context("the reply was stored but not processed; a running Herald will process it")?;
+    if output.json {
+        emit_json(&json!({"callback_id": callback.as_str(), "subject_id": subject.id.as_str()}))
+    } else {
+        emit(&format!(
+            "inbound message from {} stored; the 24-hour window is open",
+            subject.id
+        ));
+        Ok(())
+    }
+}
+
 async fn admin(config: Config, command: Command) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     if let Command::Migrate = command {
@@ -266,7 +326,24 @@ async fn admin(config: Config, command: Command) -> anyhow::Result<()> {
         emit("database migrated");
         return Ok(());
     }
+    if let Command::Sandbox(SandboxCommand::Reply { .. }) = &command
+        && config.whatsapp.is_some()
+    {
+        anyhow::bail!(
+            "the sandbox channel is off: this Herald is configured for WhatsApp ([whatsapp])"
+        );
+    }
     let herald = Herald::open(config, Arc::clone(&clock)).await?;
+    if let Command::Sandbox(SandboxCommand::Reply {
+        phone,
+        text,
+        output,
+    }) = command
+    {
+        let result = sandbox_reply(&herald, &phone, &text, &output).await;
+        herald.store().close().await;
+        return result;
+    }
     if let Command::Audit(command) = command {
         let result = audit_command(&herald, command).await;
         herald.store().close().await;
@@ -428,6 +505,7 @@ async fn admin(config: Config, command: Command) -> anyhow::Result<()> {
         | Command::Migrate
         | Command::Config(_)
         | Command::Audit(_)
+        | Command::Sandbox(_)
         | Command::Keys(KeysCommand::GenerateRoot) => {}
     }
     // Entries this command wrote are sealed now rather than at the next server start.

@@ -6,6 +6,8 @@
 //!   loop and graceful shutdown ([`startup::Herald`]).
 //! - [`http`]: axum routes (thin handlers), extractors (auth, JSON, ids, paging), problem
 //!   documents, middleware (request ids, logs, metrics, security headers), OpenAPI.
+//! - [`workers`]: message delivery, provider callbacks, events to integrators, purges.
+//! - [`outbound`]: HTTP for events to integrators (no redirects, no private targets).
 //! - [`tls`], [`telemetry`], [`metrics`]: rustls serving, logs without personal data,
 //!   Prometheus metrics.
 //!
@@ -16,9 +18,11 @@ pub mod cli;
 pub mod config;
 pub mod http;
 pub mod metrics;
+pub mod outbound;
 pub mod startup;
 pub mod telemetry;
 pub mod tls;
+pub mod workers;
 
 pub use config::Config;
 pub use startup::Herald;

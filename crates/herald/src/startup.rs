@@ -19,18 +19,23 @@ use herald_domain::audit::{
 use herald_domain::auth::{Auth, AuthError, IssuedApiKey};
 use herald_domain::clock::Clock;
 use herald_domain::keys::{KeyError, Keyring, KeyringState};
-use herald_domain::messages::{Messages, NoConsentLedger};
+use herald_domain::messages::{
+    CallbackParser, Messages, NoConsentLedger, ReportSettings, Reports, SandboxCallbacks,
+};
 use herald_domain::store::Store;
 use herald_domain::subjects::Subjects;
+use herald_domain::webhooks::WebhookEndpoints;
+use herald_domain::worker::WorkerSettings;
 use herald_store::{ConnectError, Database, StoreOptions};
 use secrecy::SecretString;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::{Config, ConfigError, KeyProviderKind};
-use crate::http::{self, HttpParts};
+use crate::http::{self, HttpParts, WhatsappSecrets};
 use crate::metrics::Metrics;
 use crate::tls::{self, TlsError, TlsListener};
+use crate::workers::{self, WorkerError, WorkerParts, delta};
 
 /// How often a running server re-reads its root keys (to follow a rotation done by the CLI).
 const ROOT_KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(60);
@@ -73,6 +78,10 @@ pub enum StartupError {
     Tls(#[from] TlsError),
     #[error("the HTTP server failed: {0}")]
     Serve(#[source] std::io::Error),
+    #[error("cannot start the workers: {0}")]
+    Workers(#[from] WorkerError),
+    #[error("the random number generator failed")]
+    Random(#[from] herald_crypto::CryptoError),
 }
 
 /// An opened Herald: storage, keys and capabilities, ready to serve or to be administered.
@@ -86,6 +95,11 @@ pub struct Herald {
     subjects: Subjects,
     auth: Auth,
     messages: Messages,
+    reports: Reports,
+    endpoints: WebhookEndpoints,
+    clock: Arc<dyn Clock>,
+    /// Names this process's leases on queued work.
+    owner: String,
     metrics: Metrics,
 }
 
@@ -250,11 +264,41 @@ impl Herald {
         let messages = Messages::new(
             Arc::clone(&store),
             Arc::clone(&keyring),
-            clock,
+            Arc::clone(&clock),
             audit.clone(),
             subjects.clone(),
             catalog,
             Arc::new(NoConsentLedger),
+        );
+        let owner = workers::node_owner()?;
+        let mut parsers: Vec<Arc<dyn CallbackParser>> = vec![Arc::new(SandboxCallbacks)];
+        if config.whatsapp.is_some() {
+            parsers.push(Arc::new(herald_whatsapp::WhatsappCallbacks));
+        }
+        let reports = Reports::new(
+            Arc::clone(&store),
+            Arc::clone(&keyring),
+            Arc::clone(&clock),
+            audit.clone(),
+            subjects.clone(),
+            parsers,
+            ReportSettings {
+                worker: WorkerSettings {
+                    concurrency: 4,
+                    claim_batch: 16,
+                    poll_interval: config.delivery.poll_interval,
+                },
+                lease: delta(config.delivery.lease),
+                keep_content: delta(config.retention.message_bodies),
+                keep_inbound: delta(config.retention.inbound_bodies),
+            },
+            owner.clone(),
+        );
+        let endpoints = WebhookEndpoints::new(
+            Arc::clone(&store),
+            Arc::clone(&keyring),
+            Arc::clone(&clock),
+            config.webhooks.allow_insecure_targets,
         );
         Ok(Self {
             config: Arc::new(config),
@@ -265,6 +309,10 @@ impl Herald {
             subjects,
             auth,
             messages,
+            reports,
+            endpoints,
+            clock,
+            owner,
             metrics: Metrics::new(),
         })
     }
@@ -301,6 +349,29 @@ impl Herald {
         &self.messages
     }
 
+    pub fn reports(&self) -> &Reports {
+        &self.reports
+    }
+
+    pub fn endpoints(&self) -> &WebhookEndpoints {
+        &self.endpoints
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// What the background workers are built from.
+    pub fn worker_parts(&self) -> WorkerParts {
+        WorkerParts {
+            store: Arc::clone(&self.store),
+            keyring: Arc::clone(&self.keyring),
+            clock: Arc::clone(&self.clock),
+            reports: self.reports.clone(),
+            owner: self.owner.clone(),
+        }
+    }
+
     /// On the very first start: creates the `admin` integration and one admin key, and returns
     /// the key so the caller can show it once. `None` on every later start.
     pub async fn bootstrap_admin(&self) -> Result<Option<IssuedApiKey>, StartupError> {
@@ -317,9 +388,18 @@ impl Herald {
             auth: self.auth.clone(),
             audit: self.audit.clone(),
             messages: self.messages.clone(),
+            reports: self.reports.clone(),
+            endpoints: self.endpoints.clone(),
+            whatsapp: self.config.whatsapp.as_ref().map(|w| {
+                Arc::new(WhatsappSecrets {
+                    app_secret: SecretString::from(w.app_secret.expose().to_owned()),
+                    verify_token: SecretString::from(w.verify_token.expose().to_owned()),
+                })
+            }),
             store: Arc::clone(&self.store),
             metrics: self.metrics.clone(),
             tls: self.config.tls_enabled(),
+            api: self.config.roles.api,
             body_limit: self.config.http.body_limit,
             request_timeout: self.config.http.request_timeout,
         })
@@ -371,6 +451,12 @@ impl Herald {
         // `stop` flips when serving is over (stops the background tasks).
         let (signalled_tx, signalled_rx) = watch::channel(false);
         let (stop_tx, stop_rx) = watch::channel(false);
+        let workers = if self.config.roles.worker {
+            workers::spawn(&self.config, self.worker_parts(), &stop_rx)?
+        } else {
+            tracing::info!("roles.worker is off: this node delivers nothing");
+            Vec::new()
+        };
         let background = self.spawn_background_tasks(stop_rx);
         let grace = self.config.http.shutdown_grace;
         let signal = async move {
@@ -398,6 +484,17 @@ impl Herald {
             _ => serve_until(listener, router, signal, signalled_rx, grace).await,
         };
         let _ = stop_tx.send(true);
+        // Workers finish what they hold (a provider call, an event) and record it.
+        let finish = async {
+            for handle in workers {
+                let _ = handle.await;
+            }
+        };
+        if tokio::time::timeout(grace, finish).await.is_err() {
+            tracing::warn!(
+                "workers did not finish in time; their leases will expire and others take over"
+            );
+        }
         if tokio::time::timeout(Duration::from_secs(10), background)
             .await
             .is_err()

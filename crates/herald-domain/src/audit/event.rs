@@ -36,7 +36,9 @@ use serde_json::{Value, json};
 
 use crate::auth::Principal;
 use crate::clock::Timestamp;
-use crate::ids::{ApiKeyId, IntegrationId, MessageId, SubjectId};
+use crate::ids::{
+    ApiKeyId, CallbackId, EventId, IntegrationId, MessageId, SubjectId, WebhookEndpointId,
+};
 
 /// A request id as Herald generates them: `req_` and 16 lowercase base32hex characters.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -180,6 +182,20 @@ actions! {
     MessageAccepted => "message.accepted", "A message was accepted for delivery (subject_id, purpose, kind, template, channel).";
     MessageRefused => "message.refused", "A message was refused by policy and not queued (code, purpose, kind).";
     AuditPruned => "audit.pruned", "Entries older than the retention period were removed behind a signed horizon checkpoint (through_seq, entries).";
+    MessageSent => "message.sent", "The provider accepted a message (attempt, provider).";
+    MessageAttemptFailed => "message.attempt_failed", "A delivery attempt failed and will be retried (attempt, http_status, provider_code, retry_in_seconds).";
+    MessageFailed => "message.failed", "A message was given up (code, attempts, provider_code).";
+    MessageStatus => "message.status", "The provider reported a new status for a message (status, provider_code).";
+    MessageInbound => "message.inbound", "A subject's message arrived and was stored encrypted; it opens the 24-hour window (kind, channel).";
+    MessagesPurged => "messages.content_purged", "Message bodies past their retention were deleted; metadata stays (outbound, inbound).";
+    ProviderWebhookReceived => "provider_webhook.received", "A signed provider callback was stored for processing (provider, bytes).";
+    ProviderWebhookRejected => "provider_webhook.rejected", "A provider callback failed its signature check and was discarded unread (provider, reason).";
+    ProviderWebhookProcessed => "provider_webhook.processed", "A stored provider callback was processed (statuses, inbound, ignored, unsupported).";
+    WebhookEndpointCreated => "webhook_endpoint.created", "An integrator webhook endpoint was registered (events).";
+    WebhookDelivered => "webhook.delivered", "An event reached an integrator endpoint (event_type, attempt, http_status).";
+    WebhookAttemptFailed => "webhook.attempt_failed", "An event delivery attempt failed and will be retried (event_type, attempt, http_status, retry_in_seconds).";
+    WebhookFailed => "webhook.failed", "An event was given up for an endpoint (event_type, attempts, reason).";
+    WebhookEndpointDisabled => "webhook_endpoint.disabled", "An endpoint was disabled after a run of failed deliveries or a 410 Gone (consecutive_failures, reason).";
 }
 
 impl fmt::Display for Action {
@@ -195,6 +211,7 @@ pub enum Target {
     Message(MessageId),
     Integration(IntegrationId),
     ApiKey(ApiKeyId),
+    WebhookEndpoint(WebhookEndpointId),
     AuditTrail,
     RootKey,
     Service,
@@ -207,6 +224,7 @@ impl Target {
             Target::Message(id) => json!({"type": "message", "id": id.as_str()}),
             Target::Integration(id) => json!({"type": "integration", "id": id.as_str()}),
             Target::ApiKey(id) => json!({"type": "api_key", "id": id.as_str()}),
+            Target::WebhookEndpoint(id) => json!({"type": "webhook_endpoint", "id": id.as_str()}),
             Target::AuditTrail => json!({"type": "audit_trail"}),
             Target::RootKey => json!({"type": "root_key"}),
             Target::Service => json!({"type": "service"}),
@@ -338,7 +356,15 @@ macro_rules! id_detail {
     };
 }
 
-id_detail!(SubjectId, IntegrationId, ApiKeyId, MessageId);
+id_detail!(
+    SubjectId,
+    IntegrationId,
+    ApiKeyId,
+    MessageId,
+    WebhookEndpointId,
+    EventId,
+    CallbackId
+);
 
 /// An entry's details: a few named values.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -174,7 +174,10 @@ pub struct MessageRecord {
     pub kind: String,
     pub status: MessageStatus,
     pub attempts: u32,
+    /// The provider's id, decrypted by [`super::Messages::get`].
     pub provider_message_id: Option<String>,
+    /// …from this, as stored (under the subject's key).
+    pub provider_ref_ciphertext: Option<Vec<u8>>,
     pub error: Option<MessageError>,
     pub history: Vec<(MessageStatus, Timestamp)>,
     pub created_at: Timestamp,

@@ -331,11 +331,27 @@ impl Messages {
         id: &MessageId,
         integration: &IntegrationId,
     ) -> Result<Option<super::model::MessageRecord>, StoreError> {
-        Ok(self
+        let Some(mut record) = self
             .store
             .message(id)
             .await?
-            .filter(|m| &m.integration_id == integration))
+            .filter(|m| &m.integration_id == integration)
+        else {
+            return Ok(None);
+        };
+        if let Some(ciphertext) = record.provider_ref_ciphertext.take() {
+            // Unreadable once the subject is erased: then the provider's id is gone too.
+            if let Ok(key) = self.keys.subject_key(&record.subject_id).await {
+                let plaintext = Keyring::open_for_subject(
+                    &key,
+                    &super::delivery::provider_ref_binding(&record.id),
+                    &ciphertext,
+                )
+                .map_err(|e| StoreError::Corrupt(format!("provider message id: {e}")))?;
+                record.provider_message_id = String::from_utf8(plaintext.to_vec()).ok();
+            }
+        }
+        Ok(Some(record))
     }
 
     /// Records a refusal (not a state change: a standalone, group-committed entry).

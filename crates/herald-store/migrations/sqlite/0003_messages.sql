@@ -1,6 +1,8 @@
 -- Messages: the outbox the delivery worker drains, their status history and attempts, and
 -- Idempotency-Key claims. Content exists only as ciphertext under the subject's data key and
--- is deleted once the provider accepted the message (unless retention keeps it).
+-- is deleted once the provider accepted the message (unless retention keeps it). The
+-- provider's message id (a WhatsApp id embeds the recipient's number) is stored encrypted and
+-- found through a blind index.
 
 CREATE TABLE messages (
     id                   TEXT    PRIMARY KEY,
@@ -18,7 +20,8 @@ CREATE TABLE messages (
     due_at               INTEGER NOT NULL,
     lease_owner          TEXT,
     leased_until         INTEGER,
-    provider_message_id  TEXT    UNIQUE,
+    provider_ref_index       BLOB UNIQUE,
+    provider_ref_ciphertext  BLOB,
     error_code           TEXT,
     provider_code        INTEGER,
     created_at           INTEGER NOT NULL,

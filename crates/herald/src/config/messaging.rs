@@ -108,6 +108,9 @@ pub struct RetentionConfig {
     /// How long message content is kept after the provider accepted it (`0s`: not at all).
     #[serde(with = "humantime_serde")]
     pub message_bodies: Duration,
+    /// How long customers' messages are kept (they reach integrators as events at once).
+    #[serde(with = "humantime_serde")]
+    pub inbound_bodies: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -118,6 +121,8 @@ pub struct WebhooksConfig {
     pub timeout: Duration,
     /// Consecutive failed deliveries after which an endpoint is disabled.
     pub disable_after_failures: u32,
+    /// Event deliveries in flight at once, per node.
+    pub concurrency: usize,
     /// Allow `http://` and private, loopback and link-local targets. Development and tests
     /// only: in production an integrator's URL must not reach Herald's own network.
     pub allow_insecure_targets: bool,
@@ -212,9 +217,20 @@ impl super::Config {
                 "delivery.retry_base must be more than zero and at most delivery.retry_max",
             );
         }
-        if self.webhooks.timeout.is_zero() || self.webhooks.disable_after_failures == 0 {
+        if self.webhooks.timeout.is_zero()
+            || self.webhooks.disable_after_failures == 0
+            || self.webhooks.concurrency == 0
+        {
             return invalid(
-                "webhooks.timeout and webhooks.disable_after_failures must be more than zero",
+                "webhooks.timeout, disable_after_failures and concurrency must be more than zero",
+            );
+        }
+        if let Some(whatsapp) = &self.whatsapp
+            && d.lease <= whatsapp.request_timeout
+        {
+            return invalid(
+                "delivery.lease must be longer than whatsapp.request_timeout, or a message still \
+                 in flight could be claimed and sent again",
             );
         }
         Ok(())

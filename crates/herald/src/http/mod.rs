@@ -10,6 +10,7 @@ pub mod extract;
 pub mod middleware;
 mod ops;
 pub mod problem;
+mod provider;
 pub mod request_id;
 mod time;
 mod v1;
@@ -22,9 +23,11 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use herald_domain::audit::Audit;
 use herald_domain::auth::Auth;
-use herald_domain::messages::Messages;
+use herald_domain::messages::{Messages, Reports};
 use herald_domain::store::Store;
 use herald_domain::subjects::Subjects;
+use herald_domain::webhooks::WebhookEndpoints;
+use secrecy::SecretString;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::timeout::TimeoutLayer;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -40,10 +43,25 @@ pub struct AppState {
     pub auth: Auth,
     pub audit: Audit,
     pub messages: Messages,
+    pub reports: Reports,
+    pub endpoints: WebhookEndpoints,
+    pub whatsapp: Option<Arc<WhatsappSecrets>>,
     pub store: Arc<dyn Store>,
     pub metrics: Metrics,
     pub tls: bool,
     openapi: Arc<String>,
+}
+
+/// What checks Meta's callbacks: the app secret (signatures) and the verify token (set-up).
+pub struct WhatsappSecrets {
+    pub app_secret: SecretString,
+    pub verify_token: SecretString,
+}
+
+impl std::fmt::Debug for WhatsappSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WhatsappSecrets([REDACTED])")
+    }
 }
 
 /// The capabilities and settings the HTTP layer is built from.
@@ -53,9 +71,14 @@ pub struct HttpParts {
     pub auth: Auth,
     pub audit: Audit,
     pub messages: Messages,
+    pub reports: Reports,
+    pub endpoints: WebhookEndpoints,
+    pub whatsapp: Option<Arc<WhatsappSecrets>>,
     pub store: Arc<dyn Store>,
     pub metrics: Metrics,
     pub tls: bool,
+    /// Serve the API (`/v1`, `/webhooks`); without it only the operations endpoints.
+    pub api: bool,
     pub body_limit: usize,
     pub request_timeout: Duration,
 }
@@ -74,7 +97,8 @@ pub struct HttpParts {
         (name = "operations", description = "Health, readiness, metrics, this document"),
         (name = "subjects", description = "Data subjects (people), by pseudonymous id"),
         (name = "messages", description = "Sending messages and following their delivery"),
-        (name = "integrations", description = "Connected systems and their API keys (admin)"),
+        (name = "integrations", description = "Connected systems, their API keys and webhook endpoints (admin)"),
+        (name = "webhooks", description = "Provider callbacks (WhatsApp), authenticated by signature"),
         (name = "audit", description = "The tamper-evident audit trail: entries, verification, checkpoints, keys")
     )
 )]
@@ -101,26 +125,32 @@ impl Modify for BearerAuth {
 }
 
 /// Every route with its OpenAPI description, before state and middleware.
-fn documented_routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .merge(ops::router())
-        .merge(v1::router())
+fn documented_routes(api: bool) -> OpenApiRouter<AppState> {
+    let routes = OpenApiRouter::with_openapi(ApiDoc::openapi()).merge(ops::router());
+    if api {
+        routes.merge(v1::router()).merge(provider::router())
+    } else {
+        routes
+    }
 }
 
 /// The OpenAPI document, as served at `/openapi.json`.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    documented_routes().into_openapi()
+    documented_routes(true).into_openapi()
 }
 
 /// The complete application: routes, fallbacks and the middleware stack.
 pub fn app(parts: HttpParts) -> Router {
-    let (router, api) = documented_routes().split_for_parts();
+    let (router, api) = documented_routes(parts.api).split_for_parts();
     let openapi = api.to_pretty_json().unwrap_or_else(|_| "{}".to_owned());
     let state = AppState {
         subjects: parts.subjects,
         auth: parts.auth,
         audit: parts.audit,
         messages: parts.messages,
+        reports: parts.reports,
+        endpoints: parts.endpoints,
+        whatsapp: parts.whatsapp,
         store: parts.store,
         metrics: parts.metrics,
         tls: parts.tls,

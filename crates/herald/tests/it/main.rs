@@ -13,8 +13,12 @@
 
 mod audit;
 mod auth;
+mod callbacks;
 mod conventions;
+mod delivery;
 mod encryption;
+mod events;
+mod fakes;
 mod helpers;
 mod messages;
 mod ops;

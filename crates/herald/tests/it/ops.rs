@@ -209,7 +209,7 @@ async fn openapi_document_is_valid() {
 }
 
 /// The contract (API.md) for what exists so far, as (method, path, scope or "none").
-const CONTRACT: [(&str, &str, &str); 18] = [
+const CONTRACT: [(&str, &str, &str); 22] = [
     ("get", "/healthz", "none"),
     ("get", "/readyz", "none"),
     ("get", "/metrics", "none"),
@@ -228,6 +228,10 @@ const CONTRACT: [(&str, &str, &str); 18] = [
     ("get", "/v1/audit/public-key", "audit:read"),
     ("post", "/v1/messages", "messages:send"),
     ("get", "/v1/messages/{id}", "messages:read"),
+    ("post", "/v1/integrations/{id}/webhooks", "admin"),
+    ("get", "/v1/integrations/{id}/webhooks", "admin"),
+    ("get", "/webhooks/whatsapp", "none"),
+    ("post", "/webhooks/whatsapp", "none"),
 ];
 
 #[tokio::test]

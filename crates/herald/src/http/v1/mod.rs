@@ -4,6 +4,7 @@ mod audit;
 mod integrations;
 mod messages;
 mod subjects;
+mod webhooks;
 
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -17,6 +18,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(integrations::router())
         .merge(audit::router())
         .merge(messages::router())
+        .merge(webhooks::router())
 }
 
 /// One page of a list. `next` is the cursor for `?after=`, absent on the last page.

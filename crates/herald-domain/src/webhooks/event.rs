@@ -1,0 +1,127 @@
+//! Events for integrators: created in the same transaction as the change they report (an
+//! outbox), one delivery row per subscribed endpoint, the payload encrypted under the subject's
+//! data key — so erasing the subject also shreds events not yet delivered.
+
+use chrono::SecondsFormat;
+use herald_crypto::SymmetricKey;
+use herald_crypto::aead::Binding;
+use serde_json::{Value, json};
+
+use crate::clock::Timestamp;
+use crate::ids::{EventId, IntegrationId, SubjectId};
+use crate::keys::{KeyError, Keyring};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventType {
+    MessageStatus,
+    MessageInbound,
+}
+
+impl EventType {
+    pub const ALL: [EventType; 2] = [EventType::MessageStatus, EventType::MessageInbound];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::MessageStatus => "message.status",
+            EventType::MessageInbound => "message.inbound",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+}
+
+/// Fields of a `message.inbound` event that carry what the customer wrote: sent only to
+/// integrations allowed to read messages (`messages:read`).
+pub const CONTENT_FIELD: &str = "content";
+
+/// An event about to be stored, its payload sealed.
+#[derive(Clone)]
+pub struct NewEvent {
+    pub id: EventId,
+    pub event_type: EventType,
+    /// Only this integration's endpoints receive it; `None`: every subscribed endpoint.
+    pub integration: Option<IntegrationId>,
+    pub subject_id: SubjectId,
+    pub payload_ciphertext: Vec<u8>,
+    pub created_at: Timestamp,
+}
+
+impl std::fmt::Debug for NewEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewEvent")
+            .field("id", &self.id)
+            .field("event_type", &self.event_type)
+            .field("integration", &self.integration)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) fn payload_binding(id: &EventId) -> Binding<'_> {
+    Binding::new("webhook_deliveries", "payload_ciphertext", id.as_str())
+}
+
+pub fn rfc3339(t: Timestamp) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+impl NewEvent {
+    /// Builds the body `{type, timestamp, data}` and seals it under the subject's key.
+    pub fn seal(
+        key: &SymmetricKey,
+        event_type: EventType,
+        integration: Option<IntegrationId>,
+        subject_id: &SubjectId,
+        data: Value,
+        now: Timestamp,
+    ) -> Result<Self, KeyError> {
+        let id = EventId::generate_ordered(now)?;
+        let body = json!({
+            "type": event_type.as_str(),
+            "timestamp": rfc3339(now),
+            "data": data,
+        });
+        let plaintext = zeroize::Zeroizing::new(serde_json::to_vec(&body).unwrap_or_default());
+        let payload_ciphertext = Keyring::seal_for_subject(key, &payload_binding(&id), &plaintext)?;
+        Ok(Self {
+            id,
+            event_type,
+            integration,
+            subject_id: subject_id.clone(),
+            payload_ciphertext,
+            created_at: now,
+        })
+    }
+}
+
+/// The body as an integrator without `messages:read` receives it: the content removed.
+pub fn without_content(mut body: Value) -> Value {
+    if let Some(data) = body.get_mut("data").and_then(Value::as_object_mut) {
+        data.remove(CONTENT_FIELD);
+    }
+    body
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_types_round_trip() {
+        for t in EventType::ALL {
+            assert_eq!(EventType::parse(t.as_str()), Some(t));
+        }
+        assert_eq!(EventType::parse("message.nope"), None);
+    }
+
+    #[test]
+    fn content_is_stripped_for_readers_without_the_scope() {
+        let body = json!({"type": "message.inbound", "data": {"message_id": "m", "content": {"text": "hi"}}});
+        let stripped = without_content(body);
+        assert_eq!(
+            stripped,
+            json!({"type": "message.inbound", "data": {"message_id": "m"}})
+        );
+    }
+}

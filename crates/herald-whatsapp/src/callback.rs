@@ -1,0 +1,312 @@
+//! Webhook payloads (reference §3): every entry, change, message and status of a (possibly
+//! batched) callback, tolerant of unknown types and fields — what Herald does not understand is
+//! reported as ignored or `unsupported`, never as an error. Only a body that is not JSON at all
+//! is refused.
+
+use std::collections::BTreeMap;
+
+use chrono::DateTime;
+use herald_domain::clock::Timestamp;
+use herald_domain::messages::{
+    CallbackError, CallbackParser, InboundContent, InboundReport, MessageError, MessageStatus,
+    ProviderReport, StatusReport,
+};
+use serde_json::{Map, Value};
+
+use crate::errors::status_failure_code;
+
+/// Parses WhatsApp Cloud API callbacks.
+#[derive(Debug, Default)]
+pub struct WhatsappCallbacks;
+
+pub const PROVIDER: &str = "whatsapp";
+
+fn list<'a>(value: &'a Value, key: &str) -> &'a [Value] {
+    value
+        .get(key)
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice)
+}
+
+fn text<'a>(value: &'a Value, key: &str) -> Option<&'a str> {
+    value.get(key).and_then(Value::as_str)
+}
+
+/// Timestamps come as strings of Unix seconds on messages and statuses, as numbers elsewhere.
+fn timestamp(value: &Value) -> Option<Timestamp> {
+    let seconds = match value.get("timestamp")? {
+        Value::String(s) => s.trim().parse::<i64>().ok()?,
+        Value::Number(n) => n.as_i64()?,
+        _ => return None,
+    };
+    DateTime::from_timestamp(seconds, 0)
+}
+
+fn ignored(what: impl Into<String>) -> ProviderReport {
+    ProviderReport::Ignored { what: what.into() }
+}
+
+fn status(value: &Value) -> ProviderReport {
+    let (Some(id), Some(name), Some(at)) =
+        (text(value, "id"), text(value, "status"), timestamp(value))
+    else {
+        return ignored("status.malformed");
+    };
+    let status = match name {
+        "sent" => MessageStatus::Sent,
+        "delivered" => MessageStatus::Delivered,
+        "read" => MessageStatus::Read,
+        "failed" => MessageStatus::Failed,
+        // `played`, `deleted`, and whatever comes next.
+        other => return ignored(format!("status.{}", sanitize(other))),
+    };
+    let error = (status == MessageStatus::Failed).then(|| {
+        let provider_code = list(value, "errors")
+            .first()
+            .and_then(|e| e.get("code"))
+            .and_then(Value::as_i64);
+        MessageError {
+            code: status_failure_code(provider_code).to_owned(),
+            provider_code,
+        }
+    });
+    ProviderReport::Status(StatusReport {
+        provider_message_id: id.to_owned(),
+        correlation: text(value, "biz_opaque_callback_data").map(str::to_owned),
+        status,
+        at,
+        error,
+    })
+}
+
+/// Only identifier-like names go into logs and counts (never content).
+fn sanitize(name: &str) -> String {
+    name.chars()
+        .take(40)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect()
+}
+
+fn copy(details: &mut BTreeMap<String, Value>, from: &Value, keys: &[&str], prefix: &str) {
+    for key in keys {
+        if let Some(value) = from.get(*key)
+            && !value.is_null()
+        {
+            details.insert(format!("{prefix}{key}"), value.clone());
+        }
+    }
+}
+
+/// What an inbound message says, by type (reference §3.3, "Inbound message object").
+fn content(message: &Value) -> InboundContent {
+    let kind = text(message, "type").unwrap_or("unsupported");
+    let object = message
+        .get(kind)
+        .cloned()
+        .unwrap_or(Value::Object(Map::new()));
+    let mut details = BTreeMap::new();
+    let mut body = None;
+    let kind = match kind {
+        "text" => {
+            body = text(&object, "body").map(str::to_owned);
+            "text"
+        }
+        "image" | "video" | "document" | "audio" | "sticker" => {
+            body = text(&object, "caption").map(str::to_owned);
+            copy(
+                &mut details,
+                &object,
+                &["id", "mime_type", "sha256", "filename", "voice"],
+                "media_",
+            );
+            kind
+        }
+        "location" => {
+            copy(
+                &mut details,
+                &object,
+                &["latitude", "longitude", "name", "address", "url"],
+                "",
+            );
+            "location"
+        }
+        "contacts" => {
+            let count = message
+                .get("contacts")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len);
+            details.insert(
+                "contacts".to_owned(),
+                message.get("contacts").cloned().unwrap_or(Value::Null),
+            );
+            details.insert("count".to_owned(), Value::from(count));
+            "contacts"
+        }
+        "button" => {
+            body = text(&object, "text").map(str::to_owned);
+            copy(&mut details, &object, &["payload"], "button_");
+            "button"
+        }
+        "interactive" => {
+            let reply_type = text(&object, "type").unwrap_or("unknown");
+            details.insert("reply_type".to_owned(), Value::from(sanitize(reply_type)));
+            if let Some(reply) = object.get(reply_type) {
+                copy(
+                    &mut details,
+                    reply,
+                    &["id", "title", "description", "name", "response_json"],
+                    "reply_",
+                );
+                body = text(reply, "title")
+                    .or_else(|| text(reply, "body"))
+                    .map(str::to_owned);
+            }
+            "interactive"
+        }
+        "reaction" => {
+            body = text(&object, "emoji").map(str::to_owned);
+            copy(&mut details, &object, &["message_id"], "reacted_to_");
+            "reaction"
+        }
+        "order" => {
+            body = text(&object, "text").map(str::to_owned);
+            copy(
+                &mut details,
+                &object,
+                &["catalog_id", "product_items"],
+                "order_",
+            );
+            "order"
+        }
+        "system" => {
+            body = text(&object, "body").map(str::to_owned);
+            copy(&mut details, &object, &["type", "wa_id"], "system_");
+            "system"
+        }
+        "revoke" | "edit" => {
+            copy(&mut details, &object, &["original_message_id"], "");
+            if let Some(edited) = object.get("message") {
+                body = text(edited, "text")
+                    .or_else(|| edited.get("text").and_then(|t| text(t, "body")))
+                    .map(str::to_owned);
+            }
+            kind
+        }
+        other => {
+            details.insert("original_type".to_owned(), Value::from(sanitize(other)));
+            if let Some(code) = list(message, "errors").first().and_then(|e| e.get("code")) {
+                details.insert("error_code".to_owned(), code.clone());
+            }
+            "unsupported"
+        }
+    };
+    if let Some(context) = message.get("context") {
+        copy(
+            &mut details,
+            context,
+            &["id", "forwarded", "frequently_forwarded"],
+            "context_",
+        );
+    }
+    if let Some(referral) = message.get("referral") {
+        details.insert("referral".to_owned(), referral.clone());
+    }
+    InboundContent {
+        kind: kind.to_owned(),
+        text: body,
+        details,
+    }
+}
+
+fn inbound(message: &Value, value: &Value) -> ProviderReport {
+    let (Some(id), Some(at)) = (text(message, "id"), timestamp(message)) else {
+        return ignored("message.malformed");
+    };
+    // `from` may be absent where only a business-scoped user id is given: then the sender's
+    // contact entry may still carry the number.
+    let from = text(message, "from").or_else(|| {
+        let contacts = list(value, "contacts");
+        let user = text(message, "from_user_id");
+        contacts
+            .iter()
+            .find(|c| user.is_some() && text(c, "user_id") == user)
+            .or(if contacts.len() == 1 {
+                contacts.first()
+            } else {
+                None
+            })
+            .and_then(|c| text(c, "wa_id"))
+    });
+    let Some(from) =
+        from.filter(|f| !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit() || b == b'+'))
+    else {
+        return ignored("message.without_phone_number");
+    };
+    let from = if from.starts_with('+') {
+        from.to_owned()
+    } else {
+        format!("+{from}")
+    };
+    ProviderReport::Inbound(InboundReport {
+        provider_message_id: id.to_owned(),
+        from,
+        at,
+        content: content(message),
+    })
+}
+
+/// Every report in one callback body.
+pub fn parse(body: &[u8]) -> Result<Vec<ProviderReport>, CallbackError> {
+    let root: Value =
+        serde_json::from_slice(body).map_err(|_| CallbackError { provider: PROVIDER })?;
+    let mut reports = Vec::new();
+    if text(&root, "object") != Some("whatsapp_business_account") {
+        reports.push(ignored("object.other"));
+        return Ok(reports);
+    }
+    for entry in list(&root, "entry") {
+        for change in list(entry, "changes") {
+            let field = text(change, "field").unwrap_or("");
+            let Some(value) = change.get("value") else {
+                reports.push(ignored("change.without_value"));
+                continue;
+            };
+            if field != "messages" {
+                // user_preferences, message_template_status_update, account notices, echoes…
+                reports.push(ignored(format!("field.{}", sanitize(field))));
+                continue;
+            }
+            for message in list(value, "messages") {
+                reports.push(inbound(message, value));
+            }
+            for s in list(value, "statuses") {
+                reports.push(status(s));
+            }
+            for error in list(value, "errors") {
+                let code = error.get("code").and_then(Value::as_i64).unwrap_or(0);
+                reports.push(ignored(format!("error.{code}")));
+            }
+        }
+    }
+    Ok(reports)
+}
+
+impl CallbackParser for WhatsappCallbacks {
+    fn provider(&self) -> &'static str {
+        PROVIDER
+    }
+
+    fn parse(&self, body: &[u8]) -> Result<Vec<ProviderReport>, CallbackError> {
+        parse(body)
+    }
+}
+
+#[cfg(test)]
+#[path = "callback_tests.rs"]
+mod tests;

@@ -1,0 +1,262 @@
+//! `/webhooks/whatsapp` (issue 4 item 6): the set-up handshake, signatures over the raw bytes,
+//! the reference fixtures, inbound messages opening the 24-hour window, redeliveries.
+
+use serde_json::json;
+
+use crate::delivery::{audited, callback, eventually};
+use crate::fakes::{FakeWhatsapp, VERIFY_TOKEN, meta_signature};
+use crate::helpers::{TestApp, assert_problem, epoch, json};
+use crate::messages::configure_messaging;
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../fixtures/whatsapp")
+            .join(name),
+    )
+    .unwrap()
+}
+
+async fn whatsapp_app() -> (TestApp, FakeWhatsapp) {
+    let fake = FakeWhatsapp::start().await;
+    let app = TestApp::spawn_with(|c| {
+        configure_messaging(c);
+        fake.configure(c);
+    })
+    .await;
+    (app, fake)
+}
+
+pub fn inbound_callback(from: &str, wamid: &str, text: &str, at: i64) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "1093456789012345", "changes": [{"field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15550009876", "phone_number_id": crate::fakes::PHONE_NUMBER_ID},
+            "contacts": [{"profile": {"name": "Klara"}, "wa_id": from}],
+            "messages": [{"from": from, "id": wamid, "timestamp": at.to_string(), "type": "text", "text": {"body": text}}]
+        }}]}]
+    }))
+    .unwrap()
+}
+
+async fn processed(app: &TestApp) {
+    eventually("stored callbacks to be processed", || async {
+        (app.count("SELECT COUNT(*) FROM provider_inbox").await == 0).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_verification_handshake_echoes_the_challenge_only_for_the_right_token() {
+    let (app, _fake) = whatsapp_app().await;
+    let url = |token: &str, mode: &str| {
+        app.url(&format!(
+            "/webhooks/whatsapp?hub.mode={mode}&hub.challenge=1158201444&hub.verify_token={token}"
+        ))
+    };
+    let ok = app
+        .client
+        .get(url(VERIFY_TOKEN, "subscribe"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    assert_eq!(ok.text().await.unwrap(), "1158201444");
+    for (token, mode) in [
+        ("wrong", "subscribe"),
+        (VERIFY_TOKEN, "unsubscribe"),
+        ("", "subscribe"),
+    ] {
+        let refused = app.client.get(url(token, mode)).send().await.unwrap();
+        assert_problem(refused, 403, "forbidden").await;
+    }
+}
+
+#[tokio::test]
+async fn without_the_whatsapp_channel_the_callback_route_does_not_exist() {
+    let app = TestApp::spawn().await;
+    let response = app
+        .client
+        .post(app.url("/webhooks/whatsapp"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_problem(response, 404, "not_found").await;
+}
+
+#[tokio::test]
+async fn unsigned_or_badly_signed_callbacks_are_refused_recorded_and_not_processed() {
+    let (app, _fake) = whatsapp_app().await;
+    let body = fixture("inbound_text.json");
+    let post = |signature: Option<String>, body: Vec<u8>| {
+        let mut request = app
+            .client
+            .post(app.url("/webhooks/whatsapp"))
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(s) = signature {
+            request = request.header("x-hub-signature-256", s);
+        }
+        request.send()
+    };
+    let cases = [
+        (None, body.clone()),
+        (Some("sha256=00".to_owned()), body.clone()),
+        (Some(format!("sha256={}", "0".repeat(64))), body.clone()),
+        // Signed for other bytes: a re-serialised body does not verify.
+        (Some(meta_signature(&body)), {
+            let value: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            serde_json::to_vec(&value).unwrap()
+        }),
+    ];
+    for (signature, body) in cases {
+        let response = post(signature, body).await.unwrap();
+        assert_problem(response, 401, "unauthorized").await;
+    }
+    assert_eq!(app.count("SELECT COUNT(*) FROM provider_inbox").await, 0);
+    assert_eq!(app.count("SELECT COUNT(*) FROM inbound_messages").await, 0);
+    assert_eq!(app.count("SELECT COUNT(*) FROM subjects").await, 0);
+    assert_eq!(audited(&app, "provider_webhook.rejected").await, 4);
+}
+
+#[tokio::test]
+async fn the_reference_fixtures_are_accepted_with_their_documented_signatures() {
+    let (app, _fake) = whatsapp_app().await;
+    let (_, reader) = app.integration_with_key("crm", &["subjects:read"]).await;
+    for (file, signature) in [
+        (
+            "inbound_text.json",
+            "sha256=f567a400337090793951801e3d8c1fd70e872160b399901bf41998bb8208f240",
+        ),
+        (
+            "status_delivered.json",
+            "sha256=2f1a19d59d464a5b3c7d472a864ebfebdc7f19ddbac3439776235567ca7c482e",
+        ),
+        (
+            "status_failed.json",
+            "sha256=8fbef4df66e7ceafa244c500404cef0b8468446de0bc43ebeb923604dda06fb1",
+        ),
+    ] {
+        let response = app
+            .client
+            .post(app.url("/webhooks/whatsapp"))
+            .header("content-type", "application/json")
+            .header("x-hub-signature-256", signature)
+            .body(fixture(file))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{file}");
+    }
+    processed(&app).await;
+    assert_eq!(app.count("SELECT COUNT(*) FROM inbound_messages").await, 1);
+    // The sender became a subject; the message is stored encrypted only.
+    let found = app
+        .post(
+            "/v1/subjects/lookup",
+            &reader,
+            &json!({"phone": "+4915112340001"}),
+        )
+        .await;
+    assert_eq!(found.status(), 200);
+    let subject = json(found).await["id"].as_str().unwrap().to_owned();
+    let record = json(app.get(&format!("/v1/subjects/{subject}"), &reader).await).await;
+    assert_eq!(
+        record["whatsapp"]["last_inbound_at"],
+        "2026-07-25T06:30:00.000Z"
+    );
+    let raw = app.raw_database_bytes().await;
+    for clear in ["Bestellung", "4915112340001", "wamid.HBgN"] {
+        assert!(
+            !raw.windows(clear.len()).any(|w| w == clear.as_bytes()),
+            "{clear} is stored in clear"
+        );
+    }
+    // Statuses for messages Herald never sent are counted, not errors.
+    assert_eq!(audited(&app, "provider_webhook.processed").await, 3);
+    assert_eq!(audited(&app, "message.inbound").await, 1);
+}
+
+#[tokio::test]
+async fn an_inbound_message_opens_the_24_hour_window_and_redeliveries_count_once() {
+    let (app, _fake) = whatsapp_app().await;
+    let (_, key) = app
+        .integration_with_key("shop", &["messages:send", "messages:read"])
+        .await;
+    let text =
+        json!({"to": "+4915112345678", "purpose": "order_updates", "text": "Ihr Paket ist da"});
+    let refused = app.post("/v1/messages", &key, &text).await;
+    assert_problem(refused, 422, "template_required_outside_window").await;
+
+    let body = inbound_callback(
+        "4915112345678",
+        "wamid.IN1",
+        "Wo ist mein Paket?",
+        epoch().timestamp() - 60,
+    );
+    for _ in 0..3 {
+        assert_eq!(
+            callback(&app, &body).await,
+            200,
+            "redeliveries are acknowledged"
+        );
+    }
+    processed(&app).await;
+    assert_eq!(app.count("SELECT COUNT(*) FROM inbound_messages").await, 1);
+    assert_eq!(audited(&app, "message.inbound").await, 1);
+    let accepted = app.post("/v1/messages", &key, &text).await;
+    assert_eq!(accepted.status(), 202, "the customer wrote a minute ago");
+}
+
+#[tokio::test]
+async fn a_batched_callback_is_processed_whole() {
+    let (app, _fake) = whatsapp_app().await;
+    let at = epoch().timestamp() - 10;
+    let body = serde_json::to_vec(&json!({
+        "object": "whatsapp_business_account",
+        "entry": [
+            {"id": "1", "changes": [
+                {"field": "messages", "value": {"messages": [
+                    {"from": "4915100000001", "id": "wamid.B1", "timestamp": at.to_string(), "type": "text", "text": {"body": "eins"}},
+                    {"from": "4915100000002", "id": "wamid.B2", "timestamp": at.to_string(), "type": "image", "image": {"id": "media-1", "mime_type": "image/jpeg"}}
+                ]}},
+                {"field": "messages", "value": {"messages": [
+                    {"from": "4915100000003", "id": "wamid.B3", "timestamp": at.to_string(), "type": "hologram"}
+                ]}}
+            ]},
+            {"id": "2", "changes": [
+                {"field": "user_preferences", "value": {"user_preferences": [{"wa_id": "4915100000001", "value": "stop", "category": "marketing_messages", "timestamp": at}]}},
+                {"field": "messages", "value": {"statuses": [{"id": "wamid.NOTOURS", "status": "delivered", "timestamp": at.to_string()}]}}
+            ]}
+        ]
+    }))
+    .unwrap();
+    assert_eq!(callback(&app, &body).await, 200);
+    processed(&app).await;
+    assert_eq!(app.count("SELECT COUNT(*) FROM inbound_messages").await, 3);
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM inbound_messages WHERE kind = 'unsupported'")
+            .await,
+        1,
+        "an unknown type is kept as unsupported"
+    );
+    assert_eq!(app.count("SELECT COUNT(*) FROM subjects").await, 3);
+}
+
+#[tokio::test]
+async fn a_callback_that_is_not_json_is_acknowledged_and_recorded_as_unparseable() {
+    let (app, _fake) = whatsapp_app().await;
+    assert_eq!(callback(&app, b"definitely not json").await, 200);
+    processed(&app).await;
+    app.herald.audit().seal().await.unwrap();
+    assert_eq!(
+        app.count(
+            "SELECT COUNT(*) FROM audit_log WHERE body LIKE '%\"action\":\"provider_webhook.processed\"%' \
+             AND body LIKE '%\"unparseable\":true%'"
+        )
+        .await,
+        1
+    );
+}
