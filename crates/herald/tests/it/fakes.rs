@@ -45,6 +45,8 @@ pub struct Received {
 #[derive(Default)]
 struct FakeState {
     script: Mutex<VecDeque<Behaviour>>,
+    /// How long every accepted send takes.
+    latency: Mutex<Duration>,
     received: Mutex<Vec<Received>>,
     violations: Mutex<Vec<String>>,
 }
@@ -212,6 +214,10 @@ async fn messages(
         }
         None => {}
     }
+    let latency = *state.latency.lock().unwrap();
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
     let random = herald_crypto::random::bytes::<12>().unwrap();
     let wamid = format!(
         "wamid.HBgN{}",
@@ -267,6 +273,11 @@ impl FakeWhatsapp {
         self.state.script.lock().unwrap().extend(behaviours);
     }
 
+    /// Makes every accepted send take this long (a slow provider keeps messages in flight).
+    pub fn set_latency(&self, latency: Duration) {
+        *self.state.latency.lock().unwrap() = latency;
+    }
+
     pub fn received(&self) -> Vec<Received> {
         self.state.received.lock().unwrap().clone()
     }
@@ -281,6 +292,17 @@ impl FakeWhatsapp {
     /// Every deviation from the documented request shape seen so far (must stay empty).
     pub fn violations(&self) -> Vec<String> {
         self.state.violations.lock().unwrap().clone()
+    }
+
+    /// The `[whatsapp]` section that points a Herald process at this fake.
+    pub fn toml(&self) -> String {
+        format!(
+            "[whatsapp]\nbase_url = \"{}\"\napi_version = \"{API_VERSION}\"\n\
+             phone_number_id = \"{PHONE_NUMBER_ID}\"\naccess_token = \"{ACCESS_TOKEN}\"\n\
+             app_secret = \"{APP_SECRET}\"\nverify_token = \"{VERIFY_TOKEN}\"\n\
+             request_timeout = \"2s\"\nmessages_per_second = 1000\n",
+            self.base_url()
+        )
     }
 
     /// The configuration that points Herald at this fake.

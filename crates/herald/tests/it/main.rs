@@ -23,5 +23,6 @@ mod helpers;
 mod messages;
 mod ops;
 mod process;
+mod resilience;
 mod storage;
 mod subjects;

@@ -23,7 +23,7 @@ fn fixtures() -> PathBuf {
 
 /// The environment for a child: nothing of ours inherited, JSON logs, a free port, and the
 /// test database when running the PostgreSQL leg.
-fn base_env(db: &TestDb) -> BTreeMap<String, String> {
+pub(crate) fn base_env(db: &TestDb) -> BTreeMap<String, String> {
     let mut env = BTreeMap::new();
     env.insert("HERALD_LISTEN".into(), "127.0.0.1:0".into());
     env.insert("HERALD_LOG__FORMAT".into(), "json".into());
@@ -34,7 +34,7 @@ fn base_env(db: &TestDb) -> BTreeMap<String, String> {
     env
 }
 
-fn command(dir: &Path, env: &BTreeMap<String, String>) -> Command {
+pub(crate) fn command(dir: &Path, env: &BTreeMap<String, String>) -> Command {
     let mut command = Command::new(BINARY);
     command.current_dir(dir).kill_on_drop(true);
     for (key, _) in std::env::vars() {
@@ -47,11 +47,11 @@ fn command(dir: &Path, env: &BTreeMap<String, String>) -> Command {
 }
 
 /// A running `herald serve`.
-struct Server {
-    child: Child,
+pub(crate) struct Server {
+    pub(crate) child: Child,
     address: SocketAddr,
-    stdout: Arc<Mutex<Vec<String>>>,
-    stderr: Arc<Mutex<Vec<String>>>,
+    pub(crate) stdout: Arc<Mutex<Vec<String>>>,
+    pub(crate) stderr: Arc<Mutex<Vec<String>>>,
 }
 
 fn collect(
@@ -67,7 +67,7 @@ fn collect(
 }
 
 impl Server {
-    async fn start(dir: &Path, env: &BTreeMap<String, String>) -> Self {
+    pub(crate) async fn start(dir: &Path, env: &BTreeMap<String, String>) -> Self {
         Self::try_start(dir, env)
             .await
             .unwrap_or_else(|(status, err)| panic!("herald serve exited with {status}:\n{err}"))
@@ -120,12 +120,12 @@ impl Server {
         }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.address, path)
     }
 
     /// Sends SIGTERM and waits: returns (exit code, stdout, stderr).
-    async fn terminate(mut self) -> (Option<i32>, String, String) {
+    pub(crate) async fn terminate(mut self) -> (Option<i32>, String, String) {
         let pid = self.child.id().unwrap().to_string();
         let killed = std::process::Command::new("kill")
             .args(["-TERM", &pid])
@@ -145,7 +145,7 @@ impl Server {
 }
 
 /// Runs a one-shot command (`herald …`); returns (exit code, stdout, stderr).
-async fn run(
+pub(crate) async fn run(
     dir: &Path,
     env: &BTreeMap<String, String>,
     args: &[&str],
@@ -158,7 +158,7 @@ async fn run(
     )
 }
 
-fn admin_key(stdout: &str) -> String {
+pub(crate) fn admin_key(stdout: &str) -> String {
     let start = stdout.find("hk_").expect("an admin key on stdout");
     stdout[start..start + 55].to_owned()
 }
