@@ -4,7 +4,6 @@
 
 use data_encoding::HEXLOWER;
 use herald_domain::audit::{AuditRecord, SealedEntry};
-use herald_domain::messages::NewMessage;
 use sqlx::{PgConnection, SqliteConnection};
 
 use crate::convert::millis;
@@ -125,61 +124,13 @@ impl AuditBulk for PgConnection {
     }
 }
 
-/// Bulk writes of accepted messages (one group commit = one statement per table).
+/// Bulk writes of message history.
 pub(crate) trait MessageBulk {
-    async fn insert_messages(&mut self, messages: &[&NewMessage]) -> Result<(), sqlx::Error>;
     /// History rows `(message id, status, at)`; a status already recorded is kept as it was.
     async fn insert_history(&mut self, rows: &[(&str, &str, i64)]) -> Result<(), sqlx::Error>;
 }
 
 impl MessageBulk for SqliteConnection {
-    async fn insert_messages(&mut self, messages: &[&NewMessage]) -> Result<(), sqlx::Error> {
-        type Row<'a> = (
-            &'a str,
-            &'a str,
-            &'a str,
-            &'a str,
-            &'a str,
-            &'a str,
-            Option<&'a str>,
-            Option<&'a str>,
-            String,
-            bool,
-            i64,
-        );
-        let rows: Vec<Row<'_>> = messages
-            .iter()
-            .map(|m| {
-                (
-                    m.id.as_str(),
-                    m.integration_id.as_str(),
-                    m.subject_id.as_str(),
-                    m.channel.as_str(),
-                    m.purpose.as_str(),
-                    m.kind,
-                    m.template.as_ref().map(|(name, _)| name.as_str()),
-                    m.template.as_ref().map(|(_, language)| language.as_str()),
-                    HEXLOWER.encode(&m.content_ciphertext),
-                    m.phi,
-                    millis(m.created_at),
-                )
-            })
-            .collect();
-        sqlx::query(
-            "INSERT INTO messages (id, integration_id, subject_id, channel, purpose, kind,
-             template_name, template_language, content_ciphertext, phi, status, attempts,
-             due_at, created_at, updated_at)
-             SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 4,
-                    j.value ->> 5, j.value ->> 6, j.value ->> 7, unhex(j.value ->> 8),
-                    j.value ->> 9, 'queued', 0, j.value ->> 10, j.value ->> 10, j.value ->> 10
-             FROM json_each($1) AS j",
-        )
-        .bind(json(&rows)?)
-        .execute(&mut *self)
-        .await?;
-        Ok(())
-    }
-
     async fn insert_history(&mut self, rows: &[(&str, &str, i64)]) -> Result<(), sqlx::Error> {
         sqlx::query(
             "INSERT INTO message_history (message_id, status, at)
@@ -195,55 +146,6 @@ impl MessageBulk for SqliteConnection {
 }
 
 impl MessageBulk for PgConnection {
-    async fn insert_messages(&mut self, messages: &[&NewMessage]) -> Result<(), sqlx::Error> {
-        let ids: Vec<&str> = messages.iter().map(|m| m.id.as_str()).collect();
-        let integrations: Vec<&str> = messages.iter().map(|m| m.integration_id.as_str()).collect();
-        let subjects: Vec<&str> = messages.iter().map(|m| m.subject_id.as_str()).collect();
-        let channels: Vec<&str> = messages.iter().map(|m| m.channel.as_str()).collect();
-        let purposes: Vec<&str> = messages.iter().map(|m| m.purpose.as_str()).collect();
-        let kinds: Vec<&str> = messages.iter().map(|m| m.kind).collect();
-        let names: Vec<Option<&str>> = messages
-            .iter()
-            .map(|m| m.template.as_ref().map(|(name, _)| name.as_str()))
-            .collect();
-        let languages: Vec<Option<&str>> = messages
-            .iter()
-            .map(|m| m.template.as_ref().map(|(_, language)| language.as_str()))
-            .collect();
-        let contents: Vec<&[u8]> = messages
-            .iter()
-            .map(|m| m.content_ciphertext.as_slice())
-            .collect();
-        let phi: Vec<bool> = messages.iter().map(|m| m.phi).collect();
-        let created: Vec<i64> = messages.iter().map(|m| millis(m.created_at)).collect();
-        sqlx::query(
-            "INSERT INTO messages (id, integration_id, subject_id, channel, purpose, kind,
-             template_name, template_language, content_ciphertext, phi, status, attempts,
-             due_at, created_at, updated_at)
-             SELECT id, integration_id, subject_id, channel, purpose, kind, template_name,
-                    template_language, content_ciphertext, phi, 'queued', 0, created, created,
-                    created
-             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                         $7::text[], $8::text[], $9::bytea[], $10::bool[], $11::bigint[])
-                  AS m(id, integration_id, subject_id, channel, purpose, kind, template_name,
-                       template_language, content_ciphertext, phi, created)",
-        )
-        .bind(ids)
-        .bind(integrations)
-        .bind(subjects)
-        .bind(channels)
-        .bind(purposes)
-        .bind(kinds)
-        .bind(names)
-        .bind(languages)
-        .bind(contents)
-        .bind(phi)
-        .bind(created)
-        .execute(&mut *self)
-        .await?;
-        Ok(())
-    }
-
     async fn insert_history(&mut self, rows: &[(&str, &str, i64)]) -> Result<(), sqlx::Error> {
         let ids: Vec<&str> = rows.iter().map(|r| r.0).collect();
         let statuses: Vec<&str> = rows.iter().map(|r| r.1).collect();

@@ -11,6 +11,7 @@
 //! busy timeout, and one writer connection with `BEGIN IMMEDIATE` beside a pool of read-only
 //! readers, so writers queue in the pool instead of failing on lock upgrades.
 
+mod accept;
 mod audit;
 mod auth;
 mod bulk;
@@ -183,9 +184,14 @@ impl Database {
                     .foreign_keys(true)
                     .busy_timeout(options.busy_timeout)
                     // Deleted content is overwritten where that costs no extra I/O.
-                    .pragma("secure_delete", "fast");
+                    .pragma("secure_delete", "fast")
+                    // Batches pass through small temporary tables: keep them off the disk.
+                    .pragma("temp_store", "memory");
                 // The writer opens (and on first start creates) the file before any reader.
+                // No ping before each acquire: with SQLite that is one more round trip to the
+                // connection's thread per transaction, and a broken file fails the query anyway.
                 let writer = SqlitePoolOptions::new()
+                    .test_before_acquire(false)
                     .max_connections(1)
                     .min_connections(1)
                     .acquire_timeout(options.acquire_timeout)
@@ -193,6 +199,7 @@ impl Database {
                     .await
                     .map_err(ConnectError::Connect)?;
                 let reader = SqlitePoolOptions::new()
+                    .test_before_acquire(false)
                     .max_connections(options.max_connections.max(1))
                     .acquire_timeout(options.acquire_timeout)
                     .connect_with(base.read_only(true))

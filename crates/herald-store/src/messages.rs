@@ -6,9 +6,11 @@ use herald_domain::messages::{
 };
 use herald_domain::store::{IdempotentMessage, MessageStore, StoreError};
 
-use crate::bulk::{AuditBulk, MessageBulk};
+use std::collections::HashSet;
+
+use crate::accept;
 use crate::convert::{id, millis, time};
-use crate::{Database, from_sqlx, read, write_tx};
+use crate::{Database, Pools, from_sqlx, read};
 
 type MessageRow = (
     String,
@@ -88,67 +90,37 @@ impl MessageStore for Database {
         &self,
         batch: &[NewMessage],
     ) -> Result<Vec<AcceptOutcome>, StoreError> {
-        let outcomes = write_tx!(self, |tx| {
-            let mut outcomes = Vec::with_capacity(batch.len());
-            for m in batch {
-                let claimed = match &m.idempotency {
-                    None => true,
-                    // An expired claim is taken over; a live one makes this message a replay.
-                    Some(claim) => {
-                        sqlx::query(
-                            "INSERT INTO idempotency_keys
-                               (integration_id, key_hash, fingerprint, message_id, expires_at)
-                             VALUES ($1, $2, $3, $4, $5)
-                             ON CONFLICT (integration_id, key_hash) DO UPDATE
-                               SET fingerprint = excluded.fingerprint,
-                                   message_id = excluded.message_id,
-                                   expires_at = excluded.expires_at
-                               WHERE idempotency_keys.expires_at <= $6",
-                        )
-                        .bind(m.integration_id.as_str())
-                        .bind(&claim.key_hash[..])
-                        .bind(&claim.fingerprint[..])
-                        .bind(m.id.as_str())
-                        .bind(millis(claim.expires_at))
-                        .bind(millis(m.created_at))
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(from_sqlx)?
-                        .rows_affected()
-                            == 1
-                    }
-                };
-                outcomes.push(if claimed {
+        // Two sends with the same key in one batch: the first claims it, the others replay
+        // (as if they had come a moment later).
+        let mut keys = HashSet::new();
+        let first_with_key: Vec<bool> = batch
+            .iter()
+            .map(|m| match &m.idempotency {
+                None => true,
+                Some(claim) => keys.insert((m.integration_id.as_str(), claim.key_hash)),
+            })
+            .collect();
+        let candidates: Vec<&NewMessage> = batch
+            .iter()
+            .zip(&first_with_key)
+            .filter(|(_, first)| **first)
+            .map(|(m, _)| m)
+            .collect();
+        let written = match &self.pools {
+            Pools::Sqlite { writer, .. } => accept::sqlite(writer, &candidates).await,
+            Pools::Postgres(pool) => accept::postgres(pool, &candidates).await,
+        }
+        .map_err(from_sqlx)?;
+        Ok(batch
+            .iter()
+            .map(|m| {
+                if written.contains(m.id.as_str()) {
                     AcceptOutcome::Accepted
                 } else {
                     AcceptOutcome::IdempotencyKeyTaken
-                });
-            }
-            let accepted: Vec<&NewMessage> = batch
-                .iter()
-                .zip(&outcomes)
-                .filter(|(_, outcome)| **outcome == AcceptOutcome::Accepted)
-                .map(|(m, _)| m)
-                .collect();
-            if !accepted.is_empty() {
-                MessageBulk::insert_messages(&mut *tx, &accepted)
-                    .await
-                    .map_err(from_sqlx)?;
-                let history: Vec<(&str, &str, i64)> = accepted
-                    .iter()
-                    .map(|m| (m.id.as_str(), "queued", millis(m.created_at)))
-                    .collect();
-                MessageBulk::insert_history(&mut *tx, &history)
-                    .await
-                    .map_err(from_sqlx)?;
-                let audit: Vec<_> = accepted.iter().map(|m| m.audit.clone()).collect();
-                AuditBulk::insert_pending(&mut *tx, &audit)
-                    .await
-                    .map_err(|e| StoreError::AuditUnavailable(Box::new(e)))?;
-            }
-            outcomes
-        });
-        Ok(outcomes)
+                }
+            })
+            .collect())
     }
 
     async fn idempotent_message(

@@ -135,7 +135,7 @@ async fn main() {
     let pct =
         |p: f64| latencies[((count as f64 * p) as usize).min(count - 1)].as_secs_f64() * 1000.0;
     println!(
-        "{scenario:>8}  connections={connections:<3}  requests/s={:>8.0}  p50={:.2}ms  p99={:.2}ms  errors={errors}",
+        "{scenario:>8}  connections={connections:<3}  requests/s={:>8.0}  p50={:.2}ms  p99={:.2}ms  errors={errors}  total={count}",
         count as f64 / duration.as_secs_f64(),
         pct(0.50),
         pct(0.99),

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# The send path end to end (issue 4): Herald in release mode against a local sink that answers
+# like the WhatsApp Cloud API (crates/herald/examples/wa_sink.rs), POST /v1/messages driven at a
+# fixed concurrency by crates/herald/examples/loadgen.rs. Prints accepted messages/s with p50/p99
+# latency, end-to-end delivered messages/s (as the sink saw them) and Herald's peak RSS.
+#   bench/send.sh sqlite
+#   bench/send.sh postgres postgres://postgres@127.0.0.1:5432/postgres
+# Environment: CONNECTIONS (default 64), SECONDS_OF_LOAD (default 20).
+# Durability is not relaxed: SQLite synchronous=FULL, PostgreSQL synchronous_commit as configured.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+backend="${1:-sqlite}"
+connections="${CONNECTIONS:-64}"
+seconds="${SECONDS_OF_LOAD:-20}"
+port=18080
+sink_port=18090
+
+cargo build --release --bin herald --example loadgen --example wa_sink -q
+work="$(mktemp -d)"
+db=""
+cleanup() {
+  [ -n "${pid:-}" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
+  [ -n "${sink:-}" ] && kill "$sink" 2>/dev/null && wait "$sink" 2>/dev/null || true
+  if [ -n "$db" ]; then psql "$server" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+target/release/examples/wa_sink "127.0.0.1:$sink_port" > "$work/sink.log" &
+sink=$!
+
+cat > "$work/herald.toml" <<TOML
+[whatsapp]
+base_url = "http://127.0.0.1:$sink_port"
+api_version = "v21.0"
+phone_number_id = "1062345678901234"
+access_token = "bench-token"
+app_secret = "bench-app-secret"
+verify_token = "bench-verify-token"
+# The sink has no throughput limit; pacing would measure the pacer, not Herald.
+messages_per_second = 1000000
+
+[delivery]
+recipient_burst = 1000000
+# The sink answers in well under a millisecond: more calls in flight and larger claims keep
+# the worker from idling between them (against Meta, 32 in flight already exceed 80/s).
+concurrency = 128
+claim_batch = 256
+
+[purposes.demo]
+basis = "contract"
+
+[[templates]]
+name = "demo_update"
+language = "en"
+parameters = 1
+category = "utility"
+TOML
+
+export HERALD_LISTEN="127.0.0.1:$port" HERALD_LOG__LEVEL=warn HERALD_LOG__FORMAT=json
+if [ "$backend" = postgres ]; then
+  server="${2:?postgres needs a server URL}"
+  db="herald_bench_$$"
+  psql "$server" -qc "CREATE DATABASE $db"
+  export HERALD_DATABASE_URL="${server%/*}/$db"
+fi
+(cd "$work" && exec "$OLDPWD/target/release/herald" serve > "$work/stdout" 2> "$work/stderr") &
+pid=$!
+for _ in $(seq 1 100); do curl -sf "localhost:$port/healthz" >/dev/null && break; sleep 0.1; done
+key="$(grep -o 'hk_[0-9a-v]*' "$work/stdout")"
+
+echo "backend=$backend cores=$(nproc) connections=$connections seconds=$seconds commit=$(git rev-parse --short HEAD 2>/dev/null || echo none)"
+result="$(target/release/examples/loadgen "http://127.0.0.1:$port" "$key" send "$connections" "$seconds")"
+echo "$result"
+total="$(sed -n 's/.*total=\([0-9]*\).*/\1/p' <<<"$result")"
+
+# End to end: wait until the sink has every accepted message.
+for _ in $(seq 1 600); do
+  stats="$(curl -sf "localhost:$sink_port/stats")"
+  accepted="$(sed -n 's/.*"accepted":\([0-9]*\).*/\1/p' <<<"$stats")"
+  [ "$accepted" -ge "$total" ] && break
+  sleep 0.2
+done
+first="$(sed -n 's/.*"first_ms":\([0-9]*\).*/\1/p' <<<"$stats")"
+last="$(sed -n 's/.*"last_ms":\([0-9]*\).*/\1/p' <<<"$stats")"
+rss_kib="$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")"
+awk -v n="$accepted" -v total="$total" -v first="$first" -v last="$last" -v rss="$rss_kib" 'BEGIN {
+  secs = (last - first) / 1000; if (secs <= 0) secs = 0.001;
+  printf "delivered  %d of %d accepted reached the sink in %.2f s: %.0f delivered messages/s end to end\n", n, total, secs, n / secs;
+  printf "peak RSS   %.1f MiB\n", rss / 1024;
+}'
+grep -c '"level":"ERROR"' "$work/stderr" | sed 's/^/errors in the log: /'

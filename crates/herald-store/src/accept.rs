@@ -1,0 +1,222 @@
+//! The send path's group commit as one round trip to the database, whatever the batch size:
+//! Idempotency-Key claims, messages, their `queued` history and their audit entries.
+//!
+//! SQLite: one multi-statement call on the writer connection (`BEGIN IMMEDIATE … COMMIT`), so
+//! the connection's thread is woken once per batch instead of once per statement — under load
+//! each wake-up waits for a core. PostgreSQL: one statement of data-modifying CTEs, atomic on
+//! its own, so one network round trip.
+//!
+//! Which messages were written is decided in SQL: a message with an Idempotency-Key is written
+//! only if its claim took (a live claim of another message makes it a replay).
+
+use std::collections::HashSet;
+
+use data_encoding::HEXLOWER;
+use herald_domain::messages::NewMessage;
+use sqlx::{PgPool, SqlitePool};
+
+use crate::bulk::json;
+use crate::convert::millis;
+
+/// One row per message: what the statements below read by position.
+type Row<'a> = (
+    &'a str,         // 0 id
+    &'a str,         // 1 integration
+    &'a str,         // 2 subject
+    &'a str,         // 3 channel
+    &'a str,         // 4 purpose
+    &'a str,         // 5 kind
+    Option<&'a str>, // 6 template name
+    Option<&'a str>, // 7 template language
+    String,          // 8 content (hex)
+    bool,            // 9 phi
+    i64,             // 10 created
+    Option<String>,  // 11 idempotency key hash (hex)
+    Option<String>,  // 12 fingerprint (hex)
+    Option<i64>,     // 13 claim expiry
+    i64,             // 14 audit recorded at
+    &'a str,         // 15 audit body
+);
+
+// The batch is read from JSON once into a temporary table (in memory, per connection); every
+// statement after that reads the table. Reading `json_each` in a join would re-parse the whole
+// array per row: quadratic in the batch size.
+const SQLITE_ACCEPT: &str = "
+BEGIN IMMEDIATE;
+CREATE TEMP TABLE IF NOT EXISTS accepting (
+  position INTEGER PRIMARY KEY, id TEXT NOT NULL, integration_id TEXT NOT NULL,
+  subject_id TEXT NOT NULL, channel TEXT NOT NULL, purpose TEXT NOT NULL, kind TEXT NOT NULL,
+  template_name TEXT, template_language TEXT, content_ciphertext BLOB NOT NULL,
+  phi INTEGER NOT NULL, created INTEGER NOT NULL, key_hash BLOB, fingerprint BLOB,
+  expires INTEGER, audit_at INTEGER NOT NULL, audit_body TEXT NOT NULL);
+DELETE FROM temp.accepting;
+INSERT INTO temp.accepting
+  SELECT j.key, j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 4,
+         j.value ->> 5, j.value ->> 6, j.value ->> 7, unhex(j.value ->> 8), j.value ->> 9,
+         j.value ->> 10, unhex(j.value ->> 11), unhex(j.value ->> 12), j.value ->> 13,
+         j.value ->> 14, j.value ->> 15
+  FROM json_each($1) AS j;
+INSERT INTO idempotency_keys (integration_id, key_hash, fingerprint, message_id, expires_at)
+  SELECT integration_id, key_hash, fingerprint, id, expires FROM temp.accepting
+  WHERE key_hash IS NOT NULL
+  ON CONFLICT (integration_id, key_hash) DO UPDATE
+    SET fingerprint = excluded.fingerprint, message_id = excluded.message_id,
+        expires_at = excluded.expires_at
+    WHERE idempotency_keys.expires_at <= $2;
+DELETE FROM temp.accepting
+  WHERE key_hash IS NOT NULL
+    AND NOT EXISTS (SELECT 1 FROM idempotency_keys AS k
+                    WHERE k.integration_id = accepting.integration_id
+                      AND k.key_hash = accepting.key_hash AND k.message_id = accepting.id);
+INSERT INTO messages (id, integration_id, subject_id, channel, purpose, kind, template_name,
+                      template_language, content_ciphertext, phi, status, attempts, due_at,
+                      created_at, updated_at)
+  SELECT id, integration_id, subject_id, channel, purpose, kind, template_name,
+         template_language, content_ciphertext, phi, 'queued', 0, created, created, created
+  FROM temp.accepting;
+INSERT INTO message_history (message_id, status, at)
+  SELECT id, 'queued', created FROM temp.accepting;
+INSERT INTO audit_pending (recorded_at, body)
+  SELECT audit_at, audit_body FROM temp.accepting ORDER BY position;
+SELECT id FROM temp.accepting;
+COMMIT;
+";
+
+/// SQLite: the whole batch in one call. On any failure the transaction is rolled back before
+/// the connection goes back to the pool.
+pub(crate) async fn sqlite(
+    writer: &SqlitePool,
+    batch: &[&NewMessage],
+) -> Result<HashSet<String>, sqlx::Error> {
+    let rows: Vec<Row<'_>> = batch.iter().map(|m| row(m)).collect();
+    let since = batch
+        .iter()
+        .map(|m| millis(m.created_at))
+        .min()
+        .unwrap_or(0);
+    let mut conn = writer.acquire().await?;
+    let result: Result<Vec<(String,)>, sqlx::Error> = sqlx::query_as(SQLITE_ACCEPT)
+        .bind(json(&rows)?)
+        .bind(since)
+        .fetch_all(&mut *conn)
+        .await;
+    match result {
+        Ok(ids) => Ok(ids.into_iter().map(|(id,)| id).collect()),
+        Err(e) => {
+            // Still inside BEGIN if a statement after it failed; harmless if not.
+            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+            Err(e)
+        }
+    }
+}
+
+fn row<'a>(m: &'a NewMessage) -> Row<'a> {
+    (
+        m.id.as_str(),
+        m.integration_id.as_str(),
+        m.subject_id.as_str(),
+        m.channel.as_str(),
+        m.purpose.as_str(),
+        m.kind,
+        m.template.as_ref().map(|(name, _)| name.as_str()),
+        m.template.as_ref().map(|(_, language)| language.as_str()),
+        HEXLOWER.encode(&m.content_ciphertext),
+        m.phi,
+        millis(m.created_at),
+        m.idempotency.as_ref().map(|c| HEXLOWER.encode(&c.key_hash)),
+        m.idempotency
+            .as_ref()
+            .map(|c| HEXLOWER.encode(&c.fingerprint)),
+        m.idempotency.as_ref().map(|c| millis(c.expires_at)),
+        millis(m.audit.recorded_at),
+        m.audit.body.as_str(),
+    )
+}
+
+const POSTGRES_ACCEPT: &str = "
+WITH input AS (
+  SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                       $7::text[], $8::text[], $9::bytea[], $10::bool[], $11::bigint[],
+                       $12::bytea[], $13::bytea[], $14::bigint[], $15::bigint[], $16::text[])
+    WITH ORDINALITY
+    AS u(id, integration_id, subject_id, channel, purpose, kind, template_name,
+         template_language, content_ciphertext, phi, created, key_hash, fingerprint, expires,
+         audit_at, audit_body, position)
+),
+claims AS (
+  INSERT INTO idempotency_keys (integration_id, key_hash, fingerprint, message_id, expires_at)
+  SELECT integration_id, key_hash, fingerprint, id, expires FROM input WHERE key_hash IS NOT NULL
+  ON CONFLICT (integration_id, key_hash) DO UPDATE
+    SET fingerprint = excluded.fingerprint, message_id = excluded.message_id,
+        expires_at = excluded.expires_at
+    WHERE idempotency_keys.expires_at <= $17
+  RETURNING message_id
+),
+accepted AS (
+  SELECT * FROM input WHERE key_hash IS NULL OR id IN (SELECT message_id FROM claims)
+),
+written AS (
+  INSERT INTO messages (id, integration_id, subject_id, channel, purpose, kind, template_name,
+                        template_language, content_ciphertext, phi, status, attempts, due_at,
+                        created_at, updated_at)
+  SELECT id, integration_id, subject_id, channel, purpose, kind, template_name,
+         template_language, content_ciphertext, phi, 'queued', 0, created, created, created
+  FROM accepted
+  RETURNING id
+),
+history AS (
+  INSERT INTO message_history (message_id, status, at)
+  SELECT id, 'queued', created FROM accepted
+),
+audit AS (
+  INSERT INTO audit_pending (recorded_at, body)
+  SELECT audit_at, audit_body FROM accepted ORDER BY position
+)
+SELECT id FROM written
+";
+
+/// PostgreSQL: the whole batch in one statement (atomic on its own).
+pub(crate) async fn postgres(
+    pool: &PgPool,
+    batch: &[&NewMessage],
+) -> Result<HashSet<String>, sqlx::Error> {
+    let rows: Vec<Row<'_>> = batch.iter().map(|m| row(m)).collect();
+    let since = batch
+        .iter()
+        .map(|m| millis(m.created_at))
+        .min()
+        .unwrap_or(0);
+    let column = |f: fn(&NewMessage) -> Option<Vec<u8>>| -> Vec<Option<Vec<u8>>> {
+        batch.iter().map(|m| f(m)).collect()
+    };
+    let ids: Vec<(String,)> = sqlx::query_as(POSTGRES_ACCEPT)
+        .bind(rows.iter().map(|r| r.0).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.1).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.2).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.3).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.4).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.5).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.6).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.7).collect::<Vec<_>>())
+        .bind(
+            batch
+                .iter()
+                .map(|m| m.content_ciphertext.as_slice())
+                .collect::<Vec<_>>(),
+        )
+        .bind(rows.iter().map(|r| r.9).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.10).collect::<Vec<_>>())
+        .bind(column(|m| {
+            m.idempotency.as_ref().map(|c| c.key_hash.to_vec())
+        }))
+        .bind(column(|m| {
+            m.idempotency.as_ref().map(|c| c.fingerprint.to_vec())
+        }))
+        .bind(rows.iter().map(|r| r.13).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.14).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.15).collect::<Vec<_>>())
+        .bind(since)
+        .fetch_all(pool)
+        .await?;
+    Ok(ids.into_iter().map(|(id,)| id).collect())
+}
