@@ -5,7 +5,8 @@
 # latency, end-to-end delivered messages/s (as the sink saw them) and Herald's peak RSS.
 #   bench/send.sh sqlite
 #   bench/send.sh postgres postgres://postgres@127.0.0.1:5432/postgres
-# Environment: CONNECTIONS (default 64), SECONDS_OF_LOAD (default 20).
+# Environment: CONNECTIONS (default 64), SECONDS_OF_LOAD (default 20), ACCEPT_ONLY=1 (the node
+# serves the API with its delivery worker switched off: the accept path alone).
 # Durability is not relaxed: SQLite synchronous=FULL, PostgreSQL synchronous_commit as configured.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -57,6 +58,7 @@ parameters = 1
 category = "utility"
 TOML
 
+if [ "${ACCEPT_ONLY:-0}" = 1 ]; then export HERALD_ROLES__WORKER=false; fi
 export HERALD_LISTEN="127.0.0.1:$port" HERALD_LOG__LEVEL=warn HERALD_LOG__FORMAT=json
 if [ "$backend" = postgres ]; then
   server="${2:?postgres needs a server URL}"
@@ -73,6 +75,11 @@ echo "backend=$backend cores=$(nproc) connections=$connections seconds=$seconds 
 result="$(target/release/examples/loadgen "http://127.0.0.1:$port" "$key" send "$connections" "$seconds")"
 echo "$result"
 total="$(sed -n 's/.*total=\([0-9]*\).*/\1/p' <<<"$result")"
+
+if [ "${ACCEPT_ONLY:-0}" = 1 ]; then
+  awk '/VmHWM/ {printf "peak RSS   %.1f MiB\n", $2 / 1024}' "/proc/$pid/status"
+  exit 0
+fi
 
 # End to end: wait until the sink has every accepted message.
 for _ in $(seq 1 600); do
