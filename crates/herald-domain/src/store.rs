@@ -255,10 +255,12 @@ pub trait AuditStore: Send + Sync {
     /// One sealing step, in one transaction under the sealing lock (PostgreSQL: an advisory
     /// lock; SQLite: the write lock): reads the head and up to `limit` pending entries, lets
     /// `plan` decide, writes the sealed entries and the checkpoint, removes the pending ones.
-    /// `None` when another node holds the lock.
+    /// With `wait_for_lock` false, `None` when another node holds the lock; with it true, waits
+    /// for the lock (PostgreSQL; SQLite's write lock is always waited for).
     async fn seal_audit(
         &self,
         limit: u32,
+        wait_for_lock: bool,
         plan: SealFn<'_>,
     ) -> Result<Option<SealPlan>, StoreError>;
     /// Sealed entries with `seq > after`, in order, at most `limit`.

@@ -119,12 +119,19 @@ impl AuditStore for Database {
     async fn seal_audit(
         &self,
         limit: u32,
+        wait_for_lock: bool,
         plan: SealFn<'_>,
     ) -> Result<Option<SealPlan>, StoreError> {
         let postgres = self.is_postgres();
         let planned: Option<SealPlan> = write_tx!(self, |tx| 'seal: {
             // SQLite: this IMMEDIATE transaction already holds the database's write lock.
-            if postgres {
+            if postgres && wait_for_lock {
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(SEALER_LOCK)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(from_sqlx)?;
+            } else if postgres {
                 let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
                     .bind(SEALER_LOCK)
                     .fetch_one(&mut *tx)

@@ -277,8 +277,15 @@ impl Audit {
     }
 
     /// Seals everything pending, in batches, signing checkpoints as due and copying them to the
-    /// witness. Returns early if another node holds the sealing lock.
+    /// witness. Waits for another node's sealing pass to finish first, so that what was pending
+    /// when this was called is sealed when it returns (for exports, verification, shutdown).
     pub async fn seal(&self) -> Result<SealReport, AuditError> {
+        self.seal_pass(true).await
+    }
+
+    /// One background pass: returns at once if another node is sealing (it will seal what is
+    /// pending; waiting would only queue the nodes' sealers behind each other).
+    async fn seal_pass(&self, wait_for_lock: bool) -> Result<SealReport, AuditError> {
         let mut report = SealReport::default();
         loop {
             let now = self.inner.clock.now();
@@ -286,7 +293,7 @@ impl Audit {
             let Some(done) = self
                 .inner
                 .store
-                .seal_audit(self.inner.settings.seal_batch, &plan)
+                .seal_audit(self.inner.settings.seal_batch, wait_for_lock, &plan)
                 .await?
             else {
                 return Ok(report);
@@ -314,7 +321,7 @@ impl Audit {
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) {
         loop {
-            if let Err(e) = self.seal().await {
+            if let Err(e) = self.seal_pass(false).await {
                 tracing::error!(error = %e, "sealing the audit trail failed; will retry");
             }
             tokio::select! {

@@ -498,6 +498,45 @@ async fn two_sealers_on_one_database_build_one_chain() {
     assert!(report.entries >= 40);
 }
 
+/// An explicit seal (export, verification, shutdown) seals what was pending when it was called,
+/// even while another node holds the sealing lock: it waits instead of returning empty-handed.
+#[tokio::test]
+async fn an_explicit_seal_waits_for_another_nodes_sealing_pass() {
+    let app = TestApp::spawn().await;
+    if app.db.url.is_none() {
+        // SQLite has one writer: the seal waits for the write lock by construction.
+        return;
+    }
+    let url = app.db.url.clone().unwrap();
+    let mut other_node = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    sqlx::query("BEGIN").execute(&mut other_node).await.unwrap();
+    // Another node's sealing pass: it holds the sealing lock ("HERALD" + 1, herald-store).
+    sqlx::query("SELECT pg_advisory_xact_lock(5207658984529723393)")
+        .execute(&mut other_node)
+        .await
+        .unwrap();
+    app.get("/v1/integrations", &app.admin_key).await;
+    assert!(app.count("SELECT COUNT(*) FROM audit_pending").await > 0);
+    let audit = app.herald.audit().clone();
+    let sealing = tokio::spawn(async move { audit.seal().await.unwrap() });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !sealing.is_finished(),
+        "the seal gave up while the lock was held"
+    );
+    sqlx::query("COMMIT")
+        .execute(&mut other_node)
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), sealing)
+        .await
+        .expect("the seal finishes once the lock is free")
+        .unwrap();
+    assert_eq!(app.count("SELECT COUNT(*) FROM audit_pending").await, 0);
+}
+
 // --- tampering ---------------------------------------------------------------------------
 
 /// A trail of about 40 entries with a checkpoint at least every 8, stopped (so nothing seals
