@@ -83,7 +83,7 @@ async fn seal(herald: &Herald, producers: usize, seconds: u64) {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let sealer = tokio::spawn({
         let audit = audit.clone();
-        async move { audit.run_sealer(Duration::from_millis(250), stop_rx).await }
+        async move { audit.run_sealer(Duration::from_millis(100), stop_rx).await }
     });
     let appended = Arc::new(AtomicU64::new(0));
     let running = Arc::new(AtomicBool::new(true));

@@ -77,6 +77,37 @@ pub struct SealReport {
     pub checkpoints: u64,
 }
 
+/// How many entries each sealing transaction takes within one pass. A pass starts small and
+/// doubles while it keeps finding full batches: in steady state each transaction is short (on
+/// SQLite it holds the one writer, and every send waits behind it: measured p99 30 ms with
+/// 2,500-entry transactions at 10,000 sends/s), while a backlog is still sealed in batches of
+/// up to `seal_batch` (per-transaction cost dominates there, on PostgreSQL especially).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SealBatches {
+    size: u32,
+    max: u32,
+}
+
+impl SealBatches {
+    const FIRST: u32 = 256;
+
+    fn new(max: u32) -> Self {
+        let max = max.max(1);
+        Self {
+            size: Self::FIRST.min(max),
+            max,
+        }
+    }
+
+    fn size(&self) -> u32 {
+        self.size
+    }
+
+    fn grow(&mut self) {
+        self.size = self.size.saturating_mul(2).min(self.max);
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PruneReport {
     pub through_seq: u64,
@@ -287,13 +318,15 @@ impl Audit {
     /// pending; waiting would only queue the nodes' sealers behind each other).
     async fn seal_pass(&self, wait_for_lock: bool) -> Result<SealReport, AuditError> {
         let mut report = SealReport::default();
+        let mut batch = SealBatches::new(self.inner.settings.seal_batch);
         loop {
             let now = self.inner.clock.now();
             let plan = |input: SealInput| self.plan(input, now);
+            let limit = batch.size();
             let Some(done) = self
                 .inner
                 .store
-                .seal_audit(self.inner.settings.seal_batch, wait_for_lock, &plan)
+                .seal_audit(limit, wait_for_lock, &plan)
                 .await?
             else {
                 return Ok(report);
@@ -308,9 +341,10 @@ impl Audit {
                     .map_err(|e| self.witness_error(e))?;
                 report.checkpoints += 1;
             }
-            if sealed < u64::from(self.inner.settings.seal_batch) {
+            if sealed < u64::from(limit) {
                 return Ok(report);
             }
+            batch.grow();
         }
     }
 
@@ -509,5 +543,44 @@ impl Audit {
             .target(Target::AuditTrail)
             .details(Details::new().with("after", after).with("entries", entries));
         self.append(&event).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SealBatches;
+
+    fn sizes(max: u32, batches: usize) -> Vec<u32> {
+        let mut batch = SealBatches::new(max);
+        (0..batches)
+            .map(|_| {
+                let size = batch.size();
+                batch.grow();
+                size
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_pass_starts_small_and_doubles_up_to_the_configured_batch() {
+        assert_eq!(
+            sizes(10_000, 8),
+            vec![256, 512, 1024, 2048, 4096, 8192, 10_000, 10_000]
+        );
+    }
+
+    #[test]
+    fn a_configured_batch_below_the_first_size_is_used_as_is() {
+        assert_eq!(sizes(8, 3), vec![8, 8, 8]);
+        assert_eq!(sizes(0, 2), vec![1, 1]);
+    }
+
+    #[test]
+    fn a_backlog_reaches_full_batches_after_a_few_thousand_entries() {
+        // Entries sealed before the first full-size batch: the latency-friendly ramp costs
+        // little on a backlog of hundreds of thousands.
+        let ramp: u32 = sizes(10_000, 6).iter().sum();
+        assert_eq!(ramp, 256 + 512 + 1024 + 2048 + 4096 + 8192);
+        assert!(ramp < 20_000);
     }
 }
