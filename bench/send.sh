@@ -76,7 +76,16 @@ result="$(target/release/examples/loadgen "http://127.0.0.1:$port" "$key" send "
 echo "$result"
 total="$(sed -n 's/.*total=\([0-9]*\).*/\1/p' <<<"$result")"
 
+# Herald's own CPU time (user + system, all threads) per accepted message: steadier than the
+# rates on a shared machine, so it is the figure to compare builds by.
+cpu_per_message() {
+  awk -v hz="$(getconf CLK_TCK)" -v n="$total" '{
+    printf "herald CPU %.0f µs per accepted message (%.1f s user+system)\n", ($14 + $15) / hz * 1e6 / n, ($14 + $15) / hz
+  }' "/proc/$pid/stat"
+}
+
 if [ "${ACCEPT_ONLY:-0}" = 1 ]; then
+  cpu_per_message
   awk '/VmHWM/ {printf "peak RSS   %.1f MiB\n", $2 / 1024}' "/proc/$pid/status"
   exit 0
 fi
@@ -90,6 +99,7 @@ for _ in $(seq 1 600); do
 done
 first="$(sed -n 's/.*"first_ms":\([0-9]*\).*/\1/p' <<<"$stats")"
 last="$(sed -n 's/.*"last_ms":\([0-9]*\).*/\1/p' <<<"$stats")"
+cpu_per_message
 rss_kib="$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")"
 awk -v n="$accepted" -v total="$total" -v first="$first" -v last="$last" -v rss="$rss_kib" 'BEGIN {
   secs = (last - first) / 1000; if (secs <= 0) secs = 0.001;
