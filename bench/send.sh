@@ -6,7 +6,9 @@
 #   bench/send.sh sqlite
 #   bench/send.sh postgres postgres://postgres@127.0.0.1:5432/postgres
 # Environment: CONNECTIONS (default 64), SECONDS_OF_LOAD (default 20), ACCEPT_ONLY=1 (the node
-# serves the API with its delivery worker switched off: the accept path alone).
+# serves the API with its delivery worker switched off: the accept path alone), DRAIN=1 (accept
+# with the worker off, then restart Herald with it on and time the backlog's delivery: the
+# delivery machinery alone).
 # Durability is not relaxed: SQLite synchronous=FULL, PostgreSQL synchronous_commit as configured.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -58,7 +60,7 @@ parameters = 1
 category = "utility"
 TOML
 
-if [ "${ACCEPT_ONLY:-0}" = 1 ]; then export HERALD_ROLES__WORKER=false; fi
+if [ "${ACCEPT_ONLY:-0}" = 1 ] || [ "${DRAIN:-0}" = 1 ]; then export HERALD_ROLES__WORKER=false; fi
 export HERALD_LISTEN="127.0.0.1:$port" HERALD_LOG__LEVEL=warn HERALD_LOG__FORMAT=json
 if [ "$backend" = postgres ]; then
   server="${2:?postgres needs a server URL}"
@@ -90,6 +92,14 @@ if [ "${ACCEPT_ONLY:-0}" = 1 ]; then
   exit 0
 fi
 
+if [ "${DRAIN:-0}" = 1 ]; then
+  cpu_per_message
+  kill -TERM "$pid" && wait "$pid" || true
+  export HERALD_ROLES__WORKER=true
+  (cd "$work" && exec "$OLDPWD/target/release/herald" serve >> "$work/stdout" 2>> "$work/stderr") &
+  pid=$!
+fi
+
 # End to end: wait until the sink has every accepted message.
 for _ in $(seq 1 600); do
   stats="$(curl -sf "localhost:$sink_port/stats")"
@@ -99,7 +109,7 @@ for _ in $(seq 1 600); do
 done
 first="$(sed -n 's/.*"first_ms":\([0-9]*\).*/\1/p' <<<"$stats")"
 last="$(sed -n 's/.*"last_ms":\([0-9]*\).*/\1/p' <<<"$stats")"
-cpu_per_message
+[ "${DRAIN:-0}" = 1 ] || cpu_per_message
 rss_kib="$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")"
 awk -v n="$accepted" -v total="$total" -v first="$first" -v last="$last" -v rss="$rss_kib" 'BEGIN {
   secs = (last - first) / 1000; if (secs <= 0) secs = 0.001;

@@ -21,6 +21,17 @@ impl PhoneNumber {
     pub fn e164(&self) -> &str {
         &self.0
     }
+
+    /// A number Herald itself stored after [`parse`], read back from authenticated encryption
+    /// (so it is byte for byte what was written). Only the E.164 shape is checked: the full
+    /// parse is the costliest step of a delivery attempt and proves nothing more here.
+    pub(crate) fn from_stored(e164: &str) -> Option<Self> {
+        let digits = e164.strip_prefix('+')?;
+        let well_formed = (8..=15).contains(&digits.len())
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && !digits.starts_with('0');
+        well_formed.then(|| Self(e164.to_owned()))
+    }
 }
 
 impl fmt::Debug for PhoneNumber {
@@ -108,6 +119,33 @@ mod tests {
 
     fn de() -> Option<Region> {
         Some("DE".parse().unwrap())
+    }
+
+    #[test]
+    fn stored_numbers_are_read_back_by_shape_only() {
+        let parsed = parse("+49 151 1234 5678", None).unwrap();
+        assert_eq!(PhoneNumber::from_stored(parsed.e164()), Some(parsed));
+        for bad in [
+            "4915112345678",
+            "+",
+            "+0151123456",
+            "+49151",
+            "+4915112345678901",
+            "+49 151 1234",
+            "+4915112345678\n",
+        ] {
+            assert_eq!(PhoneNumber::from_stored(bad), None, "{bad:?}");
+        }
+    }
+
+    proptest! {
+        /// Whatever `parse` produces, `from_stored` reads back unchanged.
+        #[test]
+        fn from_stored_accepts_every_parsed_number(national in 100_000_000u64..9_999_999_999u64) {
+            if let Ok(number) = parse(&format!("+49{national}"), None) {
+                prop_assert_eq!(PhoneNumber::from_stored(number.e164()), Some(number));
+            }
+        }
     }
 
     #[test]

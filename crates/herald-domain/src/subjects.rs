@@ -207,7 +207,11 @@ impl Subjects {
                 "decrypted phone number is not UTF-8".into(),
             ))
         })?;
-        // Stored numbers were valid when written; re-parsing keeps the type's promise.
-        Ok(Some(phone::parse(e164, None)?))
+        // Stored numbers were valid when written, and the encryption proves they are unchanged.
+        PhoneNumber::from_stored(e164).map(Some).ok_or_else(|| {
+            SubjectError::Store(StoreError::Corrupt(
+                "a stored phone number is not in E.164 form".into(),
+            ))
+        })
     }
 }

@@ -24,7 +24,7 @@ use crate::batch::Batcher;
 use crate::clock::{Clock, Timestamp};
 use crate::ids::{IntegrationId, MessageId, SubjectId};
 use crate::keys::{KeyError, Keyring};
-use crate::phone;
+use crate::phone::PhoneNumber;
 use crate::store::{Store, StoreError};
 use crate::webhooks::NewEvent;
 use crate::worker::{LeasedWork, WorkerSettings};
@@ -312,7 +312,7 @@ impl Delivery {
             Keyring::open_for_subject(&key, &phone_binding(&message.subject_id), phone_ciphertext)?;
         let to = std::str::from_utf8(&phone_text)
             .ok()
-            .and_then(|e164| phone::parse(e164, None).ok())
+            .and_then(PhoneNumber::from_stored)
             .ok_or_else(|| StoreError::Corrupt("a stored phone number does not parse".into()))?;
         let content_json =
             Keyring::open_for_subject(&key, &content_binding(&message.id), content_ciphertext)?;

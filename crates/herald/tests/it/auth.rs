@@ -374,7 +374,7 @@ async fn last_used_is_written_in_batches_not_per_request() {
     // No background flush during the test (under a loaded test run the default 10 s can pass
     // between the requests and the check).
     let app = TestApp::spawn_with(|c| {
-        c.auth.last_used_flush_interval = std::time::Duration::from_secs(3600)
+        c.auth.last_used_flush_interval = std::time::Duration::from_secs(3600);
     })
     .await;
     let (integration, key) = app.integration_with_key("shop", &["subjects:read"]).await;
