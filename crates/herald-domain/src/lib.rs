@@ -25,6 +25,7 @@ pub mod ids;
 pub mod keys;
 pub mod messages;
 pub mod phone;
+mod phone_memo;
 pub mod store;
 pub mod subjects;
 pub mod webhooks;

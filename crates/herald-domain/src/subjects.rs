@@ -11,6 +11,7 @@ use crate::clock::{Clock, Timestamp};
 use crate::ids::SubjectId;
 use crate::keys::{KeyError, Keyring};
 use crate::phone::{self, PhoneError, PhoneNumber, Region};
+use crate::phone_memo::PhoneIndexMemo;
 use crate::store::{NewSubject, Store, StoreError, SubjectInsert, SubjectRecord};
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +54,8 @@ pub struct Subjects {
     clock: Arc<dyn Clock>,
     audit: Audit,
     default_region: Option<Region>,
+    // Inputs already parsed → their blind index (no numbers held; see phone_memo.rs).
+    parsed: Arc<PhoneIndexMemo>,
     // Concurrent requests' look-ups share one query each (the send path's hot read).
     by_index: Batcher<[u8; 32], Option<SubjectRecord>>,
     by_id: Batcher<SubjectId, WithErasure>,
@@ -76,7 +79,7 @@ impl Subjects {
         clock: Arc<dyn Clock>,
         audit: Audit,
         default_region: Option<Region>,
-    ) -> Self {
+    ) -> Result<Self, herald_crypto::CryptoError> {
         let reader = Arc::clone(&store);
         let by_index = Batcher::spawn(
             LOOKUP_BATCH,
@@ -95,7 +98,7 @@ impl Subjects {
                 async move { store.subjects_with_erasure(&ids).await }
             },
         );
-        Self {
+        Ok(Self {
             by_index,
             by_id,
             store,
@@ -103,11 +106,23 @@ impl Subjects {
             clock,
             audit,
             default_region,
-        }
+            parsed: Arc::new(PhoneIndexMemo::new()?),
+        })
     }
 
     pub fn parse_phone(&self, input: &str) -> Result<PhoneNumber, PhoneError> {
         phone::parse(input, self.default_region)
+    }
+
+    /// The blind index of the number `input` spells, parsing it only the first time it is seen.
+    fn phone_index(&self, input: &str) -> Result<[u8; 32], PhoneError> {
+        let key = self.parsed.key(input);
+        if let Some(index) = self.parsed.get(key) {
+            return Ok(index);
+        }
+        let index = self.keys.phone_index(&self.parse_phone(input)?);
+        self.parsed.remember(key, index);
+        Ok(index)
     }
 
     /// Finds the subject holding this phone number, or creates one. Either way it is recorded.
@@ -160,8 +175,7 @@ impl Subjects {
         phone: &str,
         initiator: &Initiator,
     ) -> Result<SubjectRecord, SubjectError> {
-        let parsed = self.parse_phone(phone)?;
-        let index = self.keys.phone_index(&parsed);
+        let index = self.phone_index(phone)?;
         if let Some(existing) = self.by_index.submit(index).await? {
             return Ok(existing);
         }
@@ -174,8 +188,7 @@ impl Subjects {
         phone: &str,
         initiator: &Initiator,
     ) -> Result<Option<SubjectRecord>, SubjectError> {
-        let phone = self.parse_phone(phone)?;
-        let index = self.keys.phone_index(&phone);
+        let index = self.phone_index(phone)?;
         let found = self.by_index.submit(index).await?;
         let mut event = AuditEvent::new(initiator, Action::SubjectLookedUp, Outcome::Success)
             .details(Details::new().with("found", found.is_some()));

@@ -49,8 +49,13 @@ async fn main() {
     let subject = created["id"].as_str().unwrap().to_owned();
 
     // Known recipients for the send scenario (registered first, as an integrator would have).
+    // RECIPIENTS (default 1,000): fewer for runs under valgrind.
+    let recipients: u64 = std::env::var("RECIPIENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
     if scenario == "send" {
-        for n in 0..1000u64 {
+        for n in 0..recipients {
             client
                 .post(format!("{base}/v1/subjects"))
                 .bearer_auth(key)
@@ -99,7 +104,7 @@ async fn main() {
                         .get(format!("{base}/v1/subjects/{subject}"))
                         .bearer_auth(&key),
                     "send" => {
-                        let n = next_number.fetch_add(1, Ordering::Relaxed) % 1000;
+                        let n = next_number.fetch_add(1, Ordering::Relaxed) % recipients;
                         client
                             .post(format!("{base}/v1/messages"))
                             .bearer_auth(&key)

@@ -242,7 +242,7 @@ impl Herald {
             Arc::clone(&clock),
             audit.clone(),
             region,
-        );
+        )?;
         let lifetime = match config.auth.default_key_lifetime_days {
             0 => None,
             days => Some(days),
