@@ -1,6 +1,8 @@
 //! Bulk statements of the delivery worker and of events (see `bulk.rs` for the approach): each
 //! kind of outcome in a batch is one statement, whatever the batch size. Every update is
-//! conditioned on the worker's lease and returns the ids it changed.
+//! conditioned on the worker's lease and returns the ids it changed. On SQLite each row is
+//! converted to JSONB once (a materialised CTE) before its fields are read: `->>` on the JSON
+//! text `json_each` yields would parse the whole row again for every field.
 
 use data_encoding::HEXLOWER;
 use herald_domain::messages::AttemptRecord;
@@ -67,7 +69,8 @@ impl DeliveryBulk for SqliteConnection {
             })
             .collect();
         sqlx::query_scalar(
-            "UPDATE messages SET
+            "WITH batch AS MATERIALIZED (SELECT jsonb(j.value) AS r FROM json_each($2) AS j)
+             UPDATE messages SET
                status = CASE WHEN messages.status IN ('queued', 'sending')
                              THEN (CASE WHEN u.delivered_at IS NULL THEN 'sent' ELSE 'delivered' END)
                              ELSE messages.status END,
@@ -77,10 +80,10 @@ impl DeliveryBulk for SqliteConnection {
                                          ELSE messages.content_ciphertext END,
                content_purge_at = u.keep_until,
                lease_owner = NULL, leased_until = NULL, updated_at = u.at
-             FROM (SELECT j.value ->> 0 AS id, unhex(j.value ->> 1) AS ref_index,
-                          unhex(j.value ->> 2) AS ref_ciphertext, j.value ->> 3 AS delivered_at,
-                          j.value ->> 4 AS keep_until, j.value ->> 5 AS at
-                   FROM json_each($2) AS j) AS u
+             FROM (SELECT r ->> 0 AS id, unhex(r ->> 1) AS ref_index,
+                          unhex(r ->> 2) AS ref_ciphertext, r ->> 3 AS delivered_at,
+                          r ->> 4 AS keep_until, r ->> 5 AS at
+                   FROM batch) AS u
              WHERE messages.id = u.id AND messages.lease_owner = $1
              RETURNING messages.id",
         )
@@ -98,11 +101,12 @@ impl DeliveryBulk for SqliteConnection {
     ) -> Result<Vec<String>, sqlx::Error> {
         // A deferral (pacing) was no attempt: it gives back the attempt its claim counted.
         sqlx::query_scalar(
-            "UPDATE messages SET status = 'queued', due_at = u.due_at,
+            "WITH batch AS MATERIALIZED (SELECT jsonb(j.value) AS r FROM json_each($2) AS j)
+             UPDATE messages SET status = 'queued', due_at = u.due_at,
                attempts = messages.attempts - $3, lease_owner = NULL, leased_until = NULL,
                updated_at = u.at
-             FROM (SELECT j.value ->> 0 AS id, j.value ->> 1 AS due_at, j.value ->> 2 AS at
-                   FROM json_each($2) AS j) AS u
+             FROM (SELECT r ->> 0 AS id, r ->> 1 AS due_at, r ->> 2 AS at
+                   FROM batch) AS u
              WHERE messages.id = u.id AND messages.lease_owner = $1 AND messages.status = 'sending'
              RETURNING messages.id",
         )
@@ -119,12 +123,13 @@ impl DeliveryBulk for SqliteConnection {
         rows: &[FailedRow<'_>],
     ) -> Result<Vec<String>, sqlx::Error> {
         sqlx::query_scalar(
-            "UPDATE messages SET status = 'failed', error_code = u.code,
+            "WITH batch AS MATERIALIZED (SELECT jsonb(j.value) AS r FROM json_each($2) AS j)
+             UPDATE messages SET status = 'failed', error_code = u.code,
                provider_code = u.provider_code, content_ciphertext = NULL,
                content_purge_at = NULL, lease_owner = NULL, leased_until = NULL, updated_at = u.at
-             FROM (SELECT j.value ->> 0 AS id, j.value ->> 1 AS code,
-                          j.value ->> 2 AS provider_code, j.value ->> 3 AS at
-                   FROM json_each($2) AS j) AS u
+             FROM (SELECT r ->> 0 AS id, r ->> 1 AS code,
+                          r ->> 2 AS provider_code, r ->> 3 AS at
+                   FROM batch) AS u
              WHERE messages.id = u.id AND messages.lease_owner = $1
                AND messages.status IN ('queued', 'sending')
              RETURNING messages.id",
@@ -155,11 +160,12 @@ impl DeliveryBulk for SqliteConnection {
             })
             .collect();
         sqlx::query(
-            "INSERT INTO message_attempts (message_id, attempt, started_at, finished_at, outcome,
+            "WITH batch AS MATERIALIZED (SELECT jsonb(j.value) AS r FROM json_each($1) AS j)
+             INSERT INTO message_attempts (message_id, attempt, started_at, finished_at, outcome,
                http_status, provider_code, latency_ms)
-             SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 4,
-                    j.value ->> 5, j.value ->> 6, j.value ->> 7
-             FROM json_each($1) AS j WHERE true
+             SELECT r ->> 0, r ->> 1, r ->> 2, r ->> 3, r ->> 4,
+                    r ->> 5, r ->> 6, r ->> 7
+             FROM batch WHERE true
              ON CONFLICT (message_id, attempt) DO NOTHING",
         )
         .bind(json(&rows)?)
@@ -183,13 +189,14 @@ impl DeliveryBulk for SqliteConnection {
             })
             .collect();
         sqlx::query(
-            "INSERT INTO webhook_deliveries (event_id, endpoint_id, event_type, subject_id,
+            "WITH batch AS MATERIALIZED (SELECT jsonb(j.value) AS r FROM json_each($1) AS j)
+             INSERT INTO webhook_deliveries (event_id, endpoint_id, event_type, subject_id,
                payload_ciphertext, status, attempts, due_at, created_at, updated_at)
              SELECT u.id, e.id, u.type, u.subject, unhex(u.payload), 'pending', 0, u.at, u.at, u.at
-             FROM (SELECT j.value ->> 0 AS id, j.value ->> 1 AS type, j.value ->> 2 AS subject,
-                          j.value ->> 3 AS payload, j.value ->> 4 AS at,
-                          j.value ->> 5 AS integration
-                   FROM json_each($1) AS j) AS u
+             FROM (SELECT r ->> 0 AS id, r ->> 1 AS type, r ->> 2 AS subject,
+                          r ->> 3 AS payload, r ->> 4 AS at,
+                          r ->> 5 AS integration
+                   FROM batch) AS u
              JOIN webhook_endpoints AS e
                ON e.enabled = 1 AND instr(e.events, ',' || u.type || ',') > 0
               AND (u.integration IS NULL OR e.integration_id = u.integration)",
