@@ -12,7 +12,7 @@ use herald_domain::webhooks::NewEvent;
 use crate::bulk::{AuditBulk, MessageBulk};
 use crate::bulk_delivery::DeliveryBulk;
 use crate::convert::{id, millis, time};
-use crate::{Database, Pools, from_sqlx, read, select_in, write_tx};
+use crate::{Database, claim_leased, from_sqlx, read, select_in, write_tx};
 
 type InboxRow = (String, String, Vec<u8>, i64, i64);
 type TargetRow = (String, String, String, String, Option<Vec<u8>>);
@@ -75,27 +75,16 @@ impl CallbackStore for Database {
         lease_until: Timestamp,
         limit: u32,
     ) -> Result<Vec<InboxEntry>, StoreError> {
-        let limit = i64::from(limit.max(1));
-        let rows: Vec<InboxRow> = match &self.pools {
-            Pools::Sqlite { writer, .. } => sqlx::query_as(claim_callbacks_sql!(""))
-                .bind(owner)
-                .bind(millis(lease_until))
-                .bind(millis(now))
-                .bind(limit)
-                .fetch_all(writer)
-                .await
-                .map_err(from_sqlx)?,
-            Pools::Postgres(pool) => {
-                sqlx::query_as(claim_callbacks_sql!(" FOR UPDATE SKIP LOCKED"))
-                    .bind(owner)
-                    .bind(millis(lease_until))
-                    .bind(millis(now))
-                    .bind(limit)
-                    .fetch_all(pool)
-                    .await
-                    .map_err(from_sqlx)?
-            }
-        };
+        let rows = claim_leased!(
+            self,
+            InboxRow,
+            claim_callbacks_sql,
+            " FOR UPDATE SKIP LOCKED",
+            owner,
+            lease_until,
+            now,
+            limit
+        )?;
         rows.into_iter()
             .map(|(cb, provider, body, received_at, attempts)| {
                 Ok(InboxEntry {

@@ -12,7 +12,7 @@ use herald_domain::webhooks::NewEvent;
 use crate::bulk::{AuditBulk, MessageBulk};
 use crate::bulk_delivery::{DeliveryBulk, FailedRow, RequeueRow, SentRow};
 use crate::convert::{id, millis, time};
-use crate::{Database, Pools, from_sqlx, read, select_in, write_tx};
+use crate::{Database, claim_leased, from_sqlx, read, select_in, write_tx};
 
 type ClaimRow = (String, String, String, i64, i64, Option<Vec<u8>>);
 
@@ -61,25 +61,16 @@ impl DeliveryStore for Database {
         lease_until: Timestamp,
         limit: u32,
     ) -> Result<Vec<ClaimedMessage>, StoreError> {
-        let limit = i64::from(limit.max(1));
-        let rows: Vec<ClaimRow> = match &self.pools {
-            Pools::Sqlite { writer, .. } => sqlx::query_as(claim_sql!(""))
-                .bind(owner)
-                .bind(millis(lease_until))
-                .bind(millis(now))
-                .bind(limit)
-                .fetch_all(writer)
-                .await
-                .map_err(from_sqlx)?,
-            Pools::Postgres(pool) => sqlx::query_as(claim_sql!(" FOR UPDATE SKIP LOCKED"))
-                .bind(owner)
-                .bind(millis(lease_until))
-                .bind(millis(now))
-                .bind(limit)
-                .fetch_all(pool)
-                .await
-                .map_err(from_sqlx)?,
-        };
+        let rows = claim_leased!(
+            self,
+            ClaimRow,
+            claim_sql,
+            " FOR UPDATE SKIP LOCKED",
+            owner,
+            lease_until,
+            now,
+            limit
+        )?;
         if rows.is_empty() {
             return Ok(Vec::new());
         }

@@ -164,7 +164,43 @@ macro_rules! select_in {
     }};
 }
 
-pub(crate) use {read, select_in, write_tx};
+/// A lease claim: `$sql!(lock)` expands to an `UPDATE … RETURNING` that binds the lease owner,
+/// the lease's end, now and a limit, in that order. SQLite runs it on the writer (its write
+/// lock already serialises claims); PostgreSQL adds `$pg_lock` (`FOR UPDATE SKIP LOCKED`…) so
+/// nodes claiming at once skip each other's rows. Rows of type `$row`.
+macro_rules! claim_leased {
+    ($db:expr, $row:ty, $sql:ident, $pg_lock:literal,
+     $owner:expr, $lease_until:expr, $now:expr, $limit:expr) => {{
+        let limit = i64::from($limit.max(1));
+        let (lease_until, now) = (
+            $crate::convert::millis($lease_until),
+            $crate::convert::millis($now),
+        );
+        match &$db.pools {
+            $crate::Pools::Sqlite { writer, .. } => {
+                sqlx::query_as::<_, $row>($sql!(""))
+                    .bind($owner)
+                    .bind(lease_until)
+                    .bind(now)
+                    .bind(limit)
+                    .fetch_all(writer)
+                    .await
+            }
+            $crate::Pools::Postgres(pool) => {
+                sqlx::query_as::<_, $row>($sql!($pg_lock))
+                    .bind($owner)
+                    .bind(lease_until)
+                    .bind(now)
+                    .bind(limit)
+                    .fetch_all(pool)
+                    .await
+            }
+        }
+        .map_err($crate::from_sqlx)
+    }};
+}
+
+pub(crate) use {claim_leased, read, select_in, write_tx};
 
 /// A connected, migrated store.
 #[derive(Debug, Clone)]

@@ -9,7 +9,7 @@ use herald_domain::webhooks::{ClaimedEvent, EndpointRecord, EventOutcome, EventT
 
 use crate::bulk::AuditBulk;
 use crate::convert::{id, millis, opt_time, time};
-use crate::{Database, Pools, from_sqlx, read, write_tx};
+use crate::{Database, claim_leased, from_sqlx, read, write_tx};
 
 type EndpointRow = (String, String, String, String, bool, i64, Option<i64>, i64);
 type ClaimRow = (String, String, String, i64, i64);
@@ -134,27 +134,16 @@ impl WebhookStore for Database {
         lease_until: Timestamp,
         limit: u32,
     ) -> Result<Vec<ClaimedEvent>, StoreError> {
-        let limit = i64::from(limit.max(1));
-        let claimed: Vec<ClaimRow> = match &self.pools {
-            Pools::Sqlite { writer, .. } => sqlx::query_as(claim_events_sql!(""))
-                .bind(owner)
-                .bind(millis(lease_until))
-                .bind(millis(now))
-                .bind(limit)
-                .fetch_all(writer)
-                .await
-                .map_err(from_sqlx)?,
-            Pools::Postgres(pool) => {
-                sqlx::query_as(claim_events_sql!(" FOR UPDATE OF d SKIP LOCKED"))
-                    .bind(owner)
-                    .bind(millis(lease_until))
-                    .bind(millis(now))
-                    .bind(limit)
-                    .fetch_all(pool)
-                    .await
-                    .map_err(from_sqlx)?
-            }
-        };
+        let claimed = claim_leased!(
+            self,
+            ClaimRow,
+            claim_events_sql,
+            " FOR UPDATE OF d SKIP LOCKED",
+            owner,
+            lease_until,
+            now,
+            limit
+        )?;
         let mut out = Vec::with_capacity(claimed.len());
         for (event_id, endpoint_id, event_type, attempts, created_at) in claimed {
             let detail: Option<DetailRow> = read!(self, |pool| sqlx::query_as(concat!(
