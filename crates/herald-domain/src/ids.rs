@@ -153,6 +153,10 @@ prefixed_id!(
     /// until processed.
     CallbackId, "cb", "provider callback"
 );
+prefixed_id!(
+    /// One event of the consent ledger (a grant, a request, a withdrawal, an expiry).
+    ConsentEventId, "cev", "consent event"
+);
 
 #[cfg(test)]
 mod tests {

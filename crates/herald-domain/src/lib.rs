@@ -9,6 +9,8 @@
 //! - [`auth`]: integrations, API keys, scopes, authentication.
 //! - [`audit`]: the tamper-evident trail: entries written with their actions, a hash chain
 //!   sealed in batches, signed checkpoints, a witness, verification, export, retention.
+//! - [`consent`]: the consent ledger — purposes' lawful bases, evidence, double opt-in,
+//!   opt-out keywords, the gate every send passes.
 //! - [`messages`]: sending, delivery with retries and pacing, provider callbacks.
 //! - [`webhooks`]: events to integrators (Standard Webhooks), their endpoints and delivery.
 //! - [`worker`]: the leased claim-and-handle loop the background workers share.
@@ -21,6 +23,7 @@ pub mod audit;
 pub mod auth;
 pub mod batch;
 pub mod clock;
+pub mod consent;
 pub mod ids;
 pub mod keys;
 pub mod messages;

@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use crate::audit::{AuditKeyRecord, AuditRecord, Checkpoint, SealInput, SealPlan, SealedEntry};
 use crate::auth::{ApiKeyRecord, IntegrationRecord, NewApiKey};
 use crate::clock::Timestamp;
+use crate::consent::{ConsentChange, OptInCode, StoredConsent, StoredConsentEvent};
 use crate::ids::{ApiKeyId, CallbackId, IntegrationId, MessageId, SubjectId};
 use crate::messages::{
     AcceptOutcome, ClaimedMessage, DeliveryUpdate, InboxEntry, MessageRecord, NewMessage,
@@ -421,6 +422,55 @@ pub trait WebhookStore: Send + Sync {
     ) -> Result<bool, StoreError>;
 }
 
+/// The consent ledger.
+#[async_trait]
+pub trait ConsentStore: Send + Sync {
+    /// Appends the events, moves each record's standing, writes their audit entries and
+    /// events, and queues `messages` (an opt-in's confirmation template, a keyword's
+    /// acknowledgement), in one transaction. [`StoreError::Conflict`] (and nothing written)
+    /// when a record's standing is no longer the one a change was derived from.
+    async fn record_consents(
+        &self,
+        changes: &[ConsentChange],
+        messages: &[NewMessage],
+    ) -> Result<(), StoreError>;
+    /// The subject's records, every purpose and channel.
+    async fn consents(&self, subject: &SubjectId) -> Result<Vec<StoredConsent>, StoreError>;
+    /// The records of several subjects (the delivery worker's re-check before each attempt):
+    /// one query for a batch.
+    async fn consents_of(&self, subjects: &[SubjectId]) -> Result<Vec<StoredConsent>, StoreError>;
+    /// The subject's whole history, in the order it was appended.
+    async fn consent_history(
+        &self,
+        subject: &SubjectId,
+    ) -> Result<Vec<StoredConsentEvent>, StoreError>;
+    /// Pending records whose request ran out by `now`, at most `limit`.
+    async fn lapsed_opt_ins(
+        &self,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<StoredConsent>, StoreError>;
+    async fn insert_opt_in_code(
+        &self,
+        code: &OptInCode,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError>;
+    /// The unexpired codes among `hashes`.
+    async fn opt_in_codes(
+        &self,
+        hashes: &[[u8; 32]],
+        now: Timestamp,
+    ) -> Result<Vec<OptInCode>, StoreError>;
+    /// Messages accepted (and not failed) for the subject and purpose after `since`: how many, and when
+    /// the oldest of them was (frequency caps).
+    async fn messages_since(
+        &self,
+        subject: &SubjectId,
+        purpose: &str,
+        since: Timestamp,
+    ) -> Result<(u64, Option<Timestamp>), StoreError>;
+}
+
 /// Everything Herald stores.
 #[async_trait]
 pub trait Store:
@@ -432,6 +482,7 @@ pub trait Store:
     + DeliveryStore
     + CallbackStore
     + WebhookStore
+    + ConsentStore
     + fmt::Debug
     + 'static
 {

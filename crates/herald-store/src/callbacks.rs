@@ -247,7 +247,13 @@ impl CallbackStore for Database {
                 .map_err(from_sqlx)?;
                 audit.push(inbound.audit.clone());
                 events.extend(inbound.event.iter());
+                // A keyword's consent changes and acknowledgement: only with a new message.
+                crate::consent::write_consent_changes!(tx, &inbound.consent)?;
+                crate::consent::insert_internal_messages!(tx, &inbound.replies);
+                events.extend(inbound.consent.iter().filter_map(|c| c.event.as_ref()));
             }
+            crate::consent::write_consent_changes!(tx, &batch.preferences)?;
+            events.extend(batch.preferences.iter().filter_map(|c| c.event.as_ref()));
             if !events.is_empty() {
                 tx.insert_events(&events).await.map_err(from_sqlx)?;
             }

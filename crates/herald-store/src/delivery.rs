@@ -4,9 +4,10 @@ use std::collections::HashSet;
 
 use async_trait::async_trait;
 use herald_domain::clock::Timestamp;
+use herald_domain::consent::StoredConsent;
 use herald_domain::ids::{IntegrationId, MessageId, SubjectId};
 use herald_domain::messages::{ClaimedMessage, DeliveryUpdate};
-use herald_domain::store::{DeliveryStore, PurgeAuditFn, StoreError};
+use herald_domain::store::{ConsentStore, DeliveryStore, PurgeAuditFn, StoreError};
 use herald_domain::webhooks::NewEvent;
 
 use crate::bulk::{AuditBulk, MessageBulk};
@@ -14,7 +15,16 @@ use crate::bulk_delivery::{DeliveryBulk, FailedRow, RequeueRow, SentRow};
 use crate::convert::{id, millis, time};
 use crate::{Database, claim_leased, from_sqlx, read, select_in, write_tx};
 
-type ClaimRow = (String, String, String, i64, i64, Option<Vec<u8>>);
+type ClaimRow = (
+    String,
+    String,
+    String,
+    i64,
+    i64,
+    Option<Vec<u8>>,
+    String,
+    String,
+);
 
 /// Claims due messages: the inner select picks them (PostgreSQL skipping rows another node is
 /// claiming right now), the update leases them. The lease is also the new due time, so a
@@ -29,7 +39,8 @@ macro_rules! claim_sql {
                           ORDER BY due_at LIMIT $4",
             $lock,
             ")
-             RETURNING id, integration_id, subject_id, attempts, created_at, content_ciphertext"
+             RETURNING id, integration_id, subject_id, attempts, created_at, content_ciphertext,
+               purpose, channel"
         )
     };
 }
@@ -37,10 +48,22 @@ macro_rules! claim_sql {
 fn claimed(
     row: ClaimRow,
     subjects: &[(String, Option<Vec<u8>>, bool)],
+    consents: &[StoredConsent],
 ) -> Result<ClaimedMessage, StoreError> {
-    let (message_id, integration_id, subject_id, attempts, created_at, content) = row;
+    let (message_id, integration_id, subject_id, attempts, created_at, content, purpose, channel) =
+        row;
     let subject = subjects.iter().find(|(s, ..)| *s == subject_id);
+    let consent = consents
+        .iter()
+        .find(|c| {
+            c.subject_id.as_str() == subject_id
+                && c.purpose == purpose
+                && c.channel.as_str() == channel
+        })
+        .map(|c| c.standing);
     Ok(ClaimedMessage {
+        purpose,
+        consent,
         id: id(&message_id, MessageId::parse)?,
         integration_id: id(&integration_id, IntegrationId::parse)?,
         subject_id: id(&subject_id, SubjectId::parse)?,
@@ -84,8 +107,15 @@ impl DeliveryStore for Database {
             &subject_ids,
             |s: &&str| s.to_string()
         )?);
+        // The purpose's consent as it stands now: a withdrawal since the message was accepted
+        // cancels it before this attempt.
+        let ids: Vec<SubjectId> = subject_ids
+            .iter()
+            .map(|s| id(s, SubjectId::parse))
+            .collect::<Result<_, _>>()?;
+        let consents = self.consents_of(&ids).await?;
         rows.into_iter()
-            .map(|row| claimed(row, &subjects))
+            .map(|row| claimed(row, &subjects, &consents))
             .collect()
     }
 

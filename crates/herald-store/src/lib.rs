@@ -17,6 +17,7 @@ mod auth;
 mod bulk;
 mod bulk_delivery;
 mod callbacks;
+mod consent;
 mod convert;
 mod delivery;
 mod error;

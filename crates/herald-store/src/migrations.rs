@@ -32,6 +32,11 @@ pub const SQLITE: &[(i64, &str, &str)] = &[
         "callbacks_webhooks",
         include_str!("../migrations/sqlite/0004_callbacks_webhooks.sql"),
     ),
+    (
+        5,
+        "consent",
+        include_str!("../migrations/sqlite/0005_consent.sql"),
+    ),
 ];
 
 pub const POSTGRES: &[(i64, &str, &str)] = &[
@@ -54,6 +59,11 @@ pub const POSTGRES: &[(i64, &str, &str)] = &[
         4,
         "callbacks_webhooks",
         include_str!("../migrations/postgres/0004_callbacks_webhooks.sql"),
+    ),
+    (
+        5,
+        "consent",
+        include_str!("../migrations/postgres/0005_consent.sql"),
     ),
 ];
 

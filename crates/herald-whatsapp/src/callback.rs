@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 
 use chrono::DateTime;
 use herald_domain::clock::Timestamp;
+use herald_domain::consent::Preference;
+use herald_domain::messages::reports::PreferenceReport;
 use herald_domain::messages::{
     CallbackError, CallbackParser, InboundContent, InboundReport, MessageError, MessageStatus,
     ProviderReport, StatusReport,
@@ -261,6 +263,44 @@ fn inbound(message: &Value, value: &Value) -> ProviderReport {
     })
 }
 
+/// A marketing preference (`user_preferences`, reference §3): `stop` is the subject's own
+/// opt-out through WhatsApp's controls (later marketing sends would fail with 131050);
+/// `resume` undoes it. Other categories and values are ignored.
+fn preference(value: &Value) -> ProviderReport {
+    let category = text(value, "category").unwrap_or("");
+    if category != "marketing_messages" {
+        return ignored(format!("user_preferences.{}", sanitize(category)));
+    }
+    let preference = match text(value, "value") {
+        Some("stop") => Preference::StopMarketing,
+        Some("resume") => Preference::ResumeMarketing,
+        other => {
+            return ignored(format!(
+                "user_preferences.{}",
+                sanitize(other.unwrap_or(""))
+            ));
+        }
+    };
+    let Some(wa_id) = text(value, "wa_id")
+        .filter(|f| !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit() || b == b'+'))
+    else {
+        return ignored("user_preferences.without_phone_number");
+    };
+    let Some(at) = timestamp(value) else {
+        return ignored("user_preferences.malformed");
+    };
+    let from = if wa_id.starts_with('+') {
+        wa_id.to_owned()
+    } else {
+        format!("+{wa_id}")
+    };
+    ProviderReport::Preference(PreferenceReport {
+        from,
+        at,
+        preference,
+    })
+}
+
 /// Every report in one callback body.
 pub fn parse(body: &[u8]) -> Result<Vec<ProviderReport>, CallbackError> {
     let root: Value =
@@ -277,8 +317,14 @@ pub fn parse(body: &[u8]) -> Result<Vec<ProviderReport>, CallbackError> {
                 reports.push(ignored("change.without_value"));
                 continue;
             };
+            if field == "user_preferences" {
+                for p in list(value, "user_preferences") {
+                    reports.push(preference(p));
+                }
+                continue;
+            }
             if field != "messages" {
-                // user_preferences, message_template_status_update, account notices, echoes…
+                // message_template_status_update, account notices, echoes…
                 reports.push(ignored(format!("field.{}", sanitize(field))));
                 continue;
             }

@@ -112,13 +112,57 @@ fn batched_callbacks_yield_every_message_and_status() {
             _ => None,
         })
         .collect();
-    assert_eq!(
-        ignored,
-        [
-            "field.user_preferences",
-            "field.message_template_status_update"
-        ]
-    );
+    assert_eq!(ignored, ["field.message_template_status_update"]);
+    let preferences: Vec<&PreferenceReport> = reports
+        .iter()
+        .filter_map(|r| match r {
+            ProviderReport::Preference(p) => Some(p),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(preferences.len(), 1);
+    assert_eq!(preferences[0].from, "+4915100000004");
+    assert_eq!(preferences[0].preference, Preference::StopMarketing);
+}
+
+#[test]
+fn marketing_preferences_stop_and_resume_others_are_ignored() {
+    let body = |value: &str, category: &str| {
+        serde_json::to_vec(&json!({
+            "object": "whatsapp_business_account",
+            "entry": [{"id": "1", "changes": [{"field": "user_preferences", "value": {
+                "messaging_product": "whatsapp",
+                "metadata": {"display_phone_number": "15550000000", "phone_number_id": "1"},
+                "contacts": [{"wa_id": "4915100000004", "profile": {"name": "A"}}],
+                "user_preferences": [{"wa_id": "4915100000004", "detail": "User requested to stop marketing messages",
+                    "category": category, "value": value, "timestamp": "1700000005"}]
+            }}]}]
+        }))
+        .unwrap()
+    };
+    let one = |value, category| parse(&body(value, category)).unwrap().remove(0);
+    assert!(matches!(
+        one("stop", "marketing_messages"),
+        ProviderReport::Preference(PreferenceReport {
+            preference: Preference::StopMarketing,
+            ..
+        })
+    ));
+    assert!(matches!(
+        one("resume", "marketing_messages"),
+        ProviderReport::Preference(PreferenceReport {
+            preference: Preference::ResumeMarketing,
+            ..
+        })
+    ));
+    assert!(matches!(
+        one("signup", "marketing_messages"),
+        ProviderReport::Ignored { .. }
+    ));
+    assert!(matches!(
+        one("stop", "other_category"),
+        ProviderReport::Ignored { .. }
+    ));
 }
 
 #[test]

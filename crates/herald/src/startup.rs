@@ -18,9 +18,10 @@ use herald_domain::audit::{
 };
 use herald_domain::auth::{Auth, AuthError, IssuedApiKey};
 use herald_domain::clock::Clock;
+use herald_domain::consent::Consents;
 use herald_domain::keys::{KeyError, Keyring, KeyringState};
 use herald_domain::messages::{
-    CallbackParser, Messages, NoConsentLedger, ReportSettings, Reports, SandboxCallbacks,
+    CallbackParser, Catalog, Messages, ReportSettings, Reports, SandboxCallbacks,
 };
 use herald_domain::store::Store;
 use herald_domain::subjects::Subjects;
@@ -96,6 +97,8 @@ pub struct Herald {
     auth: Auth,
     messages: Messages,
     reports: Reports,
+    consents: Consents,
+    catalog: Arc<Catalog>,
     endpoints: WebhookEndpoints,
     clock: Arc<dyn Clock>,
     /// Names this process's leases on queued work.
@@ -261,14 +264,22 @@ impl Herald {
                 "sandbox channel with its demonstration purpose and template"
             );
         }
+        let consents = Consents::new(
+            Arc::clone(&store),
+            Arc::clone(&keyring),
+            Arc::clone(&clock),
+            subjects.clone(),
+            Arc::clone(&catalog),
+            config.consent_settings()?,
+        );
         let messages = Messages::new(
             Arc::clone(&store),
             Arc::clone(&keyring),
             Arc::clone(&clock),
             audit.clone(),
             subjects.clone(),
-            catalog,
-            Arc::new(NoConsentLedger),
+            Arc::clone(&catalog),
+            Arc::new(consents.clone()),
         );
         let owner = workers::node_owner()?;
         let mut parsers: Vec<Arc<dyn CallbackParser>> = vec![Arc::new(SandboxCallbacks)];
@@ -282,6 +293,7 @@ impl Herald {
             audit.clone(),
             subjects.clone(),
             parsers,
+            consents.clone(),
             ReportSettings {
                 worker: WorkerSettings {
                     concurrency: 4,
@@ -310,6 +322,8 @@ impl Herald {
             auth,
             messages,
             reports,
+            consents,
+            catalog,
             endpoints,
             clock,
             owner,
@@ -353,6 +367,10 @@ impl Herald {
         &self.reports
     }
 
+    pub fn consents(&self) -> &Consents {
+        &self.consents
+    }
+
     pub fn endpoints(&self) -> &WebhookEndpoints {
         &self.endpoints
     }
@@ -368,6 +386,8 @@ impl Herald {
             keyring: Arc::clone(&self.keyring),
             clock: Arc::clone(&self.clock),
             reports: self.reports.clone(),
+            consents: self.consents.clone(),
+            catalog: Arc::clone(&self.catalog),
             owner: self.owner.clone(),
         }
     }
@@ -388,6 +408,7 @@ impl Herald {
             auth: self.auth.clone(),
             audit: self.audit.clone(),
             messages: self.messages.clone(),
+            consents: self.consents.clone(),
             reports: self.reports.clone(),
             endpoints: self.endpoints.clone(),
             whatsapp: self.config.whatsapp.as_ref().map(|w| {

@@ -9,9 +9,10 @@ use std::time::Duration;
 use chrono::TimeDelta;
 use herald_domain::audit::{Action, AuditEvent, AuditRecord, Details, Initiator, Outcome, Target};
 use herald_domain::clock::Clock;
+use herald_domain::consent::Consents;
 use herald_domain::keys::Keyring;
 use herald_domain::messages::{
-    Delivery, DeliverySettings, Pacer, Provider, Reports, RetryPolicy, SandboxProvider,
+    Catalog, Delivery, DeliverySettings, Pacer, Provider, Reports, RetryPolicy, SandboxProvider,
 };
 use herald_domain::store::Store;
 use herald_domain::webhooks::{DispatchSettings, Dispatcher};
@@ -27,6 +28,7 @@ use crate::outbound::HttpEventTransport;
 /// How often message bodies past their retention are deleted, and how many per pass.
 const PURGE_INTERVAL: Duration = Duration::from_secs(60);
 const PURGE_BATCH: u32 = 10_000;
+const OPT_IN_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -98,6 +100,8 @@ pub struct WorkerParts {
     pub keyring: Arc<Keyring>,
     pub clock: Arc<dyn Clock>,
     pub reports: Reports,
+    pub consents: Consents,
+    pub catalog: Arc<Catalog>,
     pub owner: String,
 }
 
@@ -115,6 +119,7 @@ pub fn spawn(
         Arc::clone(&parts.clock),
         provider,
         pacer,
+        Arc::clone(&parts.catalog),
         delivery_settings(config),
         parts.owner.clone(),
     );
@@ -166,6 +171,10 @@ pub fn spawn(
         Arc::clone(&parts.clock),
         stop.clone(),
     )));
+    handles.push(tokio::spawn(opt_in_expiry_loop(
+        parts.consents.clone(),
+        stop.clone(),
+    )));
     Ok(handles)
 }
 
@@ -194,6 +203,26 @@ pub async fn purge_once(
     let now = clock.now();
     let audit = move |outbound, inbound| purge_audit(outbound, inbound, now);
     store.purge_content(now, PURGE_BATCH, &audit).await
+}
+
+/// Records the expiry of double opt-ins that lapsed unconfirmed. Their state already reads
+/// `expired` the moment they lapse; this writes the event, its audit entry and
+/// `consent.changed`.
+async fn opt_in_expiry_loop(consents: Consents, mut stop: watch::Receiver<bool>) {
+    let mut timer = tokio::time::interval(OPT_IN_SWEEP_INTERVAL);
+    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = timer.tick() => {
+                match consents.expire_lapsed().await {
+                    Ok(0) => {}
+                    Ok(expired) => tracing::info!(expired, "recorded the expiry of unconfirmed opt-ins"),
+                    Err(e) => tracing::warn!(error = %e, "expiring lapsed opt-ins failed; will retry"),
+                }
+            }
+        }
+    }
 }
 
 async fn purge_loop(store: Arc<dyn Store>, clock: Arc<dyn Clock>, mut stop: watch::Receiver<bool>) {

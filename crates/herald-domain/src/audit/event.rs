@@ -37,7 +37,8 @@ use serde_json::{Value, json};
 use crate::auth::Principal;
 use crate::clock::Timestamp;
 use crate::ids::{
-    ApiKeyId, CallbackId, EventId, IntegrationId, MessageId, SubjectId, WebhookEndpointId,
+    ApiKeyId, CallbackId, ConsentEventId, EventId, IntegrationId, MessageId, SubjectId,
+    WebhookEndpointId,
 };
 
 /// A request id as Herald generates them: `req_` and 16 lowercase base32hex characters.
@@ -195,6 +196,8 @@ actions! {
     WebhookDelivered => "webhook.delivered", "An event reached an integrator endpoint (event_type, attempt, http_status).";
     WebhookAttemptFailed => "webhook.attempt_failed", "An event delivery attempt failed and will be retried (event_type, attempt, http_status, retry_in_seconds).";
     WebhookFailed => "webhook.failed", "An event was given up for an endpoint (event_type, attempts, reason).";
+    ConsentChanged => "consent.changed", "A consent record changed (purpose, channel, state, method, notice_version, notice_sha256, consent_event_id).";
+    OptInCodeIssued => "consent.opt_in_code_issued", "A user-initiated opt-in code was issued (purpose, channel, notice_version, expires_at).";
     WebhookEndpointDisabled => "webhook_endpoint.disabled", "An endpoint was disabled after a run of failed deliveries or a 410 Gone (consecutive_failures, reason).";
 }
 
@@ -363,7 +366,8 @@ id_detail!(
     MessageId,
     WebhookEndpointId,
     EventId,
-    CallbackId
+    CallbackId,
+    ConsentEventId
 );
 
 /// An entry's details: a few named values.

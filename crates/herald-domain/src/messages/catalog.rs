@@ -51,9 +51,60 @@ impl TemplateCategory {
 pub struct Purpose {
     pub name: String,
     pub basis: LawfulBasis,
-    /// Marketing purposes are the ones an opt-out ("STOP") withdraws.
+    /// Marketing purposes are the ones an opt-out ("STOP") withdraws (unless configured
+    /// otherwise).
     pub marketing: bool,
+    /// The versions of the text shown to people when their consent (or opt-in) is asked for
+    /// this purpose. Evidence names one; its hash is stored with the consent record.
+    pub notices: Vec<Notice>,
+    /// Whether `START` (and its equivalents) re-grants this purpose after an opt-out. Off by
+    /// default: a keyword proves less than the original consent did.
+    pub reopt_in_by_keyword: bool,
+    /// At most this many messages per subject per window.
+    pub frequency_cap: Option<FrequencyCap>,
+    /// Herald's own messages (opt-in confirmations, opt-out acknowledgements): never named by
+    /// integrators.
+    pub internal: bool,
 }
+
+impl Purpose {
+    /// A purpose with no notices, no cap, not marketing.
+    pub fn new(name: &str, basis: LawfulBasis) -> Self {
+        Self {
+            name: name.to_owned(),
+            basis,
+            marketing: false,
+            notices: Vec::new(),
+            reopt_in_by_keyword: false,
+            frequency_cap: None,
+            internal: false,
+        }
+    }
+
+    pub fn notice(&self, version: &str) -> Option<&Notice> {
+        self.notices.iter().find(|n| n.version == version)
+    }
+}
+
+/// One version of a consent notice: the exact text's SHA-256 (the text itself stays in the
+/// configuration and the operator's records).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    pub version: String,
+    pub sha256: [u8; 32],
+}
+
+/// A frequency cap: `max` messages per subject within `per`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrequencyCap {
+    pub max: u32,
+    pub per: chrono::TimeDelta,
+}
+
+/// Herald's purpose for the one confirmation template of a double opt-in (not promotional).
+pub const OPT_IN_REQUEST_PURPOSE: &str = "herald.opt_in_request";
+/// Herald's purpose for acknowledging an opt-out or re-opt-in keyword.
+pub const CONSENT_NOTICE_PURPOSE: &str = "herald.consent_notice";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Template {
@@ -77,6 +128,14 @@ pub fn is_identifier(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
+/// A notice version: 1 to 32 of letters, digits, `_ . -` (`2026-01`, `v3`).
+pub fn is_identifier_or_version(version: &str) -> bool {
+    (1..=32).contains(&version.len())
+        && version
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
 /// A template language code: letters, optionally `_` and a region (`de`, `en_US`, `pt_BR`).
 pub fn is_language(code: &str) -> bool {
     (2..=8).contains(&code.len())
@@ -96,6 +155,12 @@ pub enum CatalogError {
     DuplicateTemplate { name: String, language: String },
     #[error("template {0:?} has more than 100 parameters")]
     TooManyParameters(String),
+    #[error("purpose {0:?} has basis consent but no notice: configure the text people agree to")]
+    ConsentWithoutNotice(String),
+    #[error("purpose {purpose:?} has an invalid notice version {version:?}")]
+    NoticeVersion { purpose: String, version: String },
+    #[error("purpose {0:?} has a frequency cap of zero messages or over no time")]
+    FrequencyCap(String),
 }
 
 /// Purposes and templates, validated.
@@ -112,10 +177,41 @@ impl Catalog {
     ) -> Result<Self, CatalogError> {
         let mut catalog = Catalog::default();
         for purpose in purposes {
-            if !is_identifier(&purpose.name) {
+            if !is_identifier(&purpose.name) || purpose.name.starts_with("herald.") {
                 return Err(CatalogError::PurposeName(purpose.name));
             }
+            if purpose.basis == LawfulBasis::Consent && purpose.notices.is_empty() {
+                return Err(CatalogError::ConsentWithoutNotice(purpose.name));
+            }
+            if let Some(notice) = purpose
+                .notices
+                .iter()
+                .find(|n| !is_identifier_or_version(&n.version))
+            {
+                return Err(CatalogError::NoticeVersion {
+                    version: notice.version.clone(),
+                    purpose: purpose.name,
+                });
+            }
+            if purpose
+                .frequency_cap
+                .is_some_and(|c| c.max == 0 || c.per <= chrono::TimeDelta::zero())
+            {
+                return Err(CatalogError::FrequencyCap(purpose.name));
+            }
             catalog.purposes.insert(purpose.name.clone(), purpose);
+        }
+        // Herald's own messages about consent: not promotional, sent because the law asks for
+        // a confirmation (GDPR Art. 7(1) proof of consent; Art. 7(3) withdrawal as easy as
+        // giving consent).
+        for name in [OPT_IN_REQUEST_PURPOSE, CONSENT_NOTICE_PURPOSE] {
+            catalog.purposes.insert(
+                name.to_owned(),
+                Purpose {
+                    internal: true,
+                    ..Purpose::new(name, LawfulBasis::LegalObligation)
+                },
+            );
         }
         for template in templates {
             if !is_identifier(&template.name) {
@@ -142,8 +238,14 @@ impl Catalog {
         Ok(catalog)
     }
 
+    /// Any purpose, Herald's internal ones included.
     pub fn purpose(&self, name: &str) -> Option<&Purpose> {
         self.purposes.get(name)
+    }
+
+    /// A purpose an integrator may name (not one of Herald's internal ones).
+    pub fn public_purpose(&self, name: &str) -> Option<&Purpose> {
+        self.purposes.get(name).filter(|p| !p.internal)
     }
 
     pub fn template(&self, name: &str, language: &str) -> Option<&Template> {
@@ -159,7 +261,7 @@ impl Catalog {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.purposes.is_empty()
+        !self.purposes.values().any(|p| !p.internal)
     }
 }
 
@@ -197,11 +299,7 @@ mod tests {
 
     #[test]
     fn catalog_validation() {
-        let purpose = Purpose {
-            name: "order_updates".into(),
-            basis: LawfulBasis::Contract,
-            marketing: false,
-        };
+        let purpose = Purpose::new("order_updates", LawfulBasis::Contract);
         let catalog = Catalog::new(
             [purpose.clone()],
             [
@@ -231,5 +329,17 @@ mod tests {
             ),
             Err(CatalogError::PurposeName(_))
         ));
+        assert!(matches!(
+            Catalog::new([Purpose::new("herald.x", LawfulBasis::Contract)], []),
+            Err(CatalogError::PurposeName(_))
+        ));
+        assert!(matches!(
+            Catalog::new([Purpose::new("news", LawfulBasis::Consent)], []),
+            Err(CatalogError::ConsentWithoutNotice(_))
+        ));
+        let internal = catalog.purpose(OPT_IN_REQUEST_PURPOSE).unwrap();
+        assert!(internal.internal);
+        assert!(catalog.public_purpose(OPT_IN_REQUEST_PURPOSE).is_none());
+        assert!(catalog.public_purpose("order_updates").is_some());
     }
 }

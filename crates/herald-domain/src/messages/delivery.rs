@@ -42,6 +42,9 @@ pub struct ClaimedMessage {
     /// `None` once the subject is erased.
     pub phone_ciphertext: Option<Vec<u8>>,
     pub subject_restricted: bool,
+    pub purpose: String,
+    /// The standing of the subject's record for this purpose and channel at the claim.
+    pub consent: Option<crate::consent::Standing>,
 }
 
 /// One delivery attempt, as recorded.
@@ -127,6 +130,7 @@ struct Inner {
     clock: Arc<dyn Clock>,
     provider: Arc<dyn Provider>,
     pacer: Option<Pacer>,
+    catalog: Arc<super::Catalog>,
     settings: DeliverySettings,
     owner: String,
     outcomes: Batcher<DeliveryUpdate, bool>,
@@ -174,12 +178,14 @@ const OUTCOMES_IN_FLIGHT: usize = 2;
 impl Delivery {
     /// `pacer`: `None` for providers without limits (the sandbox). `owner` names this node's
     /// leases. Must be called inside a Tokio runtime (it starts the outcome writer).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         store: Arc<dyn Store>,
         keys: Arc<Keyring>,
         clock: Arc<dyn Clock>,
         provider: Arc<dyn Provider>,
         pacer: Option<Pacer>,
+        catalog: Arc<super::Catalog>,
         settings: DeliverySettings,
         owner: String,
     ) -> Self {
@@ -201,6 +207,7 @@ impl Delivery {
                 clock,
                 provider,
                 pacer,
+                catalog,
                 settings,
                 owner,
                 outcomes,
@@ -285,6 +292,14 @@ impl Delivery {
         };
         if message.subject_restricted {
             return Ok(self.failed(message, "subject_restricted", None, Some(&key))?);
+        }
+        // Consent is checked again before every attempt: a withdrawal since acceptance (a
+        // "STOP", a DELETE) cancels the message, retries included.
+        if let Err(refusal) = crate::consent::model::decide_delivery(
+            self.inner.catalog.purpose(&message.purpose),
+            message.consent.map(|s| s.at(clock.now())),
+        ) {
+            return Ok(self.failed(message, refusal.code(), None, Some(&key))?);
         }
         let (Some(phone_ciphertext), Some(content_ciphertext)) =
             (&message.phone_ciphertext, &message.content_ciphertext)

@@ -18,7 +18,9 @@ pub mod reports;
 pub mod retry;
 pub mod send;
 
-pub use catalog::{Catalog, LawfulBasis, Purpose, Template, TemplateCategory};
+pub use catalog::{
+    Catalog, FrequencyCap, LawfulBasis, Notice, Purpose, Template, TemplateCategory,
+};
 pub use delivery::{
     AttemptRecord, ClaimedMessage, Delivery, DeliveryError, DeliverySettings, DeliveryUpdate,
 };
@@ -34,6 +36,6 @@ pub use reports::{
 };
 pub use retry::RetryPolicy;
 pub use send::{
-    AcceptOutcome, Accepted, ConsentGate, IdempotencyClaim, Messages, NewMessage, NoConsentLedger,
-    Refusal, SendCommand, SendError,
+    AcceptOutcome, Accepted, ConsentGate, IdempotencyClaim, Messages, NewMessage, Refusal,
+    SendCommand, SendError,
 };

@@ -18,8 +18,10 @@ use serde_json::{Value, json};
 use tokio::sync::Notify;
 
 use super::model::{Channel, MessageError, MessageStatus};
+use super::send::NewMessage;
 use crate::audit::{Action, Audit, AuditEvent, AuditRecord, Details, Initiator, Outcome, Target};
 use crate::clock::{Clock, Timestamp};
+use crate::consent::{ConsentChange, ConsentError, Consents, Preference};
 use crate::ids::{CallbackId, IntegrationId, MessageId, SubjectId};
 use crate::keys::{KeyError, Keyring};
 use crate::store::{Store, StoreError};
@@ -79,10 +81,28 @@ impl std::fmt::Debug for InboundReport {
     }
 }
 
+/// A subject's preference as the provider reports it (WhatsApp `user_preferences`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct PreferenceReport {
+    /// The subject's number in E.164.
+    pub from: String,
+    pub at: Timestamp,
+    pub preference: Preference,
+}
+
+impl std::fmt::Debug for PreferenceReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreferenceReport")
+            .field("preference", &self.preference)
+            .finish_non_exhaustive()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProviderReport {
     Status(StatusReport),
     Inbound(InboundReport),
+    Preference(PreferenceReport),
     /// Understood but not acted on (template updates, account notices, change-level errors,
     /// statuses Herald does not track, unknown fields): counted, never an error.
     Ignored {
@@ -162,6 +182,10 @@ pub struct NewInbound {
     pub purge_at: Timestamp,
     pub audit: AuditRecord,
     pub event: Option<NewEvent>,
+    /// What the message does to the subject's consents (a `STOP`, a confirmation), applied
+    /// only with the message itself, and the acknowledgements it asks for.
+    pub consent: Vec<ConsentChange>,
+    pub replies: Vec<NewMessage>,
 }
 
 /// Everything one callback changes, applied in one transaction that also removes it.
@@ -173,6 +197,8 @@ pub struct ReportBatch {
     /// Every reported status of a known message, for its history (late ones included).
     pub history: Vec<(MessageId, MessageStatus, Timestamp)>,
     pub inbound: Vec<NewInbound>,
+    /// Consent changes from provider preferences.
+    pub preferences: Vec<ConsentChange>,
     /// The processing's own entry (counts); always set before the batch is applied.
     pub audit: Option<AuditRecord>,
 }
@@ -185,6 +211,8 @@ pub enum ReportError {
     Keys(#[from] KeyError),
     #[error(transparent)]
     Subjects(#[from] SubjectError),
+    #[error(transparent)]
+    Consent(#[from] ConsentError),
     #[error("no parser for provider {0}")]
     UnknownProvider(String),
 }
@@ -249,6 +277,7 @@ struct Inner {
     audit: Audit,
     subjects: Subjects,
     parsers: HashMap<&'static str, Arc<dyn CallbackParser>>,
+    consents: Consents,
     settings: ReportSettings,
     owner: String,
     wake: Arc<Notify>,
@@ -273,6 +302,7 @@ struct Counts {
     statuses: u64,
     inbound: u64,
     ignored: u64,
+    preferences: u64,
     unknown_messages: u64,
 }
 
@@ -285,6 +315,7 @@ impl Reports {
         audit: Audit,
         subjects: Subjects,
         parsers: Vec<Arc<dyn CallbackParser>>,
+        consents: Consents,
         settings: ReportSettings,
         owner: String,
     ) -> Self {
@@ -296,6 +327,7 @@ impl Reports {
                 audit,
                 subjects,
                 parsers: parsers.into_iter().map(|p| (p.provider(), p)).collect(),
+                consents,
                 settings,
                 owner,
                 wake: Arc::new(Notify::new()),
@@ -529,6 +561,19 @@ impl Reports {
             now,
         )?;
         let kind_detail = crate::audit::Detail::name(&report.content.kind);
+        // Earlier messages of this callback may already change the same records.
+        let earlier: Vec<ConsentChange> = batch
+            .inbound
+            .iter()
+            .flat_map(|i| i.consent.iter().cloned())
+            .chain(batch.preferences.iter().cloned())
+            .filter(|c| c.subject_id == subject.id)
+            .collect();
+        let consent = self
+            .inner
+            .consents
+            .on_inbound(&subject, &id, &report.content, sent_at, &earlier)
+            .await?;
         batch.inbound.push(NewInbound {
             id,
             subject_id: subject.id.clone(),
@@ -557,7 +602,36 @@ impl Reports {
                 now,
             ),
             event: Some(event),
+            consent: consent.changes,
+            replies: consent.replies,
         });
+        Ok(())
+    }
+
+    async fn preference(
+        &self,
+        report: PreferenceReport,
+        batch: &mut ReportBatch,
+    ) -> Result<(), ReportError> {
+        let subject = self
+            .inner
+            .subjects
+            .resolve(&report.from, &Initiator::system())
+            .await?;
+        let earlier: Vec<ConsentChange> = batch
+            .inbound
+            .iter()
+            .flat_map(|i| i.consent.iter().cloned())
+            .chain(batch.preferences.iter().cloned())
+            .filter(|c| c.subject_id == subject.id)
+            .collect();
+        let at = report.at.min(self.inner.clock.now());
+        let changes = self
+            .inner
+            .consents
+            .on_preference(&subject, report.preference, at, &earlier)
+            .await?;
+        batch.preferences.extend(changes);
         Ok(())
     }
 
@@ -580,6 +654,7 @@ impl Reports {
             statuses: Vec::new(),
             history: Vec::new(),
             inbound: Vec::new(),
+            preferences: Vec::new(),
             audit: None,
         };
         let parsed = parser.parse(&body);
@@ -591,6 +666,10 @@ impl Reports {
                 ProviderReport::Inbound(inbound) => {
                     counts.inbound += 1;
                     self.inbound(inbound, &mut batch).await?;
+                }
+                ProviderReport::Preference(preference) => {
+                    counts.preferences += 1;
+                    self.preference(preference, &mut batch).await?;
                 }
                 ProviderReport::Ignored { what } => {
                     counts.ignored += 1;
@@ -615,6 +694,7 @@ impl Reports {
                     .with("statuses", counts.statuses)
                     .with("inbound", counts.inbound)
                     .with("ignored", counts.ignored)
+                    .with("preferences", counts.preferences)
                     .with("unknown_messages", counts.unknown_messages)
                     .with("unparseable", unparseable),
             ),

@@ -65,6 +65,14 @@ pub enum Refusal {
     SubjectErased,
     #[error("processing for this subject is restricted")]
     SubjectRestricted,
+    #[error("there is no consent (or opt-in) for this purpose and channel")]
+    ConsentMissing,
+    #[error("the subject has not yet confirmed the opt-in")]
+    ConsentPending,
+    #[error("the subject withdrew consent for this purpose and channel")]
+    ConsentWithdrawn,
+    #[error("the purpose's frequency cap for this subject is reached")]
+    RateLimited { retry_after_seconds: u64 },
 }
 
 impl Refusal {
@@ -77,6 +85,10 @@ impl Refusal {
             Refusal::PhiRequiresBaa => "phi_requires_baa",
             Refusal::SubjectErased => "subject_erased",
             Refusal::SubjectRestricted => "subject_restricted",
+            Refusal::ConsentMissing => "consent_missing",
+            Refusal::ConsentPending => "consent_pending",
+            Refusal::ConsentWithdrawn => "consent_withdrawn",
+            Refusal::RateLimited { .. } => "rate_limited",
         }
     }
 }
@@ -116,34 +128,19 @@ impl From<SubjectError> for SendError {
     }
 }
 
-/// The seam where the consent ledger decides (issue 5). Until then every send that passes the
-/// rest of the policy is allowed.
+/// Where the consent ledger decides ([`crate::consent::Consents`]): consent for the purpose,
+/// the channel opt-in for business-initiated messages, frequency caps.
 #[async_trait]
 pub trait ConsentGate: Send + Sync + std::fmt::Debug {
+    /// `business_initiated`: a template outside a conversation the subject started.
     async fn check(
         &self,
         subject: &SubjectRecord,
         purpose: &Purpose,
         channel: Channel,
-        content: &Content,
+        business_initiated: bool,
+        now: Timestamp,
     ) -> Result<(), SendError>;
-}
-
-/// The gate before a consent ledger exists: allows.
-#[derive(Debug, Default)]
-pub struct NoConsentLedger;
-
-#[async_trait]
-impl ConsentGate for NoConsentLedger {
-    async fn check(
-        &self,
-        _: &SubjectRecord,
-        _: &Purpose,
-        _: Channel,
-        _: &Content,
-    ) -> Result<(), SendError> {
-        Ok(())
-    }
 }
 
 /// A message ready to be committed: row, content ciphertext, idempotency claim, audit entry.
@@ -190,7 +187,7 @@ pub struct Accepted {
     pub replayed: bool,
 }
 
-pub(crate) fn content_binding(id: &MessageId) -> Binding<'_> {
+pub fn content_binding(id: &MessageId) -> Binding<'_> {
     Binding::new("messages", "content_ciphertext", id.as_str())
 }
 
@@ -505,7 +502,7 @@ impl Messages {
         command: &SendCommand,
         initiator: &Initiator,
     ) -> Result<SubjectRecord, SendError> {
-        if self.catalog.purpose(&command.purpose).is_none() {
+        if self.catalog.public_purpose(&command.purpose).is_none() {
             return Err(Refusal::UnknownPurpose.into());
         }
         if let Content::Template {
@@ -556,20 +553,22 @@ impl Messages {
         }
         let purpose = self
             .catalog
-            .purpose(&command.purpose)
+            .public_purpose(&command.purpose)
             .ok_or(Refusal::UnknownPurpose)?;
-        self.consent
-            .check(subject, purpose, command.channel, &command.content)
-            .await?;
-        if let Content::Text { .. } = command.content {
-            let inside = subject
-                .last_inbound_at
-                .is_some_and(|at| now - at <= SERVICE_WINDOW);
-            if !inside {
-                return Err(Refusal::TemplateRequiredOutsideWindow.into());
-            }
+        let inside_window = subject
+            .last_inbound_at
+            .is_some_and(|at| now - at <= SERVICE_WINDOW);
+        if let Content::Text { .. } = command.content
+            && !inside_window
+        {
+            return Err(Refusal::TemplateRequiredOutsideWindow.into());
         }
-        Ok(())
+        // Free-form text is only ever a reply inside the window; a template outside it is the
+        // business starting the conversation.
+        let business_initiated = !inside_window;
+        self.consent
+            .check(subject, purpose, command.channel, business_initiated, now)
+            .await
     }
 }
 

@@ -15,15 +15,23 @@ use crate::keys::{KeyError, Keyring};
 pub enum EventType {
     MessageStatus,
     MessageInbound,
+    /// A consent record changed (granted, pending, withdrawn, expired): every subscribed
+    /// integration learns of it, since each must stop or may start messaging.
+    ConsentChanged,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 2] = [EventType::MessageStatus, EventType::MessageInbound];
+    pub const ALL: [EventType; 3] = [
+        EventType::MessageStatus,
+        EventType::MessageInbound,
+        EventType::ConsentChanged,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             EventType::MessageStatus => "message.status",
             EventType::MessageInbound => "message.inbound",
+            EventType::ConsentChanged => "consent.changed",
         }
     }
 

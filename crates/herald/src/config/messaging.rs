@@ -68,6 +68,27 @@ pub struct PurposeConfig {
     pub basis: LawfulBasis,
     #[serde(default)]
     pub marketing: bool,
+    /// The texts shown when consent or an opt-in is asked for (required for basis consent).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notices: Vec<super::consent::NoticeConfig>,
+    /// `START` re-grants this purpose after an opt-out.
+    #[serde(default)]
+    pub reopt_in_by_keyword: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frequency_cap: Option<super::consent::FrequencyCapConfig>,
+}
+
+impl PurposeConfig {
+    /// A purpose with only its basis (no notices, no cap, not marketing).
+    pub fn basis(basis: LawfulBasis) -> Self {
+        Self {
+            basis,
+            marketing: false,
+            notices: Vec::new(),
+            reopt_in_by_keyword: false,
+            frequency_cap: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -133,15 +154,20 @@ impl super::Config {
     /// demonstration purpose and template make the gateway usable out of the box; with a real
     /// channel nothing is ever added.
     pub fn catalog(&self) -> Result<Catalog, ConfigError> {
-        let mut purposes: Vec<Purpose> = self
-            .purposes
-            .iter()
-            .map(|(name, p)| Purpose {
-                name: name.clone(),
-                basis: p.basis,
+        let mut purposes: Vec<Purpose> = Vec::with_capacity(self.purposes.len());
+        for (name, p) in &self.purposes {
+            purposes.push(Purpose {
                 marketing: p.marketing,
-            })
-            .collect();
+                notices: p
+                    .notices
+                    .iter()
+                    .map(|n| n.notice(name))
+                    .collect::<Result<_, _>>()?,
+                reopt_in_by_keyword: p.reopt_in_by_keyword,
+                frequency_cap: p.frequency_cap.as_ref().map(|c| c.cap()),
+                ..Purpose::new(name, p.basis)
+            });
+        }
         let mut templates: Vec<Template> = self
             .templates
             .iter()
@@ -153,11 +179,7 @@ impl super::Config {
             })
             .collect();
         if self.whatsapp.is_none() && purposes.is_empty() && templates.is_empty() {
-            purposes.push(Purpose {
-                name: SANDBOX_DEMO_PURPOSE.to_owned(),
-                basis: LawfulBasis::Contract,
-                marketing: false,
-            });
+            purposes.push(Purpose::new(SANDBOX_DEMO_PURPOSE, LawfulBasis::Contract));
             templates.push(Template {
                 name: SANDBOX_DEMO_TEMPLATE.to_owned(),
                 language: "en".to_owned(),
@@ -171,6 +193,7 @@ impl super::Config {
     pub(super) fn validate_messaging(&self) -> Result<(), ConfigError> {
         let invalid = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
         self.catalog()?;
+        self.consent_settings()?;
         if let Some(whatsapp) = &self.whatsapp {
             if !whatsapp.base_url.starts_with("https://")
                 && !whatsapp.base_url.starts_with("http://")

@@ -15,7 +15,10 @@ use herald_domain::phone::Region;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize, Serializer};
 
+mod consent;
 mod messaging;
+
+pub use consent::{ConsentConfig, FrequencyCapConfig, NoticeConfig, OptInTemplateConfig};
 
 pub use messaging::{
     DeliveryConfig, PurposeConfig, Purposes, RetentionConfig, RolesConfig, SANDBOX_DEMO_PURPOSE,
@@ -153,6 +156,7 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     pub retention: RetentionConfig,
     pub webhooks: WebhooksConfig,
+    pub consent: ConsentConfig,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

@@ -4,6 +4,7 @@
 
 use herald_domain::audit::AuditError;
 use herald_domain::auth::AuthError;
+use herald_domain::consent::ConsentError;
 use herald_domain::keys::KeyError;
 use herald_domain::messages::{Refusal, SendError};
 use herald_domain::phone::PhoneError;
@@ -67,6 +68,17 @@ pub fn send(error: SendError) -> Problem {
                 Refusal::PhiRequiresBaa => Code::PhiRequiresBaa,
                 Refusal::SubjectErased => Code::SubjectErased,
                 Refusal::SubjectRestricted => Code::SubjectRestricted,
+                Refusal::ConsentMissing => Code::ConsentMissing,
+                Refusal::ConsentPending => Code::ConsentPending,
+                Refusal::ConsentWithdrawn => Code::ConsentWithdrawn,
+                Refusal::RateLimited {
+                    retry_after_seconds,
+                } => {
+                    return Problem::new(Code::RateLimited)
+                        .detail(refusal.to_string())
+                        .retry_after(*retry_after_seconds)
+                        .audited();
+                }
             };
             // The capability recorded the refusal.
             Problem::new(code).detail(refusal.to_string()).audited()
@@ -80,6 +92,26 @@ pub fn send(error: SendError) -> Problem {
         SendError::Store(e) => store(e),
         SendError::Keys(e) => keys(e),
         SendError::Random(e) => random(&e),
+    }
+}
+
+pub fn consent(error: ConsentError) -> Problem {
+    match error {
+        ConsentError::UnknownPurpose => {
+            Problem::new(Code::UnknownPurpose).detail(error.to_string())
+        }
+        ConsentError::SubjectNotFound => Problem::not_found().detail("no such subject"),
+        ConsentError::SubjectErased => Problem::new(Code::SubjectErased),
+        ConsentError::SubjectRestricted => Problem::new(Code::SubjectRestricted),
+        ConsentError::Invalid { field, rule } => {
+            Problem::new(Code::InvalidRequest).field(FieldError::new(field, rule))
+        }
+        ConsentError::OptInNotConfigured => {
+            Problem::new(Code::OptInNotConfigured).detail(error.to_string())
+        }
+        ConsentError::Subject(e) => subjects(e),
+        ConsentError::Store(e) => store(e),
+        ConsentError::Keys(e) => keys(e),
     }
 }
 

@@ -41,6 +41,8 @@ macro_rules! scopes {
 scopes! {
     AdminScope => Scope::Admin,
     AuditRead => Scope::AuditRead,
+    ConsentsRead => Scope::ConsentsRead,
+    ConsentsWrite => Scope::ConsentsWrite,
     MessagesSend => Scope::MessagesSend,
     MessagesRead => Scope::MessagesRead,
     SubjectsRead => Scope::SubjectsRead,

@@ -23,6 +23,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use herald_domain::audit::Audit;
 use herald_domain::auth::Auth;
+use herald_domain::consent::Consents;
 use herald_domain::messages::{Messages, Reports};
 use herald_domain::store::Store;
 use herald_domain::subjects::Subjects;
@@ -43,6 +44,7 @@ pub struct AppState {
     pub auth: Auth,
     pub audit: Audit,
     pub messages: Messages,
+    pub consents: Consents,
     pub reports: Reports,
     pub endpoints: WebhookEndpoints,
     pub whatsapp: Option<Arc<WhatsappSecrets>>,
@@ -71,6 +73,7 @@ pub struct HttpParts {
     pub auth: Auth,
     pub audit: Audit,
     pub messages: Messages,
+    pub consents: Consents,
     pub reports: Reports,
     pub endpoints: WebhookEndpoints,
     pub whatsapp: Option<Arc<WhatsappSecrets>>,
@@ -148,6 +151,7 @@ pub fn app(parts: HttpParts) -> Router {
         auth: parts.auth,
         audit: parts.audit,
         messages: parts.messages,
+        consents: parts.consents,
         reports: parts.reports,
         endpoints: parts.endpoints,
         whatsapp: parts.whatsapp,

@@ -42,6 +42,10 @@ pub enum Code {
     IdempotencyKeyReused,
     SubjectErased,
     SubjectRestricted,
+    ConsentMissing,
+    ConsentPending,
+    ConsentWithdrawn,
+    OptInNotConfigured,
 }
 
 impl Code {
@@ -66,7 +70,11 @@ impl Code {
             Code::PhiRequiresBaa => StatusCode::UNPROCESSABLE_ENTITY,
             Code::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             Code::SubjectErased => StatusCode::GONE,
-            Code::SubjectRestricted => StatusCode::CONFLICT,
+            Code::SubjectRestricted
+            | Code::ConsentMissing
+            | Code::ConsentPending
+            | Code::ConsentWithdrawn => StatusCode::CONFLICT,
+            Code::OptInNotConfigured => StatusCode::UNPROCESSABLE_ENTITY,
         }
     }
 
@@ -94,6 +102,10 @@ impl Code {
             Code::IdempotencyKeyReused => "idempotency_key_reused",
             Code::SubjectErased => "subject_erased",
             Code::SubjectRestricted => "subject_restricted",
+            Code::ConsentMissing => "consent_missing",
+            Code::ConsentPending => "consent_pending",
+            Code::ConsentWithdrawn => "consent_withdrawn",
+            Code::OptInNotConfigured => "opt_in_not_configured",
         }
     }
 
@@ -125,6 +137,10 @@ impl Code {
             Code::IdempotencyKeyReused => "The Idempotency-Key was used with a different request",
             Code::SubjectErased => "The subject was erased",
             Code::SubjectRestricted => "Processing for this subject is restricted",
+            Code::ConsentMissing => "There is no consent for this purpose and channel",
+            Code::ConsentPending => "The subject has not yet confirmed the opt-in",
+            Code::ConsentWithdrawn => "The subject withdrew consent for this purpose and channel",
+            Code::OptInNotConfigured => "Double opt-in has no confirmation template configured",
         }
     }
 

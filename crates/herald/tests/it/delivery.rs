@@ -41,7 +41,12 @@ pub async fn wait_status(app: &TestApp, key: &str, id: &str, status: &str) -> Va
     .await
 }
 
+/// Sends `body`; a recipient given by number is opted in first (a template to someone who never
+/// wrote is business-initiated and needs the subject's opt-in).
 pub async fn send(app: &TestApp, key: &str, body: &Value) -> String {
+    if let (Some(to), Some(purpose)) = (body["to"].as_str(), body["purpose"].as_str()) {
+        app.opt_in(to, purpose).await;
+    }
     let response = app.post("/v1/messages", key, body).await;
     assert_eq!(response.status(), 202);
     json(response).await["id"].as_str().unwrap().to_owned()

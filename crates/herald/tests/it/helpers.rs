@@ -21,6 +21,43 @@ use tokio::task::JoinHandle;
 
 pub const PG_ENV: &str = "HERALD_TEST_DATABASE_URL";
 
+/// Registers `phone` at the Herald at `base` and records consent for `purpose` (method
+/// `api`) with a key holding `subjects:write` and `consents:write`; returns the subject id.
+pub async fn grant_opt_in(
+    client: &reqwest::Client,
+    base: &str,
+    key: &str,
+    phone: &str,
+    purpose: &str,
+    captured_at: DateTime<Utc>,
+) -> String {
+    let registered = client
+        .post(format!("{base}/v1/subjects"))
+        .bearer_auth(key)
+        .json(&serde_json::json!({"phone": phone}))
+        .send()
+        .await
+        .unwrap();
+    assert!(registered.status().is_success(), "{}", registered.status());
+    let subject = registered.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let granted = client
+        .put(format!("{base}/v1/subjects/{subject}/consents/{purpose}"))
+        .bearer_auth(key)
+        .json(&serde_json::json!({"evidence": {
+            "method": "api",
+            "captured_at": captured_at.to_rfc3339(),
+            "source": "test harness"
+        }}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(granted.status(), 200, "{}", granted.text().await.unwrap());
+    subject
+}
+
 /// A fixed start time, so tests can reason about expiry.
 pub fn epoch() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap()
@@ -287,6 +324,29 @@ impl TestApp {
             .unwrap()
     }
 
+    pub async fn put(&self, path: &str, key: &str, body: &Value) -> reqwest::Response {
+        self.request(reqwest::Method::PUT, path, key)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Registers `phone` and records its WhatsApp opt-in for `purpose` through the API (as
+    /// the admin), as an integrator would before its first business-initiated template;
+    /// returns the subject id.
+    pub async fn opt_in(&self, phone: &str, purpose: &str) -> String {
+        grant_opt_in(
+            &self.client,
+            &self.url(""),
+            &self.admin_key,
+            phone,
+            purpose,
+            self.clock.now(),
+        )
+        .await
+    }
+
     /// Creates an integration and a key with `scopes` for it; returns (integration id, key).
     pub async fn integration_with_key(&self, name: &str, scopes: &[&str]) -> (String, String) {
         let integration = self
@@ -322,6 +382,16 @@ impl TestApp {
             }
             query.execute(&mut conn).await.unwrap();
         });
+    }
+
+    /// Runs a statement directly on the app's database, returning the database's answer.
+    pub async fn try_execute_sql(&self, sql: &str) -> Result<(), sqlx::Error> {
+        with_connection!(self, |conn| {
+            sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+                .execute(&mut conn)
+                .await
+                .map(|_| ())
+        })
     }
 
     /// Runs a query returning one integer (e.g. a COUNT) directly on the app's database.

@@ -14,6 +14,7 @@
 mod audit;
 mod auth;
 mod callbacks;
+mod consent;
 mod conventions;
 mod delivery;
 mod encryption;

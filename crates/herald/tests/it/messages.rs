@@ -16,10 +16,7 @@ pub async fn messaging_app() -> TestApp {
 pub fn configure_messaging(config: &mut herald::Config) {
     config.purposes.insert(
         "order_updates".into(),
-        PurposeConfig {
-            basis: LawfulBasis::Contract,
-            marketing: false,
-        },
+        PurposeConfig::basis(LawfulBasis::Contract),
     );
     config.templates.push(TemplateConfig {
         name: "order_shipped".into(),
@@ -48,6 +45,7 @@ async fn a_template_message_is_accepted_durably_and_readable_by_its_sender_only(
         .integration_with_key("shop", &["messages:send", "messages:read"])
         .await;
     let (_, other) = app.integration_with_key("crm", &["messages:read"]).await;
+    app.opt_in("+4915112345678", "order_updates").await;
     let response = app
         .post("/v1/messages", &sender, &template_send("+49 151 1234 5678"))
         .await;
@@ -179,8 +177,16 @@ async fn free_text_is_allowed_only_within_24_hours_of_the_last_inbound_message()
     app.clock.advance(TimeDelta::minutes(2));
     let late = app.post("/v1/messages", &key, &text).await;
     assert_problem(late, 422, "template_required_outside_window").await;
-    // A template is fine outside the window.
+    // Outside the window a template is business-initiated: it needs the WhatsApp opt-in
+    // (compliance.md WA-OPTIN), whatever the purpose's basis.
     let template = json!({"subject_id": subject, "purpose": "order_updates", "template": {"name": "order_shipped", "language": "de", "parameters": ["a", "b"]}});
+    assert_problem(
+        app.post("/v1/messages", &key, &template).await,
+        409,
+        "consent_missing",
+    )
+    .await;
+    app.opt_in("+4915112345678", "order_updates").await;
     assert_eq!(
         app.post("/v1/messages", &key, &template).await.status(),
         202
@@ -314,6 +320,7 @@ async fn an_idempotency_key_replays_the_first_answer_for_24_hours() {
             .json(body)
     };
     let body = template_send("+4915112345678");
+    app.opt_in("+4915112345678", "order_updates").await;
     let first = send(&key, "order-20417", &body).send().await.unwrap();
     assert_eq!(first.status(), 202);
     assert!(first.headers().get("idempotent-replayed").is_none());
@@ -359,6 +366,7 @@ async fn an_idempotency_key_replays_the_first_answer_for_24_hours() {
 async fn acceptance_is_recorded_with_the_message() {
     let app = messaging_app().await;
     let (_, key) = app.integration_with_key("shop", &["messages:send"]).await;
+    app.opt_in("+4915112345678", "order_updates").await;
     let response = app
         .post("/v1/messages", &key, &template_send("+4915112345678"))
         .await;
@@ -379,8 +387,8 @@ async fn acceptance_is_recorded_with_the_message() {
     assert_eq!(accepted[0]["request_id"], request_id.as_str());
     assert_eq!(accepted[0]["details"]["purpose"], "order_updates");
     assert_eq!(accepted[0]["details"]["template"], "order_shipped");
-    // The request's actions — registering the new number, accepting the message — and no
-    // second, generic access entry.
+    // The request's action — accepting the message (the number was registered when its
+    // opt-in was recorded) — and no second, generic access entry.
     let mut for_request: Vec<String> = entries
         .iter()
         .map(|e| e.export_json())
@@ -388,13 +396,14 @@ async fn acceptance_is_recorded_with_the_message() {
         .map(|e| e["action"].as_str().unwrap().to_owned())
         .collect();
     for_request.sort();
-    assert_eq!(for_request, vec!["message.accepted", "subject.registered"]);
+    assert_eq!(for_request, vec!["message.accepted"]);
 }
 
 #[tokio::test]
 async fn the_sandbox_offers_a_demo_purpose_out_of_the_box() {
     let app = TestApp::spawn().await;
     let demo = json!({"to": "+4915112345678", "purpose": "demo", "template": {"name": "demo_update", "language": "en", "parameters": ["hello"]}});
+    app.opt_in("+4915112345678", "demo").await;
     assert_eq!(
         app.post("/v1/messages", &app.admin_key, &demo)
             .await

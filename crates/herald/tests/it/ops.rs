@@ -209,7 +209,7 @@ async fn openapi_document_is_valid() {
 }
 
 /// The contract (API.md) for what exists so far, as (method, path, scope or "none").
-const CONTRACT: [(&str, &str, &str); 22] = [
+const CONTRACT: [(&str, &str, &str); 26] = [
     ("get", "/healthz", "none"),
     ("get", "/readyz", "none"),
     ("get", "/metrics", "none"),
@@ -230,6 +230,18 @@ const CONTRACT: [(&str, &str, &str); 22] = [
     ("get", "/v1/messages/{id}", "messages:read"),
     ("post", "/v1/integrations/{id}/webhooks", "admin"),
     ("get", "/v1/integrations/{id}/webhooks", "admin"),
+    (
+        "put",
+        "/v1/subjects/{id}/consents/{purpose}",
+        "consents:write",
+    ),
+    (
+        "delete",
+        "/v1/subjects/{id}/consents/{purpose}",
+        "consents:write",
+    ),
+    ("get", "/v1/subjects/{id}/consents", "consents:read"),
+    ("post", "/v1/opt-ins", "consents:write"),
     ("get", "/webhooks/whatsapp", "none"),
     ("post", "/webhooks/whatsapp", "none"),
 ];

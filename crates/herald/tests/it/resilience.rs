@@ -80,6 +80,34 @@ async fn integration(
     (id, key["key"].as_str().unwrap().to_owned())
 }
 
+/// Records the WhatsApp opt-in of the `count` recipients `send_many` writes to (as the
+/// admin), 32 at a time.
+async fn opt_in_many(server: &str, admin: &str, count: usize) {
+    let client = reqwest::Client::new();
+    let permits = Arc::new(Semaphore::new(32));
+    let mut tasks = JoinSet::new();
+    for n in 0..count {
+        let (client, server, admin) = (client.clone(), server.to_owned(), admin.to_owned());
+        let permits = Arc::clone(&permits);
+        tasks.spawn(async move {
+            let _permit = permits.acquire().await.unwrap();
+            let phone = format!("+49151{:08}", 10_000_000 + n);
+            crate::helpers::grant_opt_in(
+                &client,
+                &server,
+                &admin,
+                &phone,
+                "order_updates",
+                chrono::Utc::now(),
+            )
+            .await;
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+}
+
 /// Accepts `count` messages through the servers (round robin), 32 at a time; returns the ids.
 async fn send_many(servers: &[String], key: &str, count: usize) -> Vec<String> {
     let client = reqwest::Client::new();
@@ -295,6 +323,7 @@ async fn a_killed_server_loses_no_accepted_message() {
     let client = reqwest::Client::new();
     let admin = admin_key(&server.stdout.lock().unwrap().join("\n"));
     let (_, key) = integration(&client, &server, &admin, "shop", &["messages:send"]).await;
+    opt_in_many(&server.url(""), &admin, 1000).await;
     let ids = send_many(&[server.url("")], &key, 1000).await;
     assert_eq!(ids.len(), 1000);
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -345,6 +374,7 @@ async fn two_processes_share_one_queue_without_sending_anything_twice() {
     let client = reqwest::Client::new();
     let admin = admin_key(&first.stdout.lock().unwrap().join("\n"));
     let (_, key) = integration(&client, &first, &admin, "shop", &["messages:send"]).await;
+    opt_in_many(&first.url(""), &admin, 2000).await;
     let ids = send_many(&[first.url(""), second.url("")], &key, 2000).await;
     let statuses = wait_until_final(&db, dir.path(), 2000, Duration::from_secs(90)).await;
     assert!(ids.iter().all(|id| statuses[id] == "sent"));

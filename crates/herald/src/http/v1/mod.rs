@@ -1,6 +1,7 @@
 //! `/v1`: the integrator and operator API.
 
 mod audit;
+mod consents;
 mod integrations;
 mod messages;
 mod subjects;
@@ -19,6 +20,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(audit::router())
         .merge(messages::router())
         .merge(webhooks::router())
+        .merge(consents::router())
 }
 
 /// One page of a list. `next` is the cursor for `?after=`, absent on the last page.

@@ -1,0 +1,100 @@
+//! What the consent ledger stores: append-only events with their evidence, and each record's
+//! current standing kept in step with them in the same transaction.
+
+use herald_crypto::aead::Binding;
+
+use super::model::{ConsentState, Method, Standing};
+use crate::audit::AuditRecord;
+use crate::clock::Timestamp;
+use crate::ids::{ConsentEventId, IntegrationId, SubjectId};
+use crate::messages::Channel;
+use crate::webhooks::NewEvent;
+
+/// One consent event about to be appended, with the standing it leads to.
+#[derive(Debug, Clone)]
+pub struct ConsentChange {
+    pub event_id: ConsentEventId,
+    pub subject_id: SubjectId,
+    pub purpose: String,
+    pub channel: Channel,
+    pub state: ConsentState,
+    pub method: Method,
+    pub notice_version: Option<String>,
+    /// SHA-256 of the exact notice text shown.
+    pub notice_hash: Option<[u8; 32]>,
+    /// The integration that recorded it or started it (none for the subject's own keywords
+    /// and provider preferences).
+    pub integration_id: Option<IntegrationId>,
+    /// The personal parts of the evidence (source, locale, confirming message, …) as JSON,
+    /// sealed under the subject's data key.
+    pub evidence_ciphertext: Vec<u8>,
+    /// When it happened according to the evidence (a form's submission time); `recorded_at`
+    /// is when Herald learnt of it.
+    pub captured_at: Timestamp,
+    pub recorded_at: Timestamp,
+    /// A pending request's end.
+    pub expires_at: Option<Timestamp>,
+    /// The event the standing was derived from, `None` for a new record: the store refuses
+    /// the change ([`crate::store::StoreError::Conflict`]) if another change came first.
+    pub previous: Option<ConsentEventId>,
+    pub audit: AuditRecord,
+    /// `consent.changed` to integrators.
+    pub event: Option<NewEvent>,
+}
+
+/// A record's current standing, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredConsent {
+    pub subject_id: SubjectId,
+    pub purpose: String,
+    pub channel: Channel,
+    pub standing: Standing,
+    pub event_id: ConsentEventId,
+    pub updated_at: Timestamp,
+}
+
+/// One event of the history, as stored.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredConsentEvent {
+    pub id: ConsentEventId,
+    pub purpose: String,
+    pub channel: Channel,
+    pub state: ConsentState,
+    pub method: Method,
+    pub notice_version: Option<String>,
+    pub notice_hash: Option<[u8; 32]>,
+    pub integration_id: Option<IntegrationId>,
+    pub evidence_ciphertext: Vec<u8>,
+    pub captured_at: Timestamp,
+    pub recorded_at: Timestamp,
+    pub expires_at: Option<Timestamp>,
+}
+
+impl std::fmt::Debug for StoredConsentEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredConsentEvent")
+            .field("id", &self.id)
+            .field("purpose", &self.purpose)
+            .field("state", &self.state)
+            .field("method", &self.method)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A user-initiated opt-in code: whoever sends it to the business number opts in to `purpose`
+/// under `notice_version` (a click-to-chat link or a poster carries it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OptInCode {
+    /// SHA-256 of the normalized code.
+    pub code_hash: [u8; 32],
+    pub integration_id: IntegrationId,
+    pub purpose: String,
+    pub channel: Channel,
+    pub notice_version: String,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+pub(crate) fn evidence_binding(id: &ConsentEventId) -> Binding<'_> {
+    Binding::new("consent_events", "evidence_ciphertext", id.as_str())
+}

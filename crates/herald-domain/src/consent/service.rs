@@ -1,0 +1,673 @@
+//! The consent service: records consent with its evidence, withdraws it, answers what a
+//! subject agreed to, and is the gate every send passes (see [`crate::messages::ConsentGate`]).
+//! Keywords, provider preferences and double opt-in live in [`super::inbound`] and
+//! [`super::opt_in`]; all of them end in [`Consents::commit`], one transaction per change set.
+
+use std::sync::{Arc, OnceLock};
+
+use async_trait::async_trait;
+use chrono::TimeDelta;
+use data_encoding::HEXLOWER;
+use herald_crypto::SymmetricKey;
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+use super::keywords::KeywordPolicy;
+use super::ledger::{ConsentChange, StoredConsent, evidence_binding};
+use super::model::{
+    ConsentRefusal, ConsentState, Method, Standing, Transition, apply, decide_send,
+};
+use crate::audit::{Action, AuditEvent, AuditRecord, Detail, Details, Initiator, Outcome, Target};
+use crate::auth::ADMIN_INTEGRATION;
+use crate::clock::{Clock, Timestamp};
+use crate::ids::{ConsentEventId, IntegrationId, SubjectId};
+use crate::keys::{KeyError, Keyring};
+use crate::messages::send::{ConsentGate, Refusal, SendError};
+use crate::messages::{Catalog, Channel, NewMessage, Purpose};
+use crate::store::{Store, StoreError, SubjectRecord};
+use crate::subjects::{SubjectError, Subjects};
+use crate::webhooks::event::rfc3339;
+use crate::webhooks::{EventType, NewEvent};
+
+/// How far in the future evidence may say consent was captured (clock skew between systems).
+const CAPTURED_AT_SKEW: TimeDelta = TimeDelta::minutes(5);
+/// Longest evidence `source` (a form address, a paper form's reference).
+pub const MAX_SOURCE_CHARS: usize = 2048;
+/// How often a change is retried when another change to the same record came first.
+const CONFLICT_RETRIES: usize = 3;
+
+/// Configuration of keywords, acknowledgements and double opt-in.
+#[derive(Debug, Clone)]
+pub struct ConsentSettings {
+    pub keywords: KeywordPolicy,
+    /// Quick-reply button payloads meaning "stop" and "yes, confirm" (compared normalized).
+    pub stop_payloads: Vec<String>,
+    pub confirm_payloads: Vec<String>,
+    /// Purposes an opt-out withdraws; `None`: every marketing purpose.
+    pub opt_out_purposes: Option<Vec<String>>,
+    /// Text sent back after an opt-out, a re-opt-in and a confirmed opt-in (`None`: nothing).
+    pub opt_out_reply: Option<String>,
+    pub opt_in_reply: Option<String>,
+    /// How long a double opt-in waits for the confirmation.
+    pub opt_in_ttl: TimeDelta,
+    /// The confirmation template (name, language) and its fixed body parameters.
+    pub opt_in_template: Option<(String, String, Vec<String>)>,
+    /// How long a user-initiated opt-in code stays valid.
+    pub code_ttl: TimeDelta,
+}
+
+impl Default for ConsentSettings {
+    fn default() -> Self {
+        Self {
+            keywords: KeywordPolicy::defaults(),
+            stop_payloads: vec!["STOP".into()],
+            confirm_payloads: vec!["CONFIRM".into()],
+            opt_out_purposes: None,
+            opt_out_reply: None,
+            opt_in_reply: None,
+            opt_in_ttl: TimeDelta::hours(48),
+            opt_in_template: None,
+            code_ttl: TimeDelta::days(90),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConsentError {
+    #[error("the purpose is not configured")]
+    UnknownPurpose,
+    #[error("no such subject")]
+    SubjectNotFound,
+    #[error("the subject was erased")]
+    SubjectErased,
+    #[error("processing for this subject is restricted")]
+    SubjectRestricted,
+    #[error("{field}: {rule}")]
+    Invalid {
+        field: &'static str,
+        rule: &'static str,
+    },
+    #[error("double opt-in needs a confirmation template in the configuration ([consent.opt_in])")]
+    OptInNotConfigured,
+    #[error(transparent)]
+    Subject(#[from] SubjectError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+}
+
+impl From<herald_crypto::CryptoError> for ConsentError {
+    fn from(e: herald_crypto::CryptoError) -> Self {
+        ConsentError::Keys(KeyError::from(e))
+    }
+}
+
+fn invalid(field: &'static str, rule: &'static str) -> ConsentError {
+    ConsentError::Invalid { field, rule }
+}
+
+/// Evidence as an integration states it (`PUT …/consents/{purpose}`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EvidenceInput {
+    pub method: Method,
+    pub notice_version: Option<String>,
+    pub captured_at: Timestamp,
+    /// Where consent was given (a form's address, a paper form's reference). Personal data
+    /// possibly: stored encrypted.
+    pub source: Option<String>,
+    pub locale: Option<String>,
+    /// A pre-ticked box is not consent (GDPR Art. 4(11), Planet49): `Some(true)` is refused.
+    pub prechecked: Option<bool>,
+}
+
+/// A record's state as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConsentView {
+    pub purpose: String,
+    pub channel: &'static str,
+    pub state: ConsentState,
+    pub updated_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+}
+
+/// One event of the history as the API shows it, evidence decrypted.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HistoryEntry {
+    pub id: ConsentEventId,
+    pub purpose: String,
+    pub channel: &'static str,
+    pub state: ConsentState,
+    pub method: Method,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notice_version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notice_sha256: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub integration_id: Option<IntegrationId>,
+    pub captured_at: String,
+    pub recorded_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    pub evidence: Value,
+}
+
+/// Everything about a subject's consents.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ConsentOverview {
+    pub subject_id: SubjectId,
+    pub consents: Vec<ConsentView>,
+    pub history: Vec<HistoryEntry>,
+}
+
+/// One change to prepare: what happens to which record, how, and its evidence.
+#[derive(Debug, Clone)]
+pub(crate) struct Planned {
+    pub purpose: String,
+    pub channel: Channel,
+    pub transition: Transition,
+    pub method: Method,
+    pub notice_version: Option<String>,
+    pub integration: Option<IntegrationId>,
+    pub captured_at: Timestamp,
+    pub evidence: Map<String, Value>,
+}
+
+pub(crate) struct Inner {
+    pub store: Arc<dyn Store>,
+    pub keys: Arc<Keyring>,
+    pub clock: Arc<dyn Clock>,
+    pub subjects: Subjects,
+    pub catalog: Arc<Catalog>,
+    pub settings: ConsentSettings,
+    /// Herald's own messages (acknowledgements) are sent as the `admin` integration.
+    pub system_integration: OnceLock<IntegrationId>,
+}
+
+/// The consent ledger. Cheap to clone.
+#[derive(Clone)]
+pub struct Consents {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Consents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consents").finish_non_exhaustive()
+    }
+}
+
+fn state_for(transition: Transition) -> ConsentState {
+    match transition {
+        Transition::Grant => ConsentState::Granted,
+        Transition::Request { .. } => ConsentState::Pending,
+        Transition::Withdraw => ConsentState::Withdrawn,
+        Transition::Expire => ConsentState::Expired,
+    }
+}
+
+impl Consents {
+    pub fn new(
+        store: Arc<dyn Store>,
+        keys: Arc<Keyring>,
+        clock: Arc<dyn Clock>,
+        subjects: Subjects,
+        catalog: Arc<Catalog>,
+        settings: ConsentSettings,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                keys,
+                clock,
+                subjects,
+                catalog,
+                settings,
+                system_integration: OnceLock::new(),
+            }),
+        }
+    }
+
+    pub fn settings(&self) -> &ConsentSettings {
+        &self.inner.settings
+    }
+
+    pub(crate) fn now(&self) -> Timestamp {
+        self.inner.clock.now()
+    }
+
+    /// A purpose an integrator may name, and the notice version's hash if one is given. A
+    /// purpose with notices needs one of them named.
+    pub(crate) fn purpose_and_notice(
+        &self,
+        purpose: &str,
+        channel: Channel,
+        notice_version: Option<&str>,
+    ) -> Result<&Purpose, ConsentError> {
+        let purpose = self
+            .inner
+            .catalog
+            .public_purpose(purpose)
+            .ok_or(ConsentError::UnknownPurpose)?;
+        // One channel today; the check is where a purpose's channel list will be consulted.
+        let _ = channel;
+        match notice_version {
+            Some(version) if purpose.notice(version).is_none() => Err(invalid(
+                "evidence.notice_version",
+                "is not a configured notice version of this purpose",
+            )),
+            None if !purpose.notices.is_empty() => Err(invalid(
+                "evidence.notice_version",
+                "name the notice version the subject was shown",
+            )),
+            _ => Ok(purpose),
+        }
+    }
+
+    /// The subject, refused when unknown or erased.
+    pub(crate) async fn subject(&self, id: &SubjectId) -> Result<SubjectRecord, ConsentError> {
+        match self.inner.subjects.with_erasure(id).await? {
+            None => Err(ConsentError::SubjectNotFound),
+            Some((_, Some(_))) => Err(ConsentError::SubjectErased),
+            Some((subject, None)) => Ok(subject),
+        }
+    }
+
+    /// Records consent obtained elsewhere (`PUT /v1/subjects/{id}/consents/{purpose}`).
+    pub async fn grant(
+        &self,
+        subject_id: &SubjectId,
+        purpose: &str,
+        channel: Channel,
+        evidence: EvidenceInput,
+        integration: &IntegrationId,
+        initiator: &Initiator,
+    ) -> Result<ConsentView, ConsentError> {
+        let now = self.now();
+        if !matches!(evidence.method, Method::Api | Method::WebForm) {
+            return Err(invalid(
+                "evidence.method",
+                "api or web_form (the other methods are Herald's own)",
+            ));
+        }
+        if evidence.prechecked == Some(true) {
+            return Err(invalid(
+                "evidence.prechecked",
+                "a pre-ticked box is not consent (GDPR Art. 4(11))",
+            ));
+        }
+        if evidence.captured_at > now + CAPTURED_AT_SKEW {
+            return Err(invalid("evidence.captured_at", "is in the future"));
+        }
+        if evidence
+            .source
+            .as_ref()
+            .is_some_and(|s| s.chars().count() > MAX_SOURCE_CHARS || s.trim().is_empty())
+        {
+            return Err(invalid("evidence.source", "1 to 2048 characters"));
+        }
+        if evidence
+            .locale
+            .as_ref()
+            .is_some_and(|l| !crate::messages::catalog::is_language(l))
+        {
+            return Err(invalid(
+                "evidence.locale",
+                "a language code like de or en_US",
+            ));
+        }
+        self.purpose_and_notice(purpose, channel, evidence.notice_version.as_deref())?;
+        let subject = self.subject(subject_id).await?;
+        let mut details = Map::new();
+        if let Some(source) = evidence.source {
+            details.insert("source".into(), Value::String(source));
+        }
+        if let Some(locale) = evidence.locale {
+            details.insert("locale".into(), Value::String(locale));
+        }
+        details.insert("prechecked".into(), Value::Bool(false));
+        let planned = Planned {
+            purpose: purpose.to_owned(),
+            channel,
+            transition: Transition::Grant,
+            method: evidence.method,
+            notice_version: evidence.notice_version,
+            integration: Some(integration.clone()),
+            captured_at: evidence.captured_at,
+            evidence: details,
+        };
+        self.commit(&subject.id, vec![planned], initiator, |_| Ok(Vec::new()))
+            .await?;
+        self.view(&subject.id, purpose, channel).await
+    }
+
+    /// Withdraws (`DELETE /v1/subjects/{id}/consents/{purpose}`). A withdrawal with no record
+    /// before is recorded too: it is an objection, and blocks the purpose whatever its basis.
+    pub async fn withdraw(
+        &self,
+        subject_id: &SubjectId,
+        purpose: &str,
+        channel: Channel,
+        integration: &IntegrationId,
+        initiator: &Initiator,
+    ) -> Result<ConsentView, ConsentError> {
+        self.inner
+            .catalog
+            .public_purpose(purpose)
+            .ok_or(ConsentError::UnknownPurpose)?;
+        let subject = self.subject(subject_id).await?;
+        let planned = Planned {
+            purpose: purpose.to_owned(),
+            channel,
+            transition: Transition::Withdraw,
+            method: Method::Api,
+            notice_version: None,
+            integration: Some(integration.clone()),
+            captured_at: self.now(),
+            evidence: Map::new(),
+        };
+        self.commit(&subject.id, vec![planned], initiator, |_| Ok(Vec::new()))
+            .await?;
+        self.view(&subject.id, purpose, channel).await
+    }
+
+    async fn view(
+        &self,
+        subject: &SubjectId,
+        purpose: &str,
+        channel: Channel,
+    ) -> Result<ConsentView, ConsentError> {
+        let now = self.now();
+        self.inner
+            .store
+            .consents(subject)
+            .await?
+            .into_iter()
+            .find(|c| c.purpose == purpose && c.channel == channel)
+            .map(|c| view(&c, now))
+            .ok_or_else(|| StoreError::Corrupt("a recorded consent is missing".into()).into())
+    }
+
+    /// The subject's current consents and full history, evidence decrypted.
+    pub async fn overview(&self, subject_id: &SubjectId) -> Result<ConsentOverview, ConsentError> {
+        let subject = self.subject(subject_id).await?;
+        let now = self.now();
+        let current = self.inner.store.consents(&subject.id).await?;
+        let history = self.inner.store.consent_history(&subject.id).await?;
+        let key = if history.is_empty() {
+            None
+        } else {
+            Some(self.inner.keys.subject_key(&subject.id).await?)
+        };
+        let mut entries = Vec::with_capacity(history.len());
+        for event in history {
+            let evidence = match &key {
+                Some(key) => {
+                    let plaintext = Keyring::open_for_subject(
+                        key,
+                        &evidence_binding(&event.id),
+                        &event.evidence_ciphertext,
+                    )?;
+                    serde_json::from_slice(&plaintext)
+                        .map_err(|_| StoreError::Corrupt("consent evidence is not JSON".into()))?
+                }
+                None => Value::Null,
+            };
+            entries.push(HistoryEntry {
+                id: event.id,
+                purpose: event.purpose,
+                channel: event.channel.as_str(),
+                state: event.state,
+                method: event.method,
+                notice_version: event.notice_version,
+                notice_sha256: event.notice_hash.map(|h| HEXLOWER.encode(&h)),
+                integration_id: event.integration_id,
+                captured_at: rfc3339(event.captured_at),
+                recorded_at: rfc3339(event.recorded_at),
+                expires_at: event.expires_at.map(rfc3339),
+                evidence,
+            });
+        }
+        Ok(ConsentOverview {
+            subject_id: subject.id,
+            consents: current.iter().map(|c| view(c, now)).collect(),
+            history: entries,
+        })
+    }
+
+    /// Prepares the planned changes against the subject's current records and commits them
+    /// with whatever messages `messages` adds (given the changes that will happen), in one
+    /// transaction; retried when another change to the same records came first. Changes that
+    /// change nothing (an expiry after a grant) are dropped. Returns what was committed.
+    pub(crate) async fn commit(
+        &self,
+        subject: &SubjectId,
+        planned: Vec<Planned>,
+        initiator: &Initiator,
+        messages: impl Fn(&[ConsentChange]) -> Result<Vec<NewMessage>, ConsentError>,
+    ) -> Result<Vec<ConsentChange>, ConsentError> {
+        let key = self.inner.keys.subject_key(subject).await?;
+        let mut attempt = 0;
+        loop {
+            let current = self.inner.store.consents(subject).await?;
+            let changes = self.prepare(&key, subject, &current, &planned, initiator)?;
+            if changes.is_empty() {
+                return Ok(changes);
+            }
+            let outgoing = messages(&changes)?;
+            match self.inner.store.record_consents(&changes, &outgoing).await {
+                Ok(()) => return Ok(changes),
+                Err(StoreError::Conflict) if attempt < CONFLICT_RETRIES => attempt += 1,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// The changes (events, audit entries, `consent.changed` events) the plan makes to the
+    /// current records, in order; a record changed twice in one plan chains its changes.
+    pub(crate) fn prepare(
+        &self,
+        key: &SymmetricKey,
+        subject: &SubjectId,
+        current: &[StoredConsent],
+        planned: &[Planned],
+        initiator: &Initiator,
+    ) -> Result<Vec<ConsentChange>, ConsentError> {
+        let now = self.now();
+        let mut standings: Vec<(String, Channel, Standing, ConsentEventId)> = current
+            .iter()
+            .map(|c| (c.purpose.clone(), c.channel, c.standing, c.event_id.clone()))
+            .collect();
+        let mut changes = Vec::new();
+        for plan in planned {
+            let existing = standings
+                .iter()
+                .position(|(p, ch, ..)| *p == plan.purpose && *ch == plan.channel);
+            let stored = existing.map(|i| standings[i].2);
+            // A lapsed request counts as expired before its event is written — except for the
+            // expiry itself, which is what writes it.
+            let before = match plan.transition {
+                Transition::Expire => stored,
+                _ => stored.map(|s| Standing {
+                    state: s.at(now),
+                    ..s
+                }),
+            };
+            let Some(after) = apply(before, plan.transition) else {
+                continue;
+            };
+            if before == Some(after) && plan.transition != Transition::Grant {
+                // Withdrawing what is withdrawn again records nothing new.
+                continue;
+            }
+            let event_id = ConsentEventId::generate_ordered(now)?;
+            let notice_hash = plan.notice_version.as_deref().and_then(|v| {
+                self.inner
+                    .catalog
+                    .purpose(&plan.purpose)
+                    .and_then(|p| p.notice(v))
+                    .map(|n| n.sha256)
+            });
+            let evidence = serde_json::to_vec(&Value::Object(plan.evidence.clone()))
+                .map_err(|_| StoreError::Corrupt("evidence cannot be encoded".into()))?;
+            let evidence_ciphertext =
+                Keyring::seal_for_subject(key, &evidence_binding(&event_id), &evidence)?;
+            let state = state_for(plan.transition);
+            let expires_at = match plan.transition {
+                Transition::Request { expires_at } => Some(expires_at),
+                _ => None,
+            };
+            let details = Details::new()
+                .with_opt("purpose", Detail::name(&plan.purpose))
+                .with("channel", plan.channel.as_str())
+                .with("state", state.as_str())
+                .with("method", plan.method.as_str())
+                .with_opt(
+                    "notice_version",
+                    plan.notice_version.as_deref().and_then(Detail::name),
+                )
+                .with_opt("notice_sha256", notice_hash.as_ref().map(Detail::digest))
+                .with("consent_event_id", &event_id);
+            let audit = AuditRecord::new(
+                &AuditEvent::new(initiator, Action::ConsentChanged, Outcome::Success)
+                    .target(Target::Subject(subject.clone()))
+                    .details(details),
+                now,
+            );
+            let event = NewEvent::seal(
+                key,
+                EventType::ConsentChanged,
+                None,
+                subject,
+                json!({
+                    "subject_id": subject.as_str(),
+                    "purpose": plan.purpose,
+                    "channel": plan.channel.as_str(),
+                    "state": state.as_str(),
+                    "method": plan.method.as_str(),
+                    "consent_event_id": event_id.as_str(),
+                    "at": rfc3339(now),
+                }),
+                now,
+            )?;
+            let previous = existing.map(|i| standings[i].3.clone());
+            changes.push(ConsentChange {
+                event_id: event_id.clone(),
+                subject_id: subject.clone(),
+                purpose: plan.purpose.clone(),
+                channel: plan.channel,
+                state,
+                method: plan.method,
+                notice_version: plan.notice_version.clone(),
+                notice_hash,
+                integration_id: plan.integration.clone(),
+                evidence_ciphertext,
+                captured_at: plan.captured_at.min(now + CAPTURED_AT_SKEW),
+                recorded_at: now,
+                expires_at,
+                previous,
+                audit,
+                event: Some(event),
+            });
+            match existing {
+                Some(i) => standings[i] = (plan.purpose.clone(), plan.channel, after, event_id),
+                None => standings.push((plan.purpose.clone(), plan.channel, after, event_id)),
+            }
+        }
+        Ok(changes)
+    }
+
+    /// Herald's own integration (`admin`), for the messages it sends itself.
+    pub(crate) async fn system_integration(&self) -> Result<IntegrationId, ConsentError> {
+        if let Some(id) = self.inner.system_integration.get() {
+            return Ok(id.clone());
+        }
+        let record = self
+            .inner
+            .store
+            .integration_by_name(ADMIN_INTEGRATION)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("the admin integration is missing".into()))?;
+        Ok(self
+            .inner
+            .system_integration
+            .get_or_init(|| record.id)
+            .clone())
+    }
+
+    /// The subject's standing per purpose on `channel`, at `now`.
+    async fn states(
+        &self,
+        subject: &SubjectId,
+        channel: Channel,
+        now: Timestamp,
+    ) -> Result<Vec<(String, ConsentState)>, StoreError> {
+        Ok(self
+            .inner
+            .store
+            .consents(subject)
+            .await?
+            .into_iter()
+            .filter(|c| c.channel == channel)
+            .map(|c| (c.purpose, c.standing.at(now)))
+            .collect())
+    }
+}
+
+fn view(c: &StoredConsent, now: Timestamp) -> ConsentView {
+    let state = c.standing.at(now);
+    ConsentView {
+        purpose: c.purpose.clone(),
+        channel: c.channel.as_str(),
+        state,
+        updated_at: rfc3339(c.updated_at),
+        expires_at: (state == ConsentState::Pending)
+            .then_some(c.standing.expires_at)
+            .flatten()
+            .map(rfc3339),
+    }
+}
+
+fn refusal(r: ConsentRefusal) -> Refusal {
+    match r {
+        ConsentRefusal::Missing => Refusal::ConsentMissing,
+        ConsentRefusal::Pending => Refusal::ConsentPending,
+        ConsentRefusal::Withdrawn => Refusal::ConsentWithdrawn,
+    }
+}
+
+#[async_trait]
+impl ConsentGate for Consents {
+    async fn check(
+        &self,
+        subject: &SubjectRecord,
+        purpose: &Purpose,
+        channel: Channel,
+        business_initiated: bool,
+        now: Timestamp,
+    ) -> Result<(), SendError> {
+        let states = self.states(&subject.id, channel, now).await?;
+        decide_send(
+            purpose,
+            states.iter().map(|(p, s)| (p.as_str(), *s)),
+            business_initiated,
+        )
+        .map_err(|r| SendError::Refused(refusal(r)))?;
+        if let Some(cap) = purpose.frequency_cap {
+            let (count, oldest) = self
+                .inner
+                .store
+                .messages_since(&subject.id, &purpose.name, now - cap.per)
+                .await?;
+            if count >= u64::from(cap.max) {
+                // Free again when the oldest message in the window leaves it.
+                let free_at = oldest.map_or(now + cap.per, |t| t + cap.per);
+                let seconds = (free_at - now).num_seconds().max(1);
+                return Err(SendError::Refused(Refusal::RateLimited {
+                    retry_after_seconds: u64::try_from(seconds).unwrap_or(1),
+                }));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,866 @@
+//! The consent ledger (issue 5; compliance.md GDPR-6.1, GDPR-7.1, GDPR-7.2, GDPR-7.3, DOI-1,
+//! WA-OPTIN, WA-OPTOUT): every state × every basis at send, opt-out keywords, buttons and
+//! provider preferences, double opt-in (confirm, expire, another number), user-initiated codes,
+//! withdrawal cancelling queued messages, frequency caps, evidence across a restart.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chrono::TimeDelta;
+use herald::config::{
+    FrequencyCapConfig, NoticeConfig, OptInTemplateConfig, PurposeConfig, TemplateConfig,
+};
+use herald_crypto::hash::sha256;
+use herald_domain::clock::Clock;
+use herald_domain::messages::{LawfulBasis, TemplateCategory};
+use serde_json::{Value, json};
+
+use crate::delivery::{audited, callback, eventually, message, wait_status};
+use crate::fakes::{Behaviour, FakeWhatsapp};
+use crate::helpers::{TestApp, assert_problem, json};
+use crate::messages::configure_messaging;
+
+const NOTICE: &str = "Acme may send you offers on WhatsApp. Reply STOP to stop.";
+const OPT_OUT_REPLY: &str =
+    "You will get no more offers from Acme. Reply START to subscribe again.";
+const OPT_IN_REPLY: &str = "Thank you, you are subscribed.";
+
+/// Purposes of every basis, marketing ones among them, a capped one, and double opt-in.
+fn configure_consent(c: &mut herald::Config) {
+    configure_messaging(c);
+    let notices = vec![NoticeConfig {
+        version: "v1".into(),
+        text: Some(NOTICE.into()),
+        sha256: None,
+    }];
+    c.purposes.insert(
+        "newsletter".into(),
+        PurposeConfig {
+            marketing: true,
+            notices: notices.clone(),
+            reopt_in_by_keyword: true,
+            ..PurposeConfig::basis(LawfulBasis::Consent)
+        },
+    );
+    c.purposes.insert(
+        "offers".into(),
+        PurposeConfig {
+            marketing: true,
+            notices,
+            ..PurposeConfig::basis(LawfulBasis::LegitimateInterests)
+        },
+    );
+    c.purposes.insert(
+        "alerts".into(),
+        PurposeConfig::basis(LawfulBasis::LegalObligation),
+    );
+    c.purposes.insert(
+        "safety".into(),
+        PurposeConfig::basis(LawfulBasis::VitalInterests),
+    );
+    c.purposes.insert(
+        "reminders".into(),
+        PurposeConfig {
+            frequency_cap: Some(FrequencyCapConfig {
+                max: 2,
+                per: std::time::Duration::from_secs(24 * 3600),
+            }),
+            ..PurposeConfig::basis(LawfulBasis::Contract)
+        },
+    );
+    c.templates.push(TemplateConfig {
+        name: "newsletter_confirm".into(),
+        language: "de".into(),
+        parameters: 1,
+        category: TemplateCategory::Utility,
+    });
+    c.consent.opt_in_template = Some(OptInTemplateConfig {
+        name: "newsletter_confirm".into(),
+        language: "de".into(),
+        parameters: vec!["Acme".into()],
+    });
+    c.consent.opt_out_reply = Some(OPT_OUT_REPLY.into());
+    c.consent.opt_in_reply = Some(OPT_IN_REPLY.into());
+    c.webhooks.allow_insecure_targets = true;
+}
+
+async fn consent_app(fake: &FakeWhatsapp) -> TestApp {
+    TestApp::spawn_with(|c| {
+        configure_consent(c);
+        fake.configure(c);
+    })
+    .await
+}
+
+/// A number of its own for each scenario.
+fn phone(n: u64) -> String {
+    format!("+49151{:08}", 20_000_000 + n)
+}
+
+fn template(purpose: &str, to: &str) -> Value {
+    json!({"to": to, "purpose": purpose,
+           "template": {"name": "order_shipped", "language": "de", "parameters": ["Anna", "#1"]}})
+}
+
+fn text(purpose: &str, to: &str) -> Value {
+    json!({"to": to, "purpose": purpose, "text": "Ihr Paket ist da"})
+}
+
+static WAMID: AtomicU64 = AtomicU64::new(1);
+
+fn change(from: &str, message: Value) -> Vec<u8> {
+    let digits = from.trim_start_matches('+');
+    serde_json::to_vec(&json!({
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "1093456789012345", "changes": [{"field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15550009876", "phone_number_id": crate::fakes::PHONE_NUMBER_ID},
+            "contacts": [{"profile": {"name": "Klara"}, "wa_id": digits}],
+            "messages": [message]
+        }}]}]
+    }))
+    .unwrap()
+}
+
+/// Feeds a customer's message through the signed webhook and waits until it is processed.
+async fn inbound(app: &TestApp, from: &str, body: Value) {
+    let n = WAMID.fetch_add(1, Ordering::Relaxed);
+    let mut message = json!({"from": from.trim_start_matches('+'), "id": format!("wamid.consent{n}"),
+        "timestamp": app.clock.now().timestamp().to_string()});
+    for (k, v) in body.as_object().unwrap() {
+        message[k] = v.clone();
+    }
+    assert_eq!(callback(app, &change(from, message)).await, 200);
+    processed(app).await;
+}
+
+async fn says(app: &TestApp, from: &str, words: &str) {
+    inbound(app, from, json!({"type": "text", "text": {"body": words}})).await;
+}
+
+async fn presses(app: &TestApp, from: &str, payload: &str) {
+    inbound(
+        app,
+        from,
+        json!({"type": "button", "button": {"payload": payload, "text": "Ja"}}),
+    )
+    .await;
+}
+
+async fn preference(app: &TestApp, from: &str, value: &str) {
+    let body = serde_json::to_vec(&json!({
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "1093456789012345", "changes": [{"field": "user_preferences", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15550009876", "phone_number_id": crate::fakes::PHONE_NUMBER_ID},
+            "contacts": [{"wa_id": from.trim_start_matches('+'), "profile": {"name": "Klara"}}],
+            "user_preferences": [{"wa_id": from.trim_start_matches('+'), "detail": "User requested to stop marketing messages",
+                "category": "marketing_messages", "value": value, "timestamp": app.clock.now().timestamp()}]
+        }}]}]
+    }))
+    .unwrap();
+    assert_eq!(callback(app, &body).await, 200);
+    processed(app).await;
+}
+
+async fn processed(app: &TestApp) {
+    eventually("stored callbacks to be processed", || async {
+        (app.count("SELECT COUNT(*) FROM provider_inbox").await == 0).then_some(())
+    })
+    .await;
+}
+
+async fn subject_of(app: &TestApp, phone: &str) -> String {
+    let found = app
+        .post("/v1/subjects", &app.admin_key, &json!({"phone": phone}))
+        .await;
+    json(found).await["id"].as_str().unwrap().to_owned()
+}
+
+async fn consents(app: &TestApp, subject: &str) -> Value {
+    let response = app
+        .get(&format!("/v1/subjects/{subject}/consents"), &app.admin_key)
+        .await;
+    assert_eq!(response.status(), 200);
+    json(response).await
+}
+
+/// The state of `purpose` on WhatsApp, or "none".
+async fn state(app: &TestApp, phone: &str, purpose: &str) -> String {
+    let subject = subject_of(app, phone).await;
+    consents(app, &subject).await["consents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["purpose"] == purpose && c["channel"] == "whatsapp")
+        .map_or("none".into(), |c| c["state"].as_str().unwrap().to_owned())
+}
+
+async fn grant(app: &TestApp, phone: &str, purpose: &str) -> String {
+    let subject = subject_of(app, phone).await;
+    let mut evidence = json!({"method": "web_form", "captured_at": app.clock.now().to_rfc3339(),
+        "source": "https://shop.example/newsletter", "locale": "de"});
+    if !app.herald.config().purposes[purpose].notices.is_empty() {
+        evidence["notice_version"] = json!("v1");
+    }
+    let response = app
+        .put(
+            &format!("/v1/subjects/{subject}/consents/{purpose}"),
+            &app.admin_key,
+            &json!({"evidence": evidence}),
+        )
+        .await;
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    subject
+}
+
+async fn withdraw(app: &TestApp, phone: &str, purpose: &str) {
+    let subject = subject_of(app, phone).await;
+    let response = app
+        .delete(
+            &format!("/v1/subjects/{subject}/consents/{purpose}"),
+            &app.admin_key,
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(json(response).await["state"], "withdrawn");
+}
+
+async fn start_opt_in(app: &TestApp, phone: &str, purpose: &str) -> Value {
+    let response = app
+        .post(
+            "/v1/opt-ins",
+            &app.admin_key,
+            &json!({"to": phone, "purpose": purpose, "notice_version": "v1"}),
+        )
+        .await;
+    assert_eq!(response.status(), 202);
+    json(response).await
+}
+
+async fn send_status(app: &TestApp, body: &Value) -> (u16, Value) {
+    let response = app.post("/v1/messages", &app.admin_key, body).await;
+    let status = response.status().as_u16();
+    (status, json(response).await)
+}
+
+async fn refused(app: &TestApp, body: &Value, code: &str) {
+    let (status, problem) = send_status(app, body).await;
+    assert_eq!(
+        (status, problem["code"].as_str().unwrap_or("")),
+        (409, code),
+        "{body}"
+    );
+}
+
+async fn accepted(app: &TestApp, body: &Value) -> String {
+    let (status, answer) = send_status(app, body).await;
+    assert_eq!(status, 202, "{body}: {answer}");
+    answer["id"].as_str().unwrap().to_owned()
+}
+
+/// Messages the fake provider received for `phone`.
+fn sent_to(fake: &FakeWhatsapp, phone: &str) -> Vec<Value> {
+    fake.received()
+        .into_iter()
+        .map(|r| r.body)
+        .filter(|b| {
+            b["to"].as_str().unwrap_or("").trim_start_matches('+') == phone.trim_start_matches('+')
+        })
+        .collect()
+}
+
+const BASES: [(&str, bool); 5] = [
+    ("newsletter", true),
+    ("order_updates", false),
+    ("alerts", false),
+    ("safety", false),
+    ("offers", false),
+];
+
+#[tokio::test]
+async fn test_gdpr_6_1_every_state_times_every_basis_at_send() {
+    let fake = FakeWhatsapp::start().await;
+    let app = consent_app(&fake).await;
+    let mut n = 0;
+    for (purpose, consent_basis) in BASES {
+        // No record: a template outside a conversation is business-initiated and needs the
+        // opt-in whatever the basis; inside the window only a consent basis needs more.
+        n += 1;
+        let nobody = phone(n);
+        refused(&app, &template(purpose, &nobody), "consent_missing").await;
+        says(&app, &nobody, "Hallo, wo ist mein Paket?").await;
+        if consent_basis {
+            refused(&app, &text(purpose, &nobody), "consent_missing").await;
+            refused(&app, &template(purpose, &nobody), "consent_missing").await;
+        } else {
+            accepted(&app, &text(purpose, &nobody)).await;
+            accepted(&app, &template(purpose, &nobody)).await;
+        }
+
+        // Granted.
+        n += 1;
+        let granted = phone(n);
+        grant(&app, &granted, purpose).await;
+        let id = accepted(&app, &template(purpose, &granted)).await;
+        // (Sent before the withdrawal below, which would otherwise cancel it.)
+        wait_status(&app, &app.admin_key, &id, "sent").await;
+
+        // Withdrawn: refused even inside the window.
+        withdraw(&app, &granted, purpose).await;
+        refused(&app, &template(purpose, &granted), "consent_withdrawn").await;
+        says(&app, &granted, "Warum?").await;
+        refused(&app, &text(purpose, &granted), "consent_withdrawn").await;
+
+        // Pending (a double opt-in waiting for the subject).
+        n += 1;
+        let pending = phone(n);
+        start_opt_in(&app, &pending, purpose_for_opt_in(purpose)).await;
+        refused(&app, &template(purpose, &pending), "consent_pending").await;
+    }
+    // Expired: the same requests 48 hours later read as never given.
+    app.clock
+        .advance(TimeDelta::hours(48) + TimeDelta::seconds(1));
+    for (i, (purpose, _)) in BASES.iter().enumerate() {
+        let pending = phone(3 * i as u64 + 3);
+        assert_eq!(
+            state(&app, &pending, purpose_for_opt_in(purpose)).await,
+            "expired"
+        );
+        refused(&app, &template(purpose, &pending), "consent_missing").await;
+    }
+    // Refused sends queued nothing and never reached the provider; each was recorded.
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM messages WHERE purpose NOT LIKE 'herald.%'")
+            .await,
+        5 + 2 * 4,
+        "one granted template per basis, text and template in the window for the four non-consent bases"
+    );
+    eventually("the accepted messages to reach the provider", || async {
+        (fake.received().len() == 5 + 2 * 4 + 5).then_some(())
+    })
+    .await;
+    assert!(audited(&app, "message.refused").await >= 5 * 4);
+}
+
+/// The purpose a double opt-in is started for: one with notices.
+fn purpose_for_opt_in(purpose: &str) -> &'static str {
+    match purpose {
+        "offers" => "offers",
+        _ => "newsletter",
+    }
+}
+
+#[tokio::test]
+async fn test_gdpr_7_3_stop_keyword_blocks_next_send_in_every_listed_language() {
+    let fake = FakeWhatsapp::start().await;
+    let app = consent_app(&fake).await;
+    let words = [
+        "STOP",
+        "stop",
+        " Stop! ",
+        "STOPP",
+        "Abmelden",
+        "ABMELDEN",
+        "ARRÊT",
+        "arret",
+        "Arrêt",
+        "BAJA",
+        "baja",
+        "ANNULLA",
+        "Annulla",
+        "AFMELDEN",
+        "afmelden",
+        "PARAR",
+        "Parar",
+        "UNSUBSCRIBE",
+        "Cancel",
+        "désabonner",
+        "ＳＴＯＰ",
+    ];
+    for (i, word) in words.iter().enumerate() {
+        let who = phone(100 + i as u64);
+        grant(&app, &who, "newsletter").await;
+        accepted(&app, &template("newsletter", &who)).await;
+        says(&app, &who, word).await;
+        assert_eq!(
+            state(&app, &who, "newsletter").await,
+            "withdrawn",
+            "{word:?}"
+        );
+        // The very next send is refused.
+        refused(&app, &template("newsletter", &who), "consent_withdrawn").await;
+        // Every marketing purpose went, not the contractual ones.
+        assert_eq!(state(&app, &who, "offers").await, "withdrawn", "{word:?}");
+        accepted(&app, &template("order_updates", &who)).await;
+    }
+    // One acknowledgement per opt-out, inside the window the message opened.
+    let first = phone(100);
+    eventually("the acknowledgement", || async {
+        sent_to(&fake, &first)
+            .iter()
+            .any(|b| b["text"]["body"] == OPT_OUT_REPLY)
+            .then_some(())
+    })
+    .await;
+    // Saying it again changes nothing and sends nothing more.
+    says(&app, &first, "STOP").await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let acknowledgements = sent_to(&fake, &first)
+        .iter()
+        .filter(|b| b["text"]["body"] == OPT_OUT_REPLY)
+        .count();
+    assert_eq!(acknowledgements, 1);
+}
+
+#[tokio::test]
+async fn a_keyword_inside_a_sentence_does_not_opt_out() {
+    let fake = FakeWhatsapp::start().await;
+    let app = consent_app(&fake).await;
+    for (i, sentence) in [
+        "Please stop",
+        "stop sending me the tracking link twice",
+        "Ich möchte mich abmelden",
+        "Où est l'arrêt de bus?",
+        "No quiero darme de baja",
+        "STOP STOP",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let who = phone(200 + i as u64);
+        grant(&app, &who, "newsletter").await;
+        says(&app, &who, sentence).await;
+        assert_eq!(
+            state(&app, &who, "newsletter").await,
+            "granted",
+            "{sentence:?}"
+        );
+        accepted(&app, &template("newsletter", &who)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_stop_button_and_whatsapps_own_marketing_control_withdraw_too() {
+    let fake = FakeWhatsapp::start().await;
+    let app = consent_app(&fake).await;
+    let button = phone(300);
+    grant(&app, &button, "newsletter").await;
+    presses(&app, &button, "STOP").await;
+    assert_eq!(state(&app, &button, "newsletter").await, "withdrawn");
+    refused(&app, &template("newsletter", &button), "consent_withdrawn").await;
+
+    let control = phone(301);
+    let subject = grant(&app, &control, "newsletter").await;
+    grant(&app, &control, "offers").await;
+    preference(&app, &control, "stop").await;
+    assert_eq!(state(&app, &control, "newsletter").await, "withdrawn");
+    assert_eq!(state(&app, &control, "offers").await, "withdrawn");
+    refused(&app, &template("newsletter", &control), "consent_withdrawn").await;
+    let history = consents(&app, &subject).await["history"].clone();
+    let last = history.as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["method"], "provider_preference");
+    assert_eq!(last["evidence"]["preference"], "stop");
+    // WhatsApp's "resume" re-grants only the purpose that allows re-opt-in without a new
+    // consent.
+    preference(&app, &control, "resume").await;
+    assert_eq!(state(&app, &control, "newsletter").await, "granted");
+    assert_eq!(state(&app, &control, "offers").await, "withdrawn");
+}
+
+#[tokio::test]
+async fn start_regrants_only_where_the_purpose_allows_it() {
+    let fake = FakeWhatsapp::start().await;
+    let app = consent_app(&fake).await;
+    let who = phone(400);
+    grant(&app, &who, "newsletter").await;
+    grant(&app, &who, "offers").await;
+    says(&app, &who, "stop").await;
+    says(&app, &who, "Start").await;
+    assert_eq!(state(&app, &who, "newsletter").await, "granted");
+    assert_eq!(state(&app, &who, "offers").await, "withdrawn");
+    accepted(&app, &template("newsletter", &who)).await;
+    refused(&app, &template("offers", &who), "consent_withdrawn").await;
+    // START from someone who never opted out grants nothing.
+    let stranger = phone(401);
+    says(&app, &stranger, "START").await;
+    assert_eq!(state(&app, &stranger, "newsletter").await, "none");
+}
+
+#[tokio::test]
+async fn test_doi_1_double_opt_in_confirms_from_the_same_number_only() {
+    let fake = FakeWhatsapp::start().await;
+    let app = consent_app(&fake).await;
+    let anna = phone(500);
+    let other = phone(501);
+    let started = start_opt_in(&app, &anna, "newsletter").await;
+    assert_eq!(started["status"], "pending");
+    assert_eq!(
+        started["expires_at"],
+        (app.clock.now() + TimeDelta::hours(48))
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    );
+    // One confirmation template, nothing promotional, to that number.
+    eventually("the confirmation template", || async {
+        (sent_to(&fake, &anna).len() == 1).then_some(())
+    })
+    .await;
+    let request = &sent_to(&fake, &anna)[0];
+    assert_eq!(request["template"]["name"], "newsletter_confirm");
+    refused(&app, &template("newsletter", &anna), "consent_pending").await;
+    // A confirmation from another number confirms nothing.
+    says(&app, &other, "JA").await;
+    assert_eq!(state(&app, &anna, "newsletter").await, "pending");
+    assert_eq!(state(&app, &other, "newsletter").await, "none");
+    // Starting again while pending does not send a second confirmation.
+    // The subject's own "Ja" does.
+    app.clock.advance(TimeDelta::hours(47));
+    says(&app, &anna, "Ja").await;
+    assert_eq!(state(&app, &anna, "newsletter").await, "granted");
+    accepted(&app, &template("newsletter", &anna)).await;
+    let subject = subject_of(&app, &anna).await;
+    let history = consents(&app, &subject).await["history"].clone();
+    let history = history.as_array().unwrap();
+    assert_eq!(history.len(), 2);
+    assert_eq!(history[0]["state"], "pending");
+    assert_eq!(history[0]["method"], "double_opt_in");
+    assert_eq!(history[1]["state"], "granted");
+    assert_eq!(history[1]["method"], "double_opt_in");
+    assert_eq!(history[1]["evidence"]["confirms"], history[0]["id"]);
+    assert!(
+        history[1]["evidence"]["inbound_message_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("msg_")
+    );
+    let notice_hash = data_encoding::HEXLOWER.encode(&sha256(&[NOTICE.as_bytes()]));
+    assert_eq!(history[1]["notice_sha256"], notice_hash.as_str());
+    assert_eq!(history[1]["notice_version"], "v1");
+    // Already granted: a new opt-in sends nothing.
+    let again = app
+        .post(
+            "/v1/opt-ins",
+            &app.admin_key,
+            &json!({"to": anna, "purpose": "newsletter", "notice_version": "v1"}),
+        )
+        .await;
+    assert_eq!(again.status(), 200);
+    assert_eq!(json(again).await["status"], "granted");
+
+    // The quick-reply button confirms as well.
+    let button = phone(502);
+    start_opt_in(&app, &button, "newsletter").await;
+    presses(&app, &button, "CONFIRM").await;
+    assert_eq!(state(&app, &button, "newsletter").await, "granted");
+}
+
+#[tokio::test]
+async fn an_unconfirmed_opt_in_expires_after_48_hours() {
+    let fake = FakeWhatsapp::start().await;
+    let app = consent_app(&fake).await;
+    let late = phone(600);
+    start_opt_in(&app, &late, "newsletter").await;
+    app.clock
+        .advance(TimeDelta::hours(48) + TimeDelta::seconds(1));
+    assert_eq!(state(&app, &late, "newsletter").await, "expired");
+    refused(&app, &template("newsletter", &late), "consent_missing").await;
+    // The sweep records the expiry in the ledger, once.
+    assert_eq!(app.herald.consents().expire_lapsed().await.unwrap(), 1);
+    assert_eq!(app.herald.consents().expire_lapsed().await.unwrap(), 0);
+    // A confirmation after the expiry confirms nothing.
+    says(&app, &late, "YES").await;
+    assert_eq!(state(&app, &late, "newsletter").await, "expired");
+    let subject = subject_of(&app, &late).await;
+    let history = consents(&app, &subject).await["history"].clone();
+    let states: Vec<&str> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["pending", "expired"]);
+}
+
+#[tokio::test]
+async fn a_user_initiated_code_confirms_the_number_and_opens_the_window() {
+    let fake = FakeWhatsapp::start().await;
+    let app = consent_app(&fake).await;
+    let issued = app
+        .post(
+            "/v1/opt-ins",
+            &app.admin_key,
+            &json!({"purpose": "newsletter", "notice_version": "v1"}),
+        )
+        .await;
+    assert_eq!(issued.status(), 201);
+    let code = json(issued).await["code"].as_str().unwrap().to_owned();
+    assert_eq!(code.len(), 8);
+    let who = phone(700);
+    says(
+        &app,
+        &who,
+        &format!("Bitte anmelden: {}", code.to_lowercase()),
+    )
+    .await;
+    assert_eq!(state(&app, &who, "newsletter").await, "granted");
+    // The message opened the window: free text is allowed.
+    accepted(&app, &text("newsletter", &who)).await;
+    // A wrong code grants nothing.
+    let other = phone(701);
+    says(&app, &other, "Bitte anmelden: 23456789").await;
+    assert_eq!(state(&app, &other, "newsletter").await, "none");
+}
+
+#[tokio::test]
+async fn a_withdrawal_cancels_a_queued_message_before_its_next_attempt() {
+    let fake = FakeWhatsapp::start().await;
+    fake.script([Behaviour::ServerError]);
+    let app = consent_app(&fake).await;
+    let who = phone(800);
+    grant(&app, &who, "newsletter").await;
+    let id = accepted(&app, &template("newsletter", &who)).await;
+    eventually("the first attempt to fail", || async {
+        (fake.received().len() == 1).then_some(())
+    })
+    .await;
+    withdraw(&app, &who, "newsletter").await;
+    app.clock.advance(TimeDelta::seconds(5));
+    let m = wait_status(&app, &app.admin_key, &id, "failed").await;
+    assert_eq!(m["error"]["code"], "consent_withdrawn");
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(fake.received().len(), 1, "never sent after the withdrawal");
+    assert_eq!(message(&app, &app.admin_key, &id).await["status"], "failed");
+}
+
+#[tokio::test]
+async fn test_gdpr_7_1_evidence_survives_a_restart_and_reads_back_encrypted_at_rest() {
+    let fake = FakeWhatsapp::start().await;
+    let app = consent_app(&fake).await;
+    let who = phone(900);
+    let subject = grant(&app, &who, "newsletter").await;
+    let app = app.restart().await;
+    let overview = consents(&app, &subject).await;
+    let event = &overview["history"][0];
+    assert_eq!(event["state"], "granted");
+    assert_eq!(event["method"], "web_form");
+    assert_eq!(event["notice_version"], "v1");
+    assert_eq!(
+        event["notice_sha256"],
+        data_encoding::HEXLOWER
+            .encode(&sha256(&[NOTICE.as_bytes()]))
+            .as_str()
+    );
+    assert_eq!(
+        event["evidence"]["source"],
+        "https://shop.example/newsletter"
+    );
+    assert_eq!(event["evidence"]["locale"], "de");
+    assert_eq!(event["evidence"]["prechecked"], false);
+    assert!(
+        event["integration_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("int_")
+    );
+    assert_eq!(overview["consents"][0]["state"], "granted");
+    // The evidence's personal parts are only stored encrypted.
+    let raw = app.raw_database_bytes().await;
+    let source = b"shop.example/newsletter";
+    assert!(!raw.windows(source.len()).any(|w| w == source));
+}
+
+#[tokio::test]
+async fn consent_events_are_append_only_audited_and_reach_integrators() {
+    let fake = FakeWhatsapp::start().await;
+    let app = consent_app(&fake).await;
+    let receiver = crate::fakes::Receiver::start().await;
+    let (integration, _) = app.integration_with_key("crm", &["consents:read"]).await;
+    let endpoint = app
+        .post(
+            &format!("/v1/integrations/{integration}/webhooks"),
+            &app.admin_key,
+            &json!({"url": receiver.url(), "events": ["consent.changed"]}),
+        )
+        .await;
+    assert_eq!(endpoint.status(), 201);
+    let who = phone(1000);
+    let subject = grant(&app, &who, "newsletter").await;
+    says(&app, &who, "STOP").await;
+    let deliveries = eventually("two consent.changed events", || async {
+        let got = receiver.deliveries();
+        (got.len() >= 2).then_some(got)
+    })
+    .await;
+    let states: Vec<Value> = deliveries
+        .iter()
+        .map(|d| d.json()["data"]["state"].clone())
+        .collect();
+    assert!(states.contains(&json!("granted")) && states.contains(&json!("withdrawn")));
+    for d in &deliveries {
+        let body = d.json();
+        assert_eq!(body["type"], "consent.changed");
+        assert_eq!(body["data"]["subject_id"], subject.as_str());
+    }
+    assert_eq!(
+        audited(&app, "consent.changed").await,
+        3,
+        "granted; newsletter and offers withdrawn"
+    );
+    // No UPDATE or DELETE on the ledger, whoever asks.
+    for sql in [
+        "UPDATE consent_events SET state = 'granted'",
+        "DELETE FROM consent_events",
+    ] {
+        assert!(app.try_execute_sql(sql).await.is_err(), "{sql}");
+    }
+    assert_eq!(app.count("SELECT COUNT(*) FROM consent_events").await, 3);
+}
+
+#[tokio::test]
+async fn bad_consent_requests_are_refused_with_a_clear_code_and_change_nothing() {
+    let fake = FakeWhatsapp::start().await;
+    let app = consent_app(&fake).await;
+    let subject = subject_of(&app, &phone(1100)).await;
+    let now = app.clock.now().to_rfc3339();
+    let put = |purpose: &str, evidence: Value| {
+        let path = format!("/v1/subjects/{subject}/consents/{purpose}");
+        let app = &app;
+        async move {
+            app.put(&path, &app.admin_key, &json!({"evidence": evidence}))
+                .await
+        }
+    };
+    let cases = [
+        (
+            "newsletter",
+            json!({"method": "web_form", "notice_version": "v1", "captured_at": now, "prechecked": true}),
+            400,
+            "invalid_request",
+        ),
+        (
+            "newsletter",
+            json!({"method": "web_form", "notice_version": "v9", "captured_at": now}),
+            400,
+            "invalid_request",
+        ),
+        (
+            "newsletter",
+            json!({"method": "web_form", "captured_at": now}),
+            400,
+            "invalid_request",
+        ),
+        (
+            "newsletter",
+            json!({"method": "double_opt_in", "notice_version": "v1", "captured_at": now}),
+            400,
+            "invalid_request",
+        ),
+        (
+            "newsletter",
+            json!({"method": "web_form", "notice_version": "v1", "captured_at": "yesterday"}),
+            400,
+            "invalid_request",
+        ),
+        (
+            "newsletter",
+            json!({"method": "web_form", "notice_version": "v1", "captured_at": (app.clock.now() + TimeDelta::hours(1)).to_rfc3339()}),
+            400,
+            "invalid_request",
+        ),
+        (
+            "newsletter",
+            json!({"method": "web_form", "notice_version": "v1", "captured_at": now, "extra": 1}),
+            400,
+            "invalid_request",
+        ),
+        (
+            "nope",
+            json!({"method": "api", "captured_at": now}),
+            422,
+            "unknown_purpose",
+        ),
+        (
+            "herald.consent_notice",
+            json!({"method": "api", "captured_at": now}),
+            422,
+            "unknown_purpose",
+        ),
+    ];
+    for (purpose, evidence, status, code) in cases {
+        assert_problem(put(purpose, evidence.clone()).await, status, code).await;
+    }
+    assert_problem(
+        app.put(
+            "/v1/subjects/sub_nope/consents/newsletter",
+            &app.admin_key,
+            &json!({"evidence": {"method": "api", "notice_version": "v1", "captured_at": now}}),
+        )
+        .await,
+        404,
+        "not_found",
+    )
+    .await;
+    assert_eq!(app.count("SELECT COUNT(*) FROM consent_events").await, 0);
+    // Scopes: reading consents needs consents:read, changing them consents:write.
+    let (_, reader) = app.integration_with_key("reader", &["consents:read"]).await;
+    assert_problem(
+        app.put(
+            &format!("/v1/subjects/{subject}/consents/newsletter"),
+            &reader,
+            &json!({"evidence": {"method": "api", "notice_version": "v1", "captured_at": now}}),
+        )
+        .await,
+        403,
+        "forbidden",
+    )
+    .await;
+    assert_eq!(
+        app.get(&format!("/v1/subjects/{subject}/consents"), &reader)
+            .await
+            .status(),
+        200
+    );
+    // Double opt-in without a configured template: a clear 422.
+    let plain = TestApp::spawn_with(configure_messaging).await;
+    assert_problem(
+        plain
+            .post(
+                "/v1/opt-ins",
+                &plain.admin_key,
+                &json!({"to": phone(1101), "purpose": "order_updates", "notice_version": "v1"}),
+            )
+            .await,
+        422,
+        "opt_in_not_configured",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_frequency_cap_answers_429_with_retry_after() {
+    let fake = FakeWhatsapp::start().await;
+    let app = consent_app(&fake).await;
+    let who = phone(1200);
+    grant(&app, &who, "reminders").await;
+    accepted(&app, &template("reminders", &who)).await;
+    app.clock.advance(TimeDelta::hours(1));
+    accepted(&app, &template("reminders", &who)).await;
+    let capped = app
+        .post("/v1/messages", &app.admin_key, &template("reminders", &who))
+        .await;
+    assert_eq!(capped.status(), 429);
+    let retry_after: i64 = capped.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        retry_after,
+        23 * 3600,
+        "free again when the first leaves the 24-hour window"
+    );
+    assert_eq!(json(capped).await["code"], "rate_limited");
+    // Another purpose is not capped by it; the cap lifts with time.
+    accepted(&app, &template("order_updates", &who)).await;
+    app.clock.advance(TimeDelta::hours(23));
+    accepted(&app, &template("reminders", &who)).await;
+}
