@@ -54,15 +54,30 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1000);
+    // Each with its WhatsApp opt-in recorded: a template to someone who never wrote is
+    // business-initiated and needs one.
     if scenario == "send" {
         for n in 0..recipients {
-            client
+            let registered: serde_json::Value = client
                 .post(format!("{base}/v1/subjects"))
                 .bearer_auth(key)
                 .json(&json!({"phone": format!("+4916{:09}", n)}))
                 .send()
                 .await
+                .unwrap()
+                .json()
+                .await
                 .unwrap();
+            let id = registered["id"].as_str().unwrap();
+            let granted = client
+                .put(format!("{base}/v1/subjects/{id}/consents/demo"))
+                .bearer_auth(key)
+                .json(&json!({"evidence": {"method": "api", "captured_at": "2026-01-01T00:00:00Z",
+                                           "source": "loadgen"}}))
+                .send()
+                .await
+                .unwrap();
+            assert!(granted.status().is_success(), "recording the opt-in failed");
         }
     }
     let next_number = Arc::new(AtomicU64::new(0));
