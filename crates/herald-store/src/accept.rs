@@ -18,8 +18,10 @@ use sqlx::{PgPool, SqlitePool};
 use crate::bulk::json;
 use crate::convert::millis;
 
-/// One row per message: what the statements below read by position.
-type Row<'a> = (
+/// One row per message: what the statements below read by position (a tuple struct: it
+/// serialises as a JSON array, as a tuple would, but may have more than 16 fields).
+#[derive(serde::Serialize)]
+struct Row<'a>(
     &'a str,         // 0 id
     &'a str,         // 1 integration
     &'a str,         // 2 subject
@@ -36,6 +38,7 @@ type Row<'a> = (
     Option<i64>,     // 13 claim expiry
     i64,             // 14 audit recorded at
     &'a str,         // 15 audit body
+    Option<&'a str>, // 16 the consent event the send relied on
 );
 
 // The batch is read from JSON once into a temporary table (in memory, per connection); every
@@ -51,13 +54,13 @@ CREATE TEMP TABLE IF NOT EXISTS accepting (
   subject_id TEXT NOT NULL, channel TEXT NOT NULL, purpose TEXT NOT NULL, kind TEXT NOT NULL,
   template_name TEXT, template_language TEXT, content_ciphertext BLOB NOT NULL,
   phi INTEGER NOT NULL, created INTEGER NOT NULL, key_hash BLOB, fingerprint BLOB,
-  expires INTEGER, audit_at INTEGER NOT NULL, audit_body TEXT NOT NULL);
+  expires INTEGER, audit_at INTEGER NOT NULL, audit_body TEXT NOT NULL, consent_event_id TEXT);
 DELETE FROM temp.accepting;
 WITH batch AS MATERIALIZED (SELECT j.key AS position, jsonb(j.value) AS r FROM json_each($1) AS j)
 INSERT INTO temp.accepting
   SELECT position, r ->> 0, r ->> 1, r ->> 2, r ->> 3, r ->> 4, r ->> 5, r ->> 6, r ->> 7,
          unhex(r ->> 8), r ->> 9, r ->> 10, unhex(r ->> 11), unhex(r ->> 12), r ->> 13,
-         r ->> 14, r ->> 15
+         r ->> 14, r ->> 15, r ->> 16
   FROM batch;
 INSERT INTO idempotency_keys (integration_id, key_hash, fingerprint, message_id, expires_at)
   SELECT integration_id, key_hash, fingerprint, id, expires FROM temp.accepting
@@ -73,9 +76,10 @@ DELETE FROM temp.accepting
                       AND k.key_hash = accepting.key_hash AND k.message_id = accepting.id);
 INSERT INTO messages (id, integration_id, subject_id, channel, purpose, kind, template_name,
                       template_language, content_ciphertext, phi, status, attempts, due_at,
-                      created_at, updated_at)
+                      created_at, updated_at, consent_event_id)
   SELECT id, integration_id, subject_id, channel, purpose, kind, template_name,
-         template_language, content_ciphertext, phi, 'queued', 0, created, created, created
+         template_language, content_ciphertext, phi, 'queued', 0, created, created, created,
+         consent_event_id
   FROM temp.accepting;
 INSERT INTO message_history (message_id, status, at)
   SELECT id, 'queued', created FROM temp.accepting;
@@ -114,7 +118,7 @@ pub(crate) async fn sqlite(
 }
 
 fn row<'a>(m: &'a NewMessage) -> Row<'a> {
-    (
+    Row(
         m.id.as_str(),
         m.integration_id.as_str(),
         m.subject_id.as_str(),
@@ -133,6 +137,7 @@ fn row<'a>(m: &'a NewMessage) -> Row<'a> {
         m.idempotency.as_ref().map(|c| millis(c.expires_at)),
         millis(m.audit.recorded_at),
         m.audit.body.as_str(),
+        m.consent_event_id.as_ref().map(|e| e.as_str()),
     )
 }
 
@@ -140,11 +145,12 @@ const POSTGRES_ACCEPT: &str = "
 WITH input AS (
   SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
                        $7::text[], $8::text[], $9::bytea[], $10::bool[], $11::bigint[],
-                       $12::bytea[], $13::bytea[], $14::bigint[], $15::bigint[], $16::text[])
+                       $12::bytea[], $13::bytea[], $14::bigint[], $15::bigint[], $16::text[],
+                       $18::text[])
     WITH ORDINALITY
     AS u(id, integration_id, subject_id, channel, purpose, kind, template_name,
          template_language, content_ciphertext, phi, created, key_hash, fingerprint, expires,
-         audit_at, audit_body, position)
+         audit_at, audit_body, consent_event_id, position)
 ),
 claims AS (
   INSERT INTO idempotency_keys (integration_id, key_hash, fingerprint, message_id, expires_at)
@@ -161,9 +167,10 @@ accepted AS (
 written AS (
   INSERT INTO messages (id, integration_id, subject_id, channel, purpose, kind, template_name,
                         template_language, content_ciphertext, phi, status, attempts, due_at,
-                        created_at, updated_at)
+                        created_at, updated_at, consent_event_id)
   SELECT id, integration_id, subject_id, channel, purpose, kind, template_name,
-         template_language, content_ciphertext, phi, 'queued', 0, created, created, created
+         template_language, content_ciphertext, phi, 'queued', 0, created, created, created,
+         consent_event_id
   FROM accepted
   RETURNING id
 ),
@@ -219,6 +226,7 @@ pub(crate) async fn postgres(
         .bind(rows.iter().map(|r| r.14).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.15).collect::<Vec<_>>())
         .bind(since)
+        .bind(rows.iter().map(|r| r.16).collect::<Vec<_>>())
         .fetch_all(pool)
         .await?;
     Ok(ids.into_iter().map(|(id,)| id).collect())

@@ -26,12 +26,14 @@ type MessageRow = (
     Option<i64>,
     i64,
     i64,
+    Option<String>,
 );
 
 macro_rules! message_columns {
     () => {
         "id, integration_id, subject_id, channel, purpose, kind, status, attempts,
-         provider_ref_ciphertext, error_code, provider_code, created_at, updated_at"
+         provider_ref_ciphertext, error_code, provider_code, created_at, updated_at,
+         consent_event_id"
     };
 }
 
@@ -55,6 +57,7 @@ fn message(row: MessageRow, history: Vec<(String, i64)>) -> Result<MessageRecord
         provider_code,
         created_at,
         updated_at,
+        consent_event_id,
     ) = row;
     let mut history = history
         .into_iter()
@@ -81,6 +84,10 @@ fn message(row: MessageRow, history: Vec<(String, i64)>) -> Result<MessageRecord
         history,
         created_at: time(created_at)?,
         updated_at: time(updated_at)?,
+        consent_event_id: consent_event_id
+            .as_deref()
+            .map(|e| id(e, herald_domain::ids::ConsentEventId::parse))
+            .transpose()?,
     })
 }
 

@@ -72,8 +72,10 @@ async fn main() {
             let granted = client
                 .put(format!("{base}/v1/subjects/{id}/consents/demo"))
                 .bearer_auth(key)
-                .json(&json!({"evidence": {"method": "api", "captured_at": "2026-01-01T00:00:00Z",
-                                           "source": "loadgen"}}))
+                .json(
+                    &json!({"evidence": {"method": "api", "captured_at": "2026-01-01T00:00:00Z",
+                                           "source": "loadgen"}}),
+                )
                 .send()
                 .await
                 .unwrap();

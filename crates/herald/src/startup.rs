@@ -584,7 +584,10 @@ impl Herald {
             async move { audit.run_sealer(seal_every, stop).await }
         });
         tokio::spawn(async move {
-            let mut flush = tokio::time::interval(flush_every);
+            // Nothing to flush at start: the first flush comes one interval in (an immediate
+            // first tick raced the first requests' usage under load).
+            let mut flush =
+                tokio::time::interval_at(tokio::time::Instant::now() + flush_every, flush_every);
             let mut reload = tokio::time::interval(ROOT_KEY_RELOAD_INTERVAL);
             let mut prune = tokio::time::interval(AUDIT_PRUNE_INTERVAL);
             for timer in [&mut flush, &mut reload, &mut prune] {

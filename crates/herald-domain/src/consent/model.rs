@@ -179,45 +179,51 @@ impl ConsentRefusal {
 }
 
 /// Whether a send may go ahead, given the subject's current states on the message's channel
-/// (`states`: purpose name → state at now).
+/// (`states`: purpose name → state at now). `Ok` names the purpose whose granted record the
+/// send relies on, if it relies on one.
 ///
 /// - A purpose whose basis is consent needs its own granted record.
 /// - A business-initiated message (a template outside a conversation the subject started)
 ///   also needs the subject's opt-in for the channel, whatever the basis: a granted record for
 ///   any purpose on that channel.
-/// - A withdrawn record for the purpose itself always refuses (an objection or opt-out), even
-///   inside the window.
+/// - A withdrawn record for the purpose itself always refuses (an objection or an opt-out),
+///   even inside the window.
 /// - Otherwise a reply inside the 24-hour window needs nothing more.
 pub fn decide_send<'a>(
     purpose: &Purpose,
     states: impl IntoIterator<Item = (&'a str, ConsentState)> + Clone,
     business_initiated: bool,
-) -> Result<(), ConsentRefusal> {
+) -> Result<Option<&'a str>, ConsentRefusal> {
     if purpose.internal {
-        return Ok(());
+        return Ok(None);
     }
     let own = states
         .clone()
         .into_iter()
-        .find(|(name, _)| *name == purpose.name)
-        .map(|(_, state)| state);
+        .find(|(name, _)| *name == purpose.name);
+    let own_granted = own
+        .filter(|(_, state)| *state == ConsentState::Granted)
+        .map(|(name, _)| name);
     if purpose.basis == LawfulBasis::Consent {
         return match own {
             None => Err(ConsentRefusal::Missing),
-            Some(state) => ConsentRefusal::from_state(state).map_or(Ok(()), Err),
+            Some((name, state)) => ConsentRefusal::from_state(state).map_or(Ok(Some(name)), Err),
         };
     }
-    if own == Some(ConsentState::Withdrawn) {
+    if own.is_some_and(|(_, state)| state == ConsentState::Withdrawn) {
         return Err(ConsentRefusal::Withdrawn);
     }
     if !business_initiated {
-        return Ok(());
+        return Ok(own_granted);
+    }
+    if own_granted.is_some() {
+        return Ok(own_granted);
     }
     let mut any_withdrawn = false;
     let mut any_pending = false;
-    for (_, state) in states {
+    for (name, state) in states {
         match state {
-            ConsentState::Granted => return Ok(()),
+            ConsentState::Granted => return Ok(Some(name)),
             ConsentState::Withdrawn => any_withdrawn = true,
             ConsentState::Pending => any_pending = true,
             ConsentState::Expired => {}
@@ -293,7 +299,7 @@ mod tests {
                     Ok(())
                 };
                 assert_eq!(
-                    decide_send(&p, none, business_initiated),
+                    decide_send(&p, none, business_initiated).map(|_| ()),
                     expected,
                     "{basis:?}"
                 );
@@ -307,8 +313,13 @@ mod tests {
                             (ConsentState::Pending, true) => Err(ConsentRefusal::Pending),
                             (ConsentState::Expired, true) => Err(ConsentRefusal::Missing),
                         };
+                    let decided = decide_send(&p, own, business_initiated);
+                    // A granted record is what the send relies on.
+                    if state == ConsentState::Granted {
+                        assert_eq!(decided, Ok(Some("p")));
+                    }
                     assert_eq!(
-                        decide_send(&p, own, business_initiated),
+                        decided.map(|_| ()),
                         expected,
                         "{basis:?} {state:?} business_initiated={business_initiated}"
                     );
@@ -321,7 +332,9 @@ mod tests {
     fn an_opt_in_for_another_purpose_on_the_channel_allows_business_initiated_non_consent_sends() {
         let contract = purpose(LawfulBasis::Contract);
         let others = [("newsletter", ConsentState::Granted)];
-        assert_eq!(decide_send(&contract, others, true), Ok(()));
+        assert_eq!(decide_send(&contract, others, true), Ok(Some("newsletter")));
+        // Inside the window a non-consent purpose relies on no record.
+        assert_eq!(decide_send(&contract, others, false), Ok(None));
         // …but never stands in for a consent-based purpose's own consent.
         let consent = purpose(LawfulBasis::Consent);
         assert_eq!(
@@ -336,7 +349,7 @@ mod tests {
         );
         assert_eq!(
             decide_send(&contract, withdrawn, false),
-            Ok(()),
+            Ok(None),
             "a reply in the window"
         );
     }
@@ -348,7 +361,7 @@ mod tests {
             ..purpose(LawfulBasis::LegalObligation)
         };
         let none: [(&str, ConsentState); 0] = [];
-        assert_eq!(decide_send(&internal, none, true), Ok(()));
+        assert_eq!(decide_send(&internal, none, true), Ok(None));
         assert_eq!(
             decide_delivery(Some(&internal), Some(ConsentState::Withdrawn)),
             Ok(())

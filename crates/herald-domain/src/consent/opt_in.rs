@@ -115,6 +115,9 @@ impl Consents {
             phi: false,
             created_at: now,
             idempotency: None,
+            // Herald's own messages about consent rely on none: they are part of asking for it
+            // or of honouring its withdrawal.
+            consent_event_id: None,
             audit: AuditRecord::new(&event, now),
         })
     }

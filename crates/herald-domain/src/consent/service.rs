@@ -594,24 +594,6 @@ impl Consents {
             .get_or_init(|| record.id)
             .clone())
     }
-
-    /// The subject's standing per purpose on `channel`, at `now`.
-    async fn states(
-        &self,
-        subject: &SubjectId,
-        channel: Channel,
-        now: Timestamp,
-    ) -> Result<Vec<(String, ConsentState)>, StoreError> {
-        Ok(self
-            .inner
-            .store
-            .consents(subject)
-            .await?
-            .into_iter()
-            .filter(|c| c.channel == channel)
-            .map(|c| (c.purpose, c.standing.at(now)))
-            .collect())
-    }
 }
 
 fn view(c: &StoredConsent, now: Timestamp) -> ConsentView {
@@ -645,14 +627,25 @@ impl ConsentGate for Consents {
         channel: Channel,
         business_initiated: bool,
         now: Timestamp,
-    ) -> Result<(), SendError> {
-        let states = self.states(&subject.id, channel, now).await?;
-        decide_send(
+    ) -> Result<Option<ConsentEventId>, SendError> {
+        let records: Vec<StoredConsent> = self
+            .inner
+            .store
+            .consents(&subject.id)
+            .await?
+            .into_iter()
+            .filter(|c| c.channel == channel)
+            .collect();
+        let relied_on = decide_send(
             purpose,
-            states.iter().map(|(p, s)| (p.as_str(), *s)),
+            records
+                .iter()
+                .map(|c| (c.purpose.as_str(), c.standing.at(now))),
             business_initiated,
         )
-        .map_err(|r| SendError::Refused(refusal(r)))?;
+        .map_err(|r| SendError::Refused(refusal(r)))?
+        .and_then(|name| records.iter().find(|c| c.purpose == name))
+        .map(|c| c.event_id.clone());
         if let Some(cap) = purpose.frequency_cap {
             let (count, oldest) = self
                 .inner
@@ -668,6 +661,6 @@ impl ConsentGate for Consents {
                 }));
             }
         }
-        Ok(())
+        Ok(relied_on)
     }
 }

@@ -182,6 +182,9 @@ pub struct MessageRecord {
     pub history: Vec<(MessageStatus, Timestamp)>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+    /// The consent event the send relied on (the purpose's consent, or the subject's opt-in
+    /// for a business-initiated template).
+    pub consent_event_id: Option<crate::ids::ConsentEventId>,
 }
 
 #[cfg(test)]

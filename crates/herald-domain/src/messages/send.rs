@@ -20,7 +20,7 @@ use crate::audit::{
 };
 use crate::batch::Batcher;
 use crate::clock::{Clock, Timestamp};
-use crate::ids::{IntegrationId, MessageId, SubjectId};
+use crate::ids::{ConsentEventId, IntegrationId, MessageId, SubjectId};
 use crate::keys::{KeyError, Keyring};
 use crate::phone::PhoneError;
 use crate::store::{Store, StoreError, SubjectRecord};
@@ -132,7 +132,9 @@ impl From<SubjectError> for SendError {
 /// the channel opt-in for business-initiated messages, frequency caps.
 #[async_trait]
 pub trait ConsentGate: Send + Sync + std::fmt::Debug {
-    /// `business_initiated`: a template outside a conversation the subject started.
+    /// `business_initiated`: a template outside a conversation the subject started. `Ok`
+    /// names the consent event the send relies on, if any (kept with the message: the
+    /// evidence for every message sent).
     async fn check(
         &self,
         subject: &SubjectRecord,
@@ -140,7 +142,7 @@ pub trait ConsentGate: Send + Sync + std::fmt::Debug {
         channel: Channel,
         business_initiated: bool,
         now: Timestamp,
-    ) -> Result<(), SendError>;
+    ) -> Result<Option<ConsentEventId>, SendError>;
 }
 
 /// A message ready to be committed: row, content ciphertext, idempotency claim, audit entry.
@@ -157,6 +159,8 @@ pub struct NewMessage {
     pub phi: bool,
     pub created_at: Timestamp,
     pub idempotency: Option<IdempotencyClaim>,
+    /// The consent event the send relies on (see [`ConsentGate::check`]).
+    pub consent_event_id: Option<ConsentEventId>,
     pub audit: AuditRecord,
 }
 
@@ -404,13 +408,16 @@ impl Messages {
                 return Err(error);
             }
         };
-        if let Err(error) = self.check_subject(&command, &subject, now).await {
-            if let SendError::Refused(refusal) = &error {
-                self.refuse(initiator, &command, Some(&subject.id), refusal.code())
-                    .await?;
+        let consent_event_id = match self.check_subject(&command, &subject, now).await {
+            Ok(relied_on) => relied_on,
+            Err(error) => {
+                if let SendError::Refused(refusal) = &error {
+                    self.refuse(initiator, &command, Some(&subject.id), refusal.code())
+                        .await?;
+                }
+                return Err(error);
             }
-            return Err(error);
-        }
+        };
         let id = MessageId::generate_ordered(now)?;
         let key = self.keys.subject_key(&subject.id).await?;
         let plaintext = serde_json::to_vec(&command.content).map_err(|_| SendError::Invalid {
@@ -434,7 +441,8 @@ impl Messages {
                         "template",
                         template.as_ref().and_then(|(n, _)| Detail::name(n)),
                     )
-                    .with("channel", command.channel.as_str()),
+                    .with("channel", command.channel.as_str())
+                    .with_opt("consent_event_id", consent_event_id.as_ref()),
             );
         let message = NewMessage {
             id: id.clone(),
@@ -448,6 +456,7 @@ impl Messages {
             phi: command.phi,
             created_at: now,
             idempotency: claim.clone(),
+            consent_event_id,
             audit: AuditRecord::new(&event, now),
         };
         match self.committer.submit(message).await? {
@@ -541,13 +550,13 @@ impl Messages {
         }
     }
 
-    /// The policy parts that depend on the subject.
+    /// The policy parts that depend on the subject; `Ok` names the consent event relied on.
     async fn check_subject(
         &self,
         command: &SendCommand,
         subject: &SubjectRecord,
         now: Timestamp,
-    ) -> Result<(), SendError> {
+    ) -> Result<Option<ConsentEventId>, SendError> {
         if subject.restricted {
             return Err(Refusal::SubjectRestricted.into());
         }

@@ -61,3 +61,8 @@ CREATE TABLE opt_in_codes (
 -- by subject, so it replaces the one on subject_id alone (no extra B-tree per message).
 DROP INDEX messages_by_subject;
 CREATE INDEX messages_by_subject_purpose ON messages (subject_id, purpose, created_at);
+
+-- The consent event a message was sent on (the purpose's consent, or the subject's WhatsApp
+-- opt-in for a business-initiated template); empty when the basis needed none (a reply inside
+-- the window under contract, legal obligation, vital or legitimate interests).
+ALTER TABLE messages ADD COLUMN consent_event_id TEXT;

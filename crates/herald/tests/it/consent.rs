@@ -864,3 +864,44 @@ async fn a_frequency_cap_answers_429_with_retry_after() {
     app.clock.advance(TimeDelta::hours(23));
     accepted(&app, &template("reminders", &who)).await;
 }
+
+#[tokio::test]
+async fn every_sent_message_names_the_basis_and_consent_it_relied_on() {
+    let fake = FakeWhatsapp::start().await;
+    let app = consent_app(&fake).await;
+    let who = phone(1300);
+    let subject = grant(&app, &who, "newsletter").await;
+    let grant_id = consents(&app, &subject).await["history"][0]["id"].clone();
+    // Consent basis: its own consent.
+    let id = accepted(&app, &template("newsletter", &who)).await;
+    let m = message(&app, &app.admin_key, &id).await;
+    assert_eq!(
+        m["basis"],
+        json!({"lawful_basis": "consent", "consent_event_id": grant_id})
+    );
+    // A contract template outside any conversation: the WhatsApp opt-in it relied on.
+    let id = accepted(&app, &template("order_updates", &who)).await;
+    let m = message(&app, &app.admin_key, &id).await;
+    assert_eq!(
+        m["basis"],
+        json!({"lawful_basis": "contract", "consent_event_id": grant_id})
+    );
+    // A reply in the window under a contract needs no consent, and names none.
+    says(&app, &who, "Danke!").await;
+    let id = accepted(&app, &text("order_updates", &who)).await;
+    let m = message(&app, &app.admin_key, &id).await;
+    assert_eq!(
+        m["basis"],
+        json!({"lawful_basis": "contract", "consent_event_id": null})
+    );
+    // The acceptance's audit entry names it too.
+    app.herald.audit().seal().await.unwrap();
+    let entries = app.herald.audit().entries(0, 10_000).await.unwrap();
+    let relied: Vec<Value> = entries
+        .iter()
+        .map(|e| e.export_json())
+        .filter(|e| e["action"] == "message.accepted")
+        .map(|e| e["details"]["consent_event_id"].clone())
+        .collect();
+    assert_eq!(relied, [grant_id.clone(), grant_id, Value::Null]);
+}

@@ -212,11 +212,28 @@ pub struct MessageView {
     #[serde(serialize_with = "rfc3339_opt")]
     #[schema(value_type = Option<String>, format = DateTime)]
     updated_at: Option<Timestamp>,
+    /// Why it may be sent: the purpose's lawful basis and, where the send relied on one, the
+    /// consent event (an entry of `GET /v1/subjects/{id}/consents`' history).
+    basis: BasisView,
 }
 
-impl From<MessageRecord> for MessageView {
-    fn from(m: MessageRecord) -> Self {
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BasisView {
+    /// consent, contract, legal_obligation, vital_interests or legitimate_interests (absent for
+    /// a purpose no longer configured).
+    lawful_basis: Option<&'static str>,
+    #[schema(value_type = Option<String>, example = "cev_0c3k5m7p9r1t3v5x7z9b1d3f5h")]
+    consent_event_id: Option<String>,
+}
+
+impl MessageView {
+    fn new(m: MessageRecord, catalog: &herald_domain::messages::Catalog) -> Self {
+        let basis = BasisView {
+            lawful_basis: catalog.purpose(&m.purpose).map(|p| p.basis.as_str()),
+            consent_event_id: m.consent_event_id.map(|e| e.as_str().to_owned()),
+        };
         Self {
+            basis,
             id: m.id,
             subject_id: m.subject_id,
             channel: m.channel.as_str(),
@@ -262,5 +279,5 @@ async fn get_message(
         .await
         .map_err(errors::store)?
         .ok_or_else(Problem::not_found)?;
-    Ok(Json(message.into()))
+    Ok(Json(MessageView::new(message, state.messages.catalog())))
 }
