@@ -249,8 +249,12 @@ impl Consents {
             .catalog
             .public_purpose(purpose)
             .ok_or(ConsentError::UnknownPurpose)?;
-        // One channel today; the check is where a purpose's channel list will be consulted.
-        let _ = channel;
+        if !purpose.offers(channel) {
+            return Err(invalid(
+                "channel",
+                "the purpose is not offered on this channel",
+            ));
+        }
         match notice_version {
             Some(version) if purpose.notice(version).is_none() => Err(invalid(
                 "evidence.notice_version",
@@ -351,10 +355,18 @@ impl Consents {
         integration: &IntegrationId,
         initiator: &Initiator,
     ) -> Result<ConsentView, ConsentError> {
-        self.inner
+        let configured = self
+            .inner
             .catalog
             .public_purpose(purpose)
             .ok_or(ConsentError::UnknownPurpose)?;
+        // Withdrawing is always possible where the purpose is offered.
+        if !configured.offers(channel) {
+            return Err(invalid(
+                "channel",
+                "the purpose is not offered on this channel",
+            ));
+        }
         let subject = self.subject(subject_id).await?;
         let planned = Planned {
             purpose: purpose.to_owned(),

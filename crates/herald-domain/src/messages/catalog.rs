@@ -54,6 +54,8 @@ pub struct Purpose {
     /// Marketing purposes are the ones an opt-out ("STOP") withdraws (unless configured
     /// otherwise).
     pub marketing: bool,
+    /// The channels the purpose may be used on (and consent recorded for).
+    pub channels: Vec<super::Channel>,
     /// The versions of the text shown to people when their consent (or opt-in) is asked for
     /// this purpose. Evidence names one; its hash is stored with the consent record.
     pub notices: Vec<Notice>,
@@ -74,11 +76,16 @@ impl Purpose {
             name: name.to_owned(),
             basis,
             marketing: false,
+            channels: vec![super::Channel::Whatsapp],
             notices: Vec::new(),
             reopt_in_by_keyword: false,
             frequency_cap: None,
             internal: false,
         }
+    }
+
+    pub fn offers(&self, channel: super::Channel) -> bool {
+        self.channels.contains(&channel)
     }
 
     pub fn notice(&self, version: &str) -> Option<&Notice> {
@@ -161,6 +168,8 @@ pub enum CatalogError {
     NoticeVersion { purpose: String, version: String },
     #[error("purpose {0:?} has a frequency cap of zero messages or over no time")]
     FrequencyCap(String),
+    #[error("purpose {0:?} names no channel")]
+    NoChannel(String),
 }
 
 /// Purposes and templates, validated.
@@ -179,6 +188,9 @@ impl Catalog {
         for purpose in purposes {
             if !is_identifier(&purpose.name) || purpose.name.starts_with("herald.") {
                 return Err(CatalogError::PurposeName(purpose.name));
+            }
+            if purpose.channels.is_empty() {
+                return Err(CatalogError::NoChannel(purpose.name));
             }
             if purpose.basis == LawfulBasis::Consent && purpose.notices.is_empty() {
                 return Err(CatalogError::ConsentWithoutNotice(purpose.name));
@@ -337,6 +349,22 @@ mod tests {
             Catalog::new([Purpose::new("news", LawfulBasis::Consent)], []),
             Err(CatalogError::ConsentWithoutNotice(_))
         ));
+        assert!(matches!(
+            Catalog::new(
+                [Purpose {
+                    channels: Vec::new(),
+                    ..Purpose::new("nowhere", LawfulBasis::Contract)
+                }],
+                []
+            ),
+            Err(CatalogError::NoChannel(_))
+        ));
+        assert!(
+            catalog
+                .purpose("order_updates")
+                .unwrap()
+                .offers(super::super::Channel::Whatsapp)
+        );
         let internal = catalog.purpose(OPT_IN_REQUEST_PURPOSE).unwrap();
         assert!(internal.internal);
         assert!(catalog.public_purpose(OPT_IN_REQUEST_PURPOSE).is_none());

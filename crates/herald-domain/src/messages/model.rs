@@ -83,7 +83,8 @@ impl fmt::Display for MessageStatus {
 }
 
 /// Where a message goes. Only WhatsApp exists yet (SMS and e-mail are planned).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Channel {
     Whatsapp,
 }

@@ -511,8 +511,14 @@ impl Messages {
         command: &SendCommand,
         initiator: &Initiator,
     ) -> Result<SubjectRecord, SendError> {
-        if self.catalog.public_purpose(&command.purpose).is_none() {
+        let Some(purpose) = self.catalog.public_purpose(&command.purpose) else {
             return Err(Refusal::UnknownPurpose.into());
+        };
+        if !purpose.offers(command.channel) {
+            return Err(SendError::Invalid {
+                field: "channel",
+                rule: "the purpose is not offered on this channel",
+            });
         }
         if let Content::Template {
             name,

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use herald_domain::messages::{Catalog, LawfulBasis, Purpose, Template, TemplateCategory};
+use herald_domain::messages::{Catalog, Channel, LawfulBasis, Purpose, Template, TemplateCategory};
 use serde::{Deserialize, Serialize};
 
 use super::{ConfigError, Secret};
@@ -68,6 +68,9 @@ pub struct PurposeConfig {
     pub basis: LawfulBasis,
     #[serde(default)]
     pub marketing: bool,
+    /// The channels the purpose may be used on (default: whatsapp, the only one yet).
+    #[serde(default = "default_channels")]
+    pub channels: Vec<Channel>,
     /// The texts shown when consent or an opt-in is asked for (required for basis consent).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notices: Vec<super::consent::NoticeConfig>,
@@ -78,12 +81,17 @@ pub struct PurposeConfig {
     pub frequency_cap: Option<super::consent::FrequencyCapConfig>,
 }
 
+fn default_channels() -> Vec<Channel> {
+    vec![Channel::Whatsapp]
+}
+
 impl PurposeConfig {
     /// A purpose with only its basis (no notices, no cap, not marketing).
     pub fn basis(basis: LawfulBasis) -> Self {
         Self {
             basis,
             marketing: false,
+            channels: default_channels(),
             notices: Vec::new(),
             reopt_in_by_keyword: false,
             frequency_cap: None,
@@ -158,6 +166,7 @@ impl super::Config {
         for (name, p) in &self.purposes {
             purposes.push(Purpose {
                 marketing: p.marketing,
+                channels: p.channels.clone(),
                 notices: p
                     .notices
                     .iter()
