@@ -111,6 +111,9 @@ pub struct SubjectRecord {
     pub created_at: Timestamp,
     pub restricted: bool,
     pub last_inbound_at: Option<Timestamp>,
+    /// The subject's consent records, read in the same query (the send gate's view: no second
+    /// round trip on the send path). Empty where a look-up does not load them.
+    pub consents: Vec<StoredConsent>,
 }
 
 /// A subject about to be stored: its phone number only as ciphertext and blind index.

@@ -133,7 +133,7 @@ macro_rules! insert_internal_messages {
 
 pub(crate) use insert_internal_messages;
 
-type ConsentRow = (String, String, String, String, Option<i64>, String, i64);
+pub(crate) type ConsentRow = (String, String, String, String, Option<i64>, String, i64);
 
 macro_rules! consent_columns {
     () => {
@@ -150,7 +150,7 @@ fn state(value: &str) -> Result<ConsentState, StoreError> {
         .ok_or_else(|| StoreError::Corrupt("a stored consent state is unknown".into()))
 }
 
-fn consent(row: ConsentRow) -> Result<StoredConsent, StoreError> {
+pub(crate) fn consent(row: ConsentRow) -> Result<StoredConsent, StoreError> {
     let (subject_id, purpose, channel_name, state_name, expires_at, event_id, updated_at) = row;
     Ok(StoredConsent {
         subject_id: id(&subject_id, SubjectId::parse)?,

@@ -24,7 +24,49 @@ fn subject(row: SubjectRow) -> Result<SubjectRecord, StoreError> {
         created_at: time(created_at)?,
         restricted,
         last_inbound_at: opt_time(last_inbound_at)?,
+        consents: Vec::new(),
     })
+}
+
+/// The consent columns of a look-up joined with `consents` (all null without a record).
+type JoinedConsent = (
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+    Option<String>,
+    Option<i64>,
+);
+
+/// `LEFT JOIN consents`: the send path reads a subject and its consent records in one query.
+macro_rules! joined_consent_columns {
+    () => {
+        ", c.purpose, c.channel, c.state, c.expires_at, c.event_id, c.updated_at
+         FROM subjects AS s LEFT JOIN consents AS c ON c.subject_id = s.id"
+    };
+}
+
+/// Adds a joined consent row to its subject (the padded IN list may repeat rows).
+fn attach(record: &mut SubjectRecord, joined: JoinedConsent) -> Result<(), StoreError> {
+    let (purpose, channel, state, expires_at, event_id, updated_at) = joined;
+    let (Some(purpose), Some(channel), Some(state), Some(event_id), Some(updated_at)) =
+        (purpose, channel, state, event_id, updated_at)
+    else {
+        return Ok(());
+    };
+    let consent = crate::consent::consent((
+        record.id.as_str().to_owned(),
+        purpose,
+        channel,
+        state,
+        expires_at,
+        event_id,
+        updated_at,
+    ))?;
+    if !record.consents.contains(&consent) {
+        record.consents.push(consent);
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -36,20 +78,38 @@ impl SubjectStore for Database {
         if indexes.is_empty() {
             return Ok(Vec::new());
         }
-        let rows: Vec<(String, i64, bool, Option<i64>, Vec<u8>)> = read!(self, |pool| select_in!(
+        type Row = (
+            String,
+            i64,
+            bool,
+            Option<i64>,
+            Vec<u8>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<i64>,
+            Option<String>,
+            Option<i64>,
+        );
+        let rows: Vec<Row> = read!(self, |pool| select_in!(
             pool,
-            (String, i64, bool, Option<i64>, Vec<u8>),
+            Row,
             concat!(
-                "SELECT ",
-                subject_columns!(),
-                ", phone_index FROM subjects WHERE erased_at IS NULL AND phone_index"
+                "SELECT s.id, s.created_at, s.restricted, s.last_inbound_at, s.phone_index",
+                joined_consent_columns!(),
+                " WHERE s.erased_at IS NULL AND s.phone_index"
             ),
             indexes,
             |index: &[u8; 32]| index.to_vec()
         )?);
-        let mut found = std::collections::HashMap::with_capacity(rows.len());
-        for (a, b, c, d, index) in rows {
-            found.insert(index, subject((a, b, c, d))?);
+        let mut found: std::collections::HashMap<Vec<u8>, SubjectRecord> =
+            std::collections::HashMap::with_capacity(rows.len());
+        for (a, b, c, d, index, e, f, g, h, i, j) in rows {
+            let record = match found.entry(index) {
+                std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                std::collections::hash_map::Entry::Vacant(v) => v.insert(subject((a, b, c, d))?),
+            };
+            attach(record, (e, f, g, h, i, j))?;
         }
         Ok(indexes
             .iter()
@@ -108,6 +168,7 @@ impl SubjectStore for Database {
                 created_at: new.created_at,
                 restricted: false,
                 last_inbound_at: None,
+                consents: Vec::new(),
             })),
             Some(row) => Ok(SubjectInsert::Existing(subject(row)?)),
         }
@@ -133,22 +194,41 @@ impl SubjectStore for Database {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let rows: Vec<(String, i64, bool, Option<i64>, Option<i64>)> =
-            read!(self, |pool| select_in!(
-                pool,
-                (String, i64, bool, Option<i64>, Option<i64>),
-                concat!(
-                    "SELECT ",
-                    subject_columns!(),
-                    ", erased_at FROM subjects WHERE id"
-                ),
-                ids,
-                |id: &SubjectId| id.as_str().to_owned()
-            )?);
-        let mut found = std::collections::HashMap::with_capacity(rows.len());
-        for (a, b, c, d, erased_at) in rows {
+        type Row = (
+            String,
+            i64,
+            bool,
+            Option<i64>,
+            Option<i64>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<i64>,
+            Option<String>,
+            Option<i64>,
+        );
+        let rows: Vec<Row> = read!(self, |pool| select_in!(
+            pool,
+            Row,
+            concat!(
+                "SELECT s.id, s.created_at, s.restricted, s.last_inbound_at, s.erased_at",
+                joined_consent_columns!(),
+                " WHERE s.id"
+            ),
+            ids,
+            |id: &SubjectId| id.as_str().to_owned()
+        )?);
+        let mut found: std::collections::HashMap<SubjectId, (SubjectRecord, Option<Timestamp>)> =
+            std::collections::HashMap::with_capacity(rows.len());
+        for (a, b, c, d, erased_at, e, f, g, h, i, j) in rows {
             let record = subject((a, b, c, d))?;
-            found.insert(record.id.clone(), (record, opt_time(erased_at)?));
+            let entry = match found.entry(record.id.clone()) {
+                std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert((record, opt_time(erased_at)?))
+                }
+            };
+            attach(&mut entry.0, (e, f, g, h, i, j))?;
         }
         Ok(ids.iter().map(|id| found.get(id).cloned()).collect())
     }

@@ -640,12 +640,11 @@ impl ConsentGate for Consents {
         business_initiated: bool,
         now: Timestamp,
     ) -> Result<Option<ConsentEventId>, SendError> {
-        let records: Vec<StoredConsent> = self
-            .inner
-            .store
-            .consents(&subject.id)
-            .await?
-            .into_iter()
+        // The records came with the subject's look-up at the start of this send (one query for
+        // both, batched across concurrent sends); a subject created by this send has none.
+        let records: Vec<&StoredConsent> = subject
+            .consents
+            .iter()
             .filter(|c| c.channel == channel)
             .collect();
         let relied_on = decide_send(
