@@ -144,6 +144,16 @@ impl Consents {
         at: Timestamp,
         earlier: &[ConsentChange],
     ) -> Result<InboundConsent, ConsentError> {
+        let intent = intent(self, content);
+        // Most messages are conversation: no keyword, no code — nothing to read or write.
+        let has_code = content.kind == "text"
+            && content
+                .text
+                .as_deref()
+                .is_some_and(|t| !code_candidates(t).is_empty());
+        if intent.is_none() && !has_code {
+            return Ok(InboundConsent::default());
+        }
         let mut evidence = Map::new();
         evidence.insert("inbound_message_id".into(), inbound_id.as_str().into());
         let now = self.now();
@@ -154,7 +164,7 @@ impl Consents {
                 .filter(move |c| c.channel == Channel::Whatsapp && c.standing.at(now) == state)
         };
         let mut reply = None;
-        let plans = match intent(self, content) {
+        let plans = match intent {
             Some(Keyword::Stop) => {
                 evidence.insert("keyword".into(), "stop".into());
                 reply = self.settings().opt_out_reply.clone();
