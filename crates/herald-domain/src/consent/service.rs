@@ -34,7 +34,11 @@ const CAPTURED_AT_SKEW: TimeDelta = TimeDelta::minutes(5);
 /// Longest evidence `source` (a form address, a paper form's reference).
 pub const MAX_SOURCE_CHARS: usize = 2048;
 /// How often a change is retried when another change to the same record came first.
-const CONFLICT_RETRIES: usize = 3;
+const CONFLICT_RETRIES: u32 = 8;
+/// Changes to one subject's records are serialised within a node by one of these locks (chosen
+/// by the subject id): without them concurrent changes would mostly conflict and retry. Across
+/// nodes the store's optimistic check still decides.
+const SUBJECT_LOCK_STRIPES: usize = 64;
 
 /// Configuration of keywords, acknowledgements and double opt-in.
 #[derive(Debug, Clone)]
@@ -183,6 +187,7 @@ pub(crate) struct Inner {
     pub settings: ConsentSettings,
     /// Herald's own messages (acknowledgements) are sent as the `admin` integration.
     pub system_integration: OnceLock<IntegrationId>,
+    pub subject_locks: Vec<tokio::sync::Mutex<()>>,
 }
 
 /// The consent ledger. Cheap to clone.
@@ -224,6 +229,9 @@ impl Consents {
                 catalog,
                 settings,
                 system_integration: OnceLock::new(),
+                subject_locks: (0..SUBJECT_LOCK_STRIPES)
+                    .map(|_| tokio::sync::Mutex::new(()))
+                    .collect(),
             }),
         }
     }
@@ -459,6 +467,10 @@ impl Consents {
         messages: impl Fn(&[ConsentChange]) -> Result<Vec<NewMessage>, ConsentError>,
     ) -> Result<Vec<ConsentChange>, ConsentError> {
         let key = self.inner.keys.subject_key(subject).await?;
+        let stripe = subject.as_str().bytes().fold(0usize, |h, b| {
+            h.wrapping_mul(31).wrapping_add(usize::from(b))
+        }) % SUBJECT_LOCK_STRIPES;
+        let _serialised = self.inner.subject_locks[stripe].lock().await;
         let mut attempt = 0;
         loop {
             let current = self.inner.store.consents(subject).await?;
@@ -469,7 +481,20 @@ impl Consents {
             let outgoing = messages(&changes)?;
             match self.inner.store.record_consents(&changes, &outgoing).await {
                 Ok(()) => return Ok(changes),
-                Err(StoreError::Conflict) if attempt < CONFLICT_RETRIES => attempt += 1,
+                Err(StoreError::Conflict) if attempt < CONFLICT_RETRIES => {
+                    // Another node changed the record: back off a little, re-derive, retry.
+                    attempt += 1;
+                    let pause = 2u64.pow(attempt.min(6))
+                        + u64::from(herald_crypto::random::bytes::<1>().map_or(0, |b| b[0] % 8));
+                    tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+                }
+                // Still contended: a temporary condition, not a conflict the caller made.
+                Err(StoreError::Conflict) => {
+                    return Err(StoreError::Unavailable(
+                        "consent records kept changing under concurrent updates".into(),
+                    )
+                    .into());
+                }
                 Err(e) => return Err(e.into()),
             }
         }

@@ -905,3 +905,48 @@ async fn every_sent_message_names_the_basis_and_consent_it_relied_on() {
         .collect();
     assert_eq!(relied, [grant_id.clone(), grant_id, Value::Null]);
 }
+
+#[tokio::test]
+async fn concurrent_changes_to_one_record_all_land_in_order() {
+    let fake = FakeWhatsapp::start().await;
+    let app = consent_app(&fake).await;
+    let who = phone(1400);
+    let subject = grant(&app, &who, "newsletter").await;
+    // Grants and withdrawals of the same record at once: each is appended, none is lost, and
+    // the kept state is the last one appended.
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..16 {
+        let client = app.client.clone();
+        let url = app.url(&format!("/v1/subjects/{subject}/consents/newsletter"));
+        let key = app.admin_key.clone();
+        let captured_at = app.clock.now().to_rfc3339();
+        tasks.spawn(async move {
+            let request = if n % 2 == 0 {
+                client.delete(&url)
+            } else {
+                client.put(&url).json(&json!({"evidence": {"method": "api",
+                    "notice_version": "v1", "captured_at": captured_at}}))
+            };
+            request
+                .bearer_auth(key)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        });
+    }
+    while let Some(status) = tasks.join_next().await {
+        assert_eq!(status.unwrap(), 200);
+    }
+    let overview = consents(&app, &subject).await;
+    let history = overview["history"].as_array().unwrap();
+    // Every grant is recorded (a repeated grant is new evidence); withdrawing what is already
+    // withdrawn records nothing new.
+    let granted = history.iter().filter(|h| h["state"] == "granted").count();
+    assert_eq!(granted, 1 + 8);
+    let withdrawn = history.iter().filter(|h| h["state"] == "withdrawn").count();
+    assert!((1..=8).contains(&withdrawn), "{withdrawn}");
+    let last = history.last().unwrap();
+    assert_eq!(overview["consents"][0]["state"], last["state"]);
+}
