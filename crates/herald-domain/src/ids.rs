@@ -157,6 +157,10 @@ prefixed_id!(
     /// One event of the consent ledger (a grant, a request, a withdrawal, an expiry).
     ConsentEventId, "cev", "consent event"
 );
+prefixed_id!(
+    /// A data-subject rights request in the register.
+    RightsRequestId, "dsr", "rights request"
+);
 
 #[cfg(test)]
 mod tests {

@@ -14,6 +14,7 @@
 //! - [`messages`]: sending, delivery with retries and pacing, provider callbacks.
 //! - [`webhooks`]: events to integrators (Standard Webhooks), their endpoints and delivery.
 //! - [`worker`]: the leased claim-and-handle loop the background workers share.
+//! - [`rights`]: data-subject rights — the request register with its legal deadlines.
 //! - [`store`]: the storage traits `herald-store` implements for SQLite and PostgreSQL.
 //!
 //! Capabilities take their collaborators (`Arc<dyn Store>`, the keyring, the clock) in their
@@ -29,6 +30,7 @@ pub mod keys;
 pub mod messages;
 pub mod phone;
 mod phone_memo;
+pub mod rights;
 pub mod store;
 pub mod subjects;
 pub mod webhooks;

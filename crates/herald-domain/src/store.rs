@@ -13,11 +13,12 @@ use crate::audit::{AuditKeyRecord, AuditRecord, Checkpoint, SealInput, SealPlan,
 use crate::auth::{ApiKeyRecord, IntegrationRecord, NewApiKey};
 use crate::clock::Timestamp;
 use crate::consent::{ConsentChange, OptInCode, StoredConsent, StoredConsentEvent};
-use crate::ids::{ApiKeyId, CallbackId, IntegrationId, MessageId, SubjectId};
+use crate::ids::{ApiKeyId, CallbackId, IntegrationId, MessageId, RightsRequestId, SubjectId};
 use crate::messages::{
     AcceptOutcome, ClaimedMessage, DeliveryUpdate, InboxEntry, MessageRecord, NewMessage,
     ReportBatch, ReportTarget,
 };
+use crate::rights::{RequestStatus, RightsRequest};
 use crate::webhooks::{ClaimedEvent, EndpointRecord, EventOutcome, NewEndpoint};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -474,6 +475,43 @@ pub trait ConsentStore: Send + Sync {
     ) -> Result<(u64, Option<Timestamp>), StoreError>;
 }
 
+/// The register of data-subject rights requests.
+#[async_trait]
+pub trait RightsStore: Send + Sync {
+    async fn insert_rights_request(
+        &self,
+        request: &RightsRequest,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError>;
+    async fn rights_request(
+        &self,
+        id: &RightsRequestId,
+    ) -> Result<Option<RightsRequest>, StoreError>;
+    /// Requests by status at `now` (overdue: open and past due), soonest due first, after the
+    /// cursor (a request id).
+    async fn rights_requests(
+        &self,
+        status: Option<RequestStatus>,
+        now: Timestamp,
+        page: &PageRequest,
+    ) -> Result<Vec<RightsRequest>, StoreError>;
+    /// Stores the extension if the request is still open with due date `previous_due`, with its
+    /// audit entry; `false` when it changed meanwhile.
+    async fn extend_rights_request(
+        &self,
+        extended: &RightsRequest,
+        previous_due: Timestamp,
+        audit: &AuditRecord,
+    ) -> Result<bool, StoreError>;
+    /// Marks the request done if it is open, with its audit entry; `false` if it was not open.
+    async fn complete_rights_request(
+        &self,
+        id: &RightsRequestId,
+        at: Timestamp,
+        audit: &AuditRecord,
+    ) -> Result<bool, StoreError>;
+}
+
 /// Everything Herald stores.
 #[async_trait]
 pub trait Store:
@@ -486,6 +524,7 @@ pub trait Store:
     + CallbackStore
     + WebhookStore
     + ConsentStore
+    + RightsStore
     + fmt::Debug
     + 'static
 {

@@ -24,6 +24,7 @@ mod error;
 mod keys;
 mod messages;
 pub mod migrations;
+mod rights;
 mod subjects;
 mod webhooks;
 

@@ -37,6 +37,11 @@ pub const SQLITE: &[(i64, &str, &str)] = &[
         "consent",
         include_str!("../migrations/sqlite/0005_consent.sql"),
     ),
+    (
+        6,
+        "rights_requests",
+        include_str!("../migrations/sqlite/0006_rights_requests.sql"),
+    ),
 ];
 
 pub const POSTGRES: &[(i64, &str, &str)] = &[
@@ -64,6 +69,11 @@ pub const POSTGRES: &[(i64, &str, &str)] = &[
         5,
         "consent",
         include_str!("../migrations/postgres/0005_consent.sql"),
+    ),
+    (
+        6,
+        "rights_requests",
+        include_str!("../migrations/postgres/0006_rights_requests.sql"),
     ),
 ];
 

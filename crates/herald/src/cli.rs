@@ -60,6 +60,20 @@ enum Command {
     /// Play the customer on the sandbox channel (when no WhatsApp number is configured).
     #[command(subcommand)]
     Sandbox(SandboxCommand),
+    /// The register of data-subject rights requests.
+    #[command(subcommand)]
+    Requests(RequestsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum RequestsCommand {
+    /// List rights requests with their due dates (all, or by --status open|overdue|done).
+    List {
+        #[arg(long)]
+        status: Option<String>,
+        #[command(flatten)]
+        output: JsonFlag,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -349,6 +363,11 @@ async fn admin(config: Config, command: Command) -> anyhow::Result<()> {
         herald.store().close().await;
         return result;
     }
+    if let Command::Requests(RequestsCommand::List { status, output }) = command {
+        let result = requests_list(&herald, status.as_deref(), &output).await;
+        herald.store().close().await;
+        return result;
+    }
     let auth = herald.auth();
     match command {
         Command::Integrations(IntegrationsCommand::Create { name, output }) => {
@@ -506,6 +525,7 @@ async fn admin(config: Config, command: Command) -> anyhow::Result<()> {
         | Command::Config(_)
         | Command::Audit(_)
         | Command::Sandbox(_)
+        | Command::Requests(_)
         | Command::Keys(KeysCommand::GenerateRoot) => {}
     }
     // Entries this command wrote are sealed now rather than at the next server start.
@@ -624,6 +644,71 @@ async fn audit_command(herald: &Herald, command: AuditCommand) -> anyhow::Result
                     None => emit("nothing is older than the retention period"),
                 }
             }
+        }
+    }
+    Ok(())
+}
+
+/// `herald requests list`: the register, soonest logged first, with status and due date.
+async fn requests_list(
+    herald: &Herald,
+    status: Option<&str>,
+    output: &JsonFlag,
+) -> anyhow::Result<()> {
+    use herald_domain::rights::RequestStatus;
+    let rights = herald.rights();
+    let status = status
+        .map(|s| {
+            RequestStatus::parse(s)
+                .with_context(|| format!("unknown status {s:?}: open, overdue or done"))
+        })
+        .transpose()?;
+    let now = rights.now();
+    let mut all = Vec::new();
+    let mut page = PageRequest {
+        after: None,
+        limit: 500,
+    };
+    loop {
+        let items = rights.list(status, &page).await?;
+        let full = items.len() == 500;
+        page.after = items.last().map(|r| r.id.to_string());
+        all.extend(items);
+        if !full {
+            break;
+        }
+    }
+    if output.json {
+        let data: Vec<serde_json::Value> = all
+            .iter()
+            .map(|r| {
+                json!({
+                    "id": r.id.as_str(),
+                    "kind": r.kind.as_str(),
+                    "subject_id": r.subject_id.as_ref().map(|s| s.as_str()),
+                    "status": r.status(now).as_str(),
+                    "received_at": time(r.received_at),
+                    "due_at": time(r.due_at),
+                    "extended_months": r.extended_months,
+                    "completed_at": r.completed_at.map(time),
+                })
+            })
+            .collect();
+        emit_json(&json!({"data": data}))?;
+    } else {
+        for r in &all {
+            emit(&format!(
+                "{}  {:<13}  {:<7}  due {}  received {}{}",
+                r.id,
+                r.kind.as_str(),
+                r.status(now).as_str(),
+                time(r.due_at),
+                time(r.received_at),
+                r.subject_id
+                    .as_ref()
+                    .map(|s| format!("  {s}"))
+                    .unwrap_or_default()
+            ));
         }
     }
     Ok(())

@@ -23,6 +23,7 @@ use herald_domain::keys::{KeyError, Keyring, KeyringState};
 use herald_domain::messages::{
     CallbackParser, Catalog, Messages, ReportSettings, Reports, SandboxCallbacks,
 };
+use herald_domain::rights::RightsRequests;
 use herald_domain::store::Store;
 use herald_domain::subjects::Subjects;
 use herald_domain::webhooks::WebhookEndpoints;
@@ -98,6 +99,7 @@ pub struct Herald {
     messages: Messages,
     reports: Reports,
     consents: Consents,
+    rights: RightsRequests,
     catalog: Arc<Catalog>,
     endpoints: WebhookEndpoints,
     clock: Arc<dyn Clock>,
@@ -306,6 +308,8 @@ impl Herald {
             },
             owner.clone(),
         );
+        let rights =
+            RightsRequests::new(Arc::clone(&store), Arc::clone(&keyring), Arc::clone(&clock));
         let endpoints = WebhookEndpoints::new(
             Arc::clone(&store),
             Arc::clone(&keyring),
@@ -323,6 +327,7 @@ impl Herald {
             messages,
             reports,
             consents,
+            rights,
             catalog,
             endpoints,
             clock,
@@ -371,6 +376,10 @@ impl Herald {
         &self.consents
     }
 
+    pub fn rights(&self) -> &RightsRequests {
+        &self.rights
+    }
+
     pub fn endpoints(&self) -> &WebhookEndpoints {
         &self.endpoints
     }
@@ -409,6 +418,7 @@ impl Herald {
             audit: self.audit.clone(),
             messages: self.messages.clone(),
             consents: self.consents.clone(),
+            rights: self.rights.clone(),
             reports: self.reports.clone(),
             endpoints: self.endpoints.clone(),
             whatsapp: self.config.whatsapp.as_ref().map(|w| {

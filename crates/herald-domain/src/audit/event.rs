@@ -37,8 +37,8 @@ use serde_json::{Value, json};
 use crate::auth::Principal;
 use crate::clock::Timestamp;
 use crate::ids::{
-    ApiKeyId, CallbackId, ConsentEventId, EventId, IntegrationId, MessageId, SubjectId,
-    WebhookEndpointId,
+    ApiKeyId, CallbackId, ConsentEventId, EventId, IntegrationId, MessageId, RightsRequestId,
+    SubjectId, WebhookEndpointId,
 };
 
 /// A request id as Herald generates them: `req_` and 16 lowercase base32hex characters.
@@ -198,6 +198,9 @@ actions! {
     WebhookFailed => "webhook.failed", "An event was given up for an endpoint (event_type, attempts, reason).";
     ConsentChanged => "consent.changed", "A consent record changed (purpose, channel, state, method, notice_version, notice_sha256, consent_event_id).";
     OptInCodeIssued => "consent.opt_in_code_issued", "A user-initiated opt-in code was issued (purpose, channel, notice_version, expires_at).";
+    RightsRequestLogged => "rights_request.logged", "A data-subject rights request was logged (request_id, kind, due_at).";
+    RightsRequestExtended => "rights_request.extended", "A rights request's due date was extended, the reason recorded encrypted (request_id, kind, due_at, extended_months).";
+    RightsRequestCompleted => "rights_request.completed", "A rights request was marked done (request_id, kind, due_at).";
     WebhookEndpointDisabled => "webhook_endpoint.disabled", "An endpoint was disabled after a run of failed deliveries or a 410 Gone (consecutive_failures, reason).";
 }
 
@@ -367,7 +370,8 @@ id_detail!(
     WebhookEndpointId,
     EventId,
     CallbackId,
-    ConsentEventId
+    ConsentEventId,
+    RightsRequestId
 );
 
 /// An entry's details: a few named values.

@@ -8,6 +8,7 @@ use herald_domain::consent::ConsentError;
 use herald_domain::keys::KeyError;
 use herald_domain::messages::{Refusal, SendError};
 use herald_domain::phone::PhoneError;
+use herald_domain::rights::RightsError;
 use herald_domain::store::StoreError;
 use herald_domain::subjects::SubjectError;
 
@@ -112,6 +113,27 @@ pub fn consent(error: ConsentError) -> Problem {
         ConsentError::Subject(e) => subjects(e),
         ConsentError::Store(e) => store(e),
         ConsentError::Keys(e) => keys(e),
+    }
+}
+
+pub fn rights(error: RightsError) -> Problem {
+    match error {
+        RightsError::NotFound => Problem::not_found(),
+        RightsError::SubjectNotFound => Problem::not_found().detail("no such subject"),
+        RightsError::Invalid { field, rule } => {
+            Problem::new(Code::InvalidRequest).field(FieldError::new(field, rule))
+        }
+        RightsError::Refused { code, detail } => {
+            let code = match code {
+                "extension_too_late" => Code::ExtensionTooLate,
+                "extension_exceeds_limit" => Code::ExtensionExceedsLimit,
+                "request_closed" => Code::RequestClosed,
+                _ => Code::RequestChanged,
+            };
+            Problem::new(code).detail(detail)
+        }
+        RightsError::Store(e) => store(e),
+        RightsError::Keys(e) => keys(e),
     }
 }
 

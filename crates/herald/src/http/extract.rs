@@ -307,27 +307,51 @@ impl<St: Send + Sync> FromRequestParts<St> for PageQuery {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, _: &St) -> Result<Self, Problem> {
-        let query = parts.uri.query().unwrap_or("");
-        let raw: RawPage = serde_urlencoded_like(query)?;
-        let limit = match raw.limit {
-            None => DEFAULT_PAGE_SIZE,
-            Some(text) => text
-                .parse::<u32>()
-                .ok()
-                .filter(|l| (1..=MAX_PAGE_SIZE).contains(l))
-                .ok_or_else(|| {
-                    Problem::new(Code::InvalidRequest).field(FieldError::new(
-                        "limit",
-                        format!("must be an integer from 1 to {MAX_PAGE_SIZE}"),
-                    ))
-                })?,
-        };
-        let after = raw.after.filter(|a| !a.is_empty());
-        if after.as_ref().is_some_and(|a| a.len() > 64) {
-            return Err(Problem::new(Code::InvalidRequest)
-                .field(FieldError::new("after", "is not a valid cursor")));
-        }
-        Ok(PageQuery(PageRequest { after, limit }))
+        let raw: RawPage = serde_urlencoded_like(parts.uri.query().unwrap_or(""))?;
+        Ok(PageQuery(page(raw.limit, raw.after)?))
+    }
+}
+
+fn page(limit: Option<String>, after: Option<String>) -> Result<PageRequest, Problem> {
+    let limit = match limit {
+        None => DEFAULT_PAGE_SIZE,
+        Some(text) => text
+            .parse::<u32>()
+            .ok()
+            .filter(|l| (1..=MAX_PAGE_SIZE).contains(l))
+            .ok_or_else(|| {
+                Problem::new(Code::InvalidRequest).field(FieldError::new(
+                    "limit",
+                    format!("must be an integer from 1 to {MAX_PAGE_SIZE}"),
+                ))
+            })?,
+    };
+    let after = after.filter(|a| !a.is_empty());
+    if after.as_ref().is_some_and(|a| a.len() > 64) {
+        return Err(Problem::new(Code::InvalidRequest)
+            .field(FieldError::new("after", "is not a valid cursor")));
+    }
+    Ok(PageRequest { after, limit })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStatusPage {
+    limit: Option<String>,
+    after: Option<String>,
+    status: Option<String>,
+}
+
+/// A page (as [`PageQuery`]) with an optional `?status=` filter; nothing else is accepted.
+#[derive(Debug, Clone)]
+pub struct StatusPageQuery(pub PageRequest, pub Option<String>);
+
+impl<St: Send + Sync> FromRequestParts<St> for StatusPageQuery {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, _: &St) -> Result<Self, Problem> {
+        let raw: RawStatusPage = serde_urlencoded_like(parts.uri.query().unwrap_or(""))?;
+        Ok(StatusPageQuery(page(raw.limit, raw.after)?, raw.status))
     }
 }
 

@@ -25,6 +25,7 @@ use herald_domain::audit::Audit;
 use herald_domain::auth::Auth;
 use herald_domain::consent::Consents;
 use herald_domain::messages::{Messages, Reports};
+use herald_domain::rights::RightsRequests;
 use herald_domain::store::Store;
 use herald_domain::subjects::Subjects;
 use herald_domain::webhooks::WebhookEndpoints;
@@ -45,6 +46,7 @@ pub struct AppState {
     pub audit: Audit,
     pub messages: Messages,
     pub consents: Consents,
+    pub rights: RightsRequests,
     pub reports: Reports,
     pub endpoints: WebhookEndpoints,
     pub whatsapp: Option<Arc<WhatsappSecrets>>,
@@ -74,6 +76,7 @@ pub struct HttpParts {
     pub audit: Audit,
     pub messages: Messages,
     pub consents: Consents,
+    pub rights: RightsRequests,
     pub reports: Reports,
     pub endpoints: WebhookEndpoints,
     pub whatsapp: Option<Arc<WhatsappSecrets>>,
@@ -152,6 +155,7 @@ pub fn app(parts: HttpParts) -> Router {
         audit: parts.audit,
         messages: parts.messages,
         consents: parts.consents,
+        rights: parts.rights,
         reports: parts.reports,
         endpoints: parts.endpoints,
         whatsapp: parts.whatsapp,

@@ -46,6 +46,10 @@ pub enum Code {
     ConsentPending,
     ConsentWithdrawn,
     OptInNotConfigured,
+    ExtensionTooLate,
+    ExtensionExceedsLimit,
+    RequestClosed,
+    RequestChanged,
 }
 
 impl Code {
@@ -75,6 +79,10 @@ impl Code {
             | Code::ConsentPending
             | Code::ConsentWithdrawn => StatusCode::CONFLICT,
             Code::OptInNotConfigured => StatusCode::UNPROCESSABLE_ENTITY,
+            Code::ExtensionTooLate
+            | Code::ExtensionExceedsLimit
+            | Code::RequestClosed
+            | Code::RequestChanged => StatusCode::CONFLICT,
         }
     }
 
@@ -106,6 +114,10 @@ impl Code {
             Code::ConsentPending => "consent_pending",
             Code::ConsentWithdrawn => "consent_withdrawn",
             Code::OptInNotConfigured => "opt_in_not_configured",
+            Code::ExtensionTooLate => "extension_too_late",
+            Code::ExtensionExceedsLimit => "extension_exceeds_limit",
+            Code::RequestClosed => "request_closed",
+            Code::RequestChanged => "request_changed",
         }
     }
 
@@ -141,6 +153,10 @@ impl Code {
             Code::ConsentPending => "The subject has not yet confirmed the opt-in",
             Code::ConsentWithdrawn => "The subject withdrew consent for this purpose and channel",
             Code::OptInNotConfigured => "Double opt-in has no confirmation template configured",
+            Code::ExtensionTooLate => "An extension must be recorded before the due date",
+            Code::ExtensionExceedsLimit => "The answer may be postponed by two months at most",
+            Code::RequestClosed => "The request is already done",
+            Code::RequestChanged => "The request changed meanwhile",
         }
     }
 

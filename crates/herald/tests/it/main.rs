@@ -24,6 +24,7 @@ mod helpers;
 mod messages;
 mod ops;
 mod process;
+mod requests;
 mod resilience;
 mod storage;
 mod subjects;

@@ -209,7 +209,7 @@ async fn openapi_document_is_valid() {
 }
 
 /// The contract (API.md) for what exists so far, as (method, path, scope or "none").
-const CONTRACT: [(&str, &str, &str); 26] = [
+const CONTRACT: [(&str, &str, &str); 30] = [
     ("get", "/healthz", "none"),
     ("get", "/readyz", "none"),
     ("get", "/metrics", "none"),
@@ -242,6 +242,10 @@ const CONTRACT: [(&str, &str, &str); 26] = [
     ),
     ("get", "/v1/subjects/{id}/consents", "consents:read"),
     ("post", "/v1/opt-ins", "consents:write"),
+    ("post", "/v1/requests", "subjects:write"),
+    ("get", "/v1/requests", "subjects:read"),
+    ("post", "/v1/requests/{id}/extend", "subjects:write"),
+    ("post", "/v1/requests/{id}/complete", "subjects:write"),
     ("get", "/webhooks/whatsapp", "none"),
     ("post", "/webhooks/whatsapp", "none"),
 ];

@@ -4,6 +4,7 @@ mod audit;
 mod consents;
 mod integrations;
 mod messages;
+mod requests;
 mod subjects;
 mod webhooks;
 
@@ -21,6 +22,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(messages::router())
         .merge(webhooks::router())
         .merge(consents::router())
+        .merge(requests::router())
 }
 
 /// One page of a list. `next` is the cursor for `?after=`, absent on the last page.
