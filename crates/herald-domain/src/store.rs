@@ -440,9 +440,6 @@ pub trait ConsentStore: Send + Sync {
     ) -> Result<(), StoreError>;
     /// The subject's records, every purpose and channel.
     async fn consents(&self, subject: &SubjectId) -> Result<Vec<StoredConsent>, StoreError>;
-    /// The records of several subjects (the delivery worker's re-check before each attempt):
-    /// one query for a batch.
-    async fn consents_of(&self, subjects: &[SubjectId]) -> Result<Vec<StoredConsent>, StoreError>;
     /// The subject's whole history, in the order it was appended.
     async fn consent_history(
         &self,

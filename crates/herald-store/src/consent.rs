@@ -269,35 +269,6 @@ impl ConsentStore for Database {
         rows.into_iter().map(consent).collect()
     }
 
-    async fn consents_of(&self, subjects: &[SubjectId]) -> Result<Vec<StoredConsent>, StoreError> {
-        if subjects.is_empty() {
-            return Ok(Vec::new());
-        }
-        let rows: Vec<ConsentRow> = read!(self, |pool| select_in!(
-            pool,
-            ConsentRow,
-            concat!(
-                "SELECT ",
-                consent_columns!(),
-                " FROM consents WHERE subject_id"
-            ),
-            subjects,
-            |s: &SubjectId| s.as_str().to_owned()
-        )?);
-        let mut found: Vec<StoredConsent> =
-            rows.into_iter().map(consent).collect::<Result<_, _>>()?;
-        // The padded look-up may return a subject's rows twice.
-        found.sort_by(|a, b| {
-            (&a.subject_id, &a.purpose, a.channel.as_str()).cmp(&(
-                &b.subject_id,
-                &b.purpose,
-                b.channel.as_str(),
-            ))
-        });
-        found.dedup();
-        Ok(found)
-    }
-
     async fn consent_history(
         &self,
         subject: &SubjectId,

@@ -4,15 +4,15 @@ use std::collections::HashSet;
 
 use async_trait::async_trait;
 use herald_domain::clock::Timestamp;
-use herald_domain::consent::StoredConsent;
+use herald_domain::consent::{ConsentState, Standing};
 use herald_domain::ids::{IntegrationId, MessageId, SubjectId};
 use herald_domain::messages::{ClaimedMessage, DeliveryUpdate};
-use herald_domain::store::{ConsentStore, DeliveryStore, PurgeAuditFn, StoreError};
+use herald_domain::store::{DeliveryStore, PurgeAuditFn, StoreError};
 use herald_domain::webhooks::NewEvent;
 
 use crate::bulk::{AuditBulk, MessageBulk};
 use crate::bulk_delivery::{DeliveryBulk, FailedRow, RequeueRow, SentRow};
-use crate::convert::{id, millis, time};
+use crate::convert::{id, millis, opt_time, time};
 use crate::{Database, claim_leased, from_sqlx, read, select_in, write_tx};
 
 type ClaimRow = (
@@ -45,22 +45,43 @@ macro_rules! claim_sql {
     };
 }
 
-fn claimed(
-    row: ClaimRow,
-    subjects: &[(String, Option<Vec<u8>>, bool)],
-    consents: &[StoredConsent],
-) -> Result<ClaimedMessage, StoreError> {
+/// A claimed message's subject with one of its consent records (all null without any): the
+/// subject and its consents come in one query.
+type SubjectConsentRow = (
+    String,
+    Option<Vec<u8>>,
+    bool,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+);
+
+fn claimed(row: ClaimRow, subjects: &[SubjectConsentRow]) -> Result<ClaimedMessage, StoreError> {
     let (message_id, integration_id, subject_id, attempts, created_at, content, purpose, channel) =
         row;
     let subject = subjects.iter().find(|(s, ..)| *s == subject_id);
-    let consent = consents
+    // The purpose's consent as it stands now: a withdrawal since the message was accepted
+    // cancels it before this attempt.
+    let consent = subjects
         .iter()
-        .find(|c| {
-            c.subject_id.as_str() == subject_id
-                && c.purpose == purpose
-                && c.channel.as_str() == channel
+        .find(|(s, _, _, p, c, ..)| {
+            *s == subject_id
+                && p.as_deref() == Some(purpose.as_str())
+                && c.as_deref() == Some(channel.as_str())
         })
-        .map(|c| c.standing);
+        .map(|(.., state, expires_at)| -> Result<Standing, StoreError> {
+            Ok(Standing {
+                state: state
+                    .as_deref()
+                    .and_then(ConsentState::parse)
+                    .ok_or_else(|| {
+                        StoreError::Corrupt("a stored consent state is unknown".into())
+                    })?,
+                expires_at: opt_time(*expires_at)?,
+            })
+        })
+        .transpose()?;
     Ok(ClaimedMessage {
         purpose,
         consent,
@@ -70,8 +91,8 @@ fn claimed(
         attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
         created_at: time(created_at)?,
         content_ciphertext: content,
-        phone_ciphertext: subject.and_then(|(_, phone, _)| phone.clone()),
-        subject_restricted: subject.is_some_and(|(.., restricted)| *restricted),
+        phone_ciphertext: subject.and_then(|(_, phone, ..)| phone.clone()),
+        subject_restricted: subject.is_some_and(|(_, _, restricted, ..)| *restricted),
     })
 }
 
@@ -100,22 +121,18 @@ impl DeliveryStore for Database {
         let mut subject_ids: Vec<&str> = rows.iter().map(|r| r.2.as_str()).collect();
         subject_ids.sort_unstable();
         subject_ids.dedup();
-        let subjects: Vec<(String, Option<Vec<u8>>, bool)> = read!(self, |pool| select_in!(
+        let subjects: Vec<SubjectConsentRow> = read!(self, |pool| select_in!(
             pool,
-            (String, Option<Vec<u8>>, bool),
-            "SELECT id, phone_ciphertext, restricted FROM subjects WHERE id",
+            SubjectConsentRow,
+            "SELECT s.id, s.phone_ciphertext, s.restricted, c.purpose, c.channel, c.state,
+               c.expires_at
+             FROM subjects AS s LEFT JOIN consents AS c ON c.subject_id = s.id
+             WHERE s.id",
             &subject_ids,
             |s: &&str| s.to_string()
         )?);
-        // The purpose's consent as it stands now: a withdrawal since the message was accepted
-        // cancels it before this attempt.
-        let ids: Vec<SubjectId> = subject_ids
-            .iter()
-            .map(|s| id(s, SubjectId::parse))
-            .collect::<Result<_, _>>()?;
-        let consents = self.consents_of(&ids).await?;
         rows.into_iter()
-            .map(|row| claimed(row, &subjects, &consents))
+            .map(|row| claimed(row, &subjects))
             .collect()
     }
 

@@ -664,20 +664,7 @@ async fn requests_list(
         })
         .transpose()?;
     let now = rights.now();
-    let mut all = Vec::new();
-    let mut page = PageRequest {
-        after: None,
-        limit: 500,
-    };
-    loop {
-        let items = rights.list(status, &page).await?;
-        let full = items.len() == 500;
-        page.after = items.last().map(|r| r.id.to_string());
-        all.extend(items);
-        if !full {
-            break;
-        }
-    }
+    let all = all_pages(|page| async move { rights.list(status, &page).await }).await?;
     if output.json {
         let data: Vec<serde_json::Value> = all
             .iter()
@@ -715,10 +702,11 @@ async fn requests_list(
 }
 
 /// Collects every page of a list (the CLI shows whole lists).
-async fn all_pages<T, F, Fut>(mut fetch: F) -> anyhow::Result<Vec<T>>
+async fn all_pages<T, E, F, Fut>(mut fetch: F) -> anyhow::Result<Vec<T>>
 where
     F: FnMut(PageRequest) -> Fut,
-    Fut: std::future::Future<Output = Result<Vec<T>, herald_domain::auth::AuthError>>,
+    Fut: std::future::Future<Output = Result<Vec<T>, E>>,
+    E: std::error::Error + Send + Sync + 'static,
     T: HasCursor,
 {
     let mut out = Vec::new();
@@ -739,6 +727,12 @@ where
 
 trait HasCursor {
     fn cursor(&self) -> String;
+}
+
+impl HasCursor for herald_domain::rights::RightsRequest {
+    fn cursor(&self) -> String {
+        self.id.to_string()
+    }
 }
 
 impl HasCursor for IntegrationRecord {

@@ -70,27 +70,13 @@ fn intent(consents: &Consents, content: &InboundContent) -> Option<Keyword> {
 /// them (a callback may carry "STOP" and "START" from one person).
 fn overlay(mut current: Vec<StoredConsent>, earlier: &[ConsentChange]) -> Vec<StoredConsent> {
     for change in earlier {
-        let standing = super::model::Standing {
-            state: change.state,
-            expires_at: change.expires_at,
-        };
+        let after = change.record_after();
         match current
             .iter_mut()
             .find(|c| c.purpose == change.purpose && c.channel == change.channel)
         {
-            Some(c) => {
-                c.standing = standing;
-                c.event_id = change.event_id.clone();
-                c.updated_at = change.recorded_at;
-            }
-            None => current.push(StoredConsent {
-                subject_id: change.subject_id.clone(),
-                purpose: change.purpose.clone(),
-                channel: change.channel,
-                standing,
-                event_id: change.event_id.clone(),
-                updated_at: change.recorded_at,
-            }),
+            Some(c) => *c = after,
+            None => current.push(after),
         }
     }
     current

@@ -42,6 +42,23 @@ pub struct ConsentChange {
     pub event: Option<NewEvent>,
 }
 
+impl ConsentChange {
+    /// The record as it stands once this change is written.
+    pub fn record_after(&self) -> StoredConsent {
+        StoredConsent {
+            subject_id: self.subject_id.clone(),
+            purpose: self.purpose.clone(),
+            channel: self.channel,
+            standing: Standing {
+                state: self.state,
+                expires_at: self.expires_at,
+            },
+            event_id: self.event_id.clone(),
+            updated_at: self.recorded_at,
+        }
+    }
+}
+
 /// A record's current standing, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredConsent {

@@ -11,7 +11,6 @@
 //! A confirmation from another number is a message from another subject: it finds no pending
 //! request of its own, so it confirms nothing.
 
-use chrono::TimeDelta;
 use herald_crypto::SymmetricKey;
 use herald_crypto::hash::sha256;
 use serde_json::Map;
@@ -22,11 +21,10 @@ use super::service::{ConsentError, Consents, Planned};
 use crate::audit::{Action, AuditEvent, AuditRecord, Detail, Details, Initiator, Outcome, Target};
 use crate::clock::Timestamp;
 use crate::ids::{IntegrationId, MessageId, SubjectId};
-use crate::keys::Keyring;
 use crate::messages::catalog::OPT_IN_REQUEST_PURPOSE;
-use crate::messages::send::content_binding;
+use crate::messages::send::{Draft, SendError};
 use crate::messages::{Channel, Content, NewMessage};
-use crate::webhooks::event::rfc3339;
+use crate::store::StoreError;
 
 /// Letters and digits of an opt-in code: no 0/O, 1/I/L, so it survives being read aloud.
 const CODE_ALPHABET: &[u8; 31] = b"23456789ABCDEFGHJKMNPQRSTUVWXYZ";
@@ -79,46 +77,23 @@ impl Consents {
         content: Content,
     ) -> Result<NewMessage, ConsentError> {
         let now = self.now();
-        let id = MessageId::generate_ordered(now)?;
-        let plaintext = serde_json::to_vec(&content).unwrap_or_default();
-        let content_ciphertext = Keyring::seal_for_subject(key, &content_binding(&id), &plaintext)?;
-        let template = match &content {
-            Content::Template { name, language, .. } => Some((name.clone(), language.clone())),
-            Content::Text { .. } => None,
-        };
-        let event = AuditEvent::new(
-            &Initiator::system(),
-            Action::MessageAccepted,
-            Outcome::Success,
-        )
-        .target(Target::Message(id.clone()))
-        .details(
-            Details::new()
-                .with("subject_id", subject)
-                .with("purpose", purpose)
-                .with("kind", content.kind())
-                .with_opt(
-                    "template",
-                    template.as_ref().and_then(|(n, _)| Detail::name(n)),
-                )
-                .with("channel", Channel::Whatsapp.as_str()),
-        );
-        Ok(NewMessage {
-            id,
-            integration_id: integration.clone(),
-            subject_id: subject.clone(),
+        Draft {
+            id: MessageId::generate_ordered(now)?,
+            integration,
+            subject,
+            purpose,
             channel: Channel::Whatsapp,
-            purpose: purpose.to_owned(),
-            kind: content.kind(),
-            template,
-            content_ciphertext,
+            content: &content,
             phi: false,
-            created_at: now,
             idempotency: None,
             // Herald's own messages about consent rely on none: they are part of asking for it
             // or of honouring its withdrawal.
             consent_event_id: None,
-            audit: AuditRecord::new(&event, now),
+        }
+        .seal(key, &Initiator::system(), now)
+        .map_err(|e| match e {
+            SendError::Keys(e) => ConsentError::Keys(e),
+            other => StoreError::Corrupt(other.to_string()).into(),
         })
     }
 
@@ -272,14 +247,6 @@ impl Consents {
         }
         Ok(expired)
     }
-}
-
-/// How long after its expiry a lapsed request is picked up at the latest: the sweep interval.
-pub const SWEEP_INTERVAL: TimeDelta = TimeDelta::seconds(60);
-
-/// `rfc3339` for the API layer's answers.
-pub fn time_text(t: Timestamp) -> String {
-    rfc3339(t)
 }
 
 #[cfg(test)]

@@ -9,7 +9,6 @@ use async_trait::async_trait;
 use chrono::TimeDelta;
 use data_encoding::HEXLOWER;
 use herald_crypto::SymmetricKey;
-use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use super::keywords::KeywordPolicy;
@@ -112,7 +111,7 @@ fn invalid(field: &'static str, rule: &'static str) -> ConsentError {
 }
 
 /// Evidence as an integration states it (`PUT …/consents/{purpose}`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct EvidenceInput {
     pub method: Method,
     pub notice_version: Option<String>,
@@ -125,40 +124,46 @@ pub struct EvidenceInput {
     pub prechecked: Option<bool>,
 }
 
+impl std::fmt::Debug for EvidenceInput {
+    // The source and locale may be personal data: never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EvidenceInput")
+            .field("method", &self.method)
+            .field("notice_version", &self.notice_version)
+            .field("captured_at", &self.captured_at)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A record's state as the API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsentView {
     pub purpose: String,
     pub channel: &'static str,
     pub state: ConsentState,
     pub updated_at: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
 }
 
 /// One event of the history as the API shows it, evidence decrypted.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HistoryEntry {
     pub id: ConsentEventId,
     pub purpose: String,
     pub channel: &'static str,
     pub state: ConsentState,
     pub method: Method,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub notice_version: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub notice_sha256: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub integration_id: Option<IntegrationId>,
     pub captured_at: String,
     pub recorded_at: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
     pub evidence: Value,
 }
 
 /// Everything about a subject's consents.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ConsentOverview {
     pub subject_id: SubjectId,
     pub consents: Vec<ConsentView>,
@@ -348,9 +353,10 @@ impl Consents {
             captured_at: evidence.captured_at,
             evidence: details,
         };
-        self.commit(&subject.id, vec![planned], initiator, |_| Ok(Vec::new()))
+        let changes = self
+            .commit(&subject.id, vec![planned], initiator, |_| Ok(Vec::new()))
             .await?;
-        self.view(&subject.id, purpose, channel).await
+        self.view(&subject.id, purpose, channel, &changes).await
     }
 
     /// Withdraws (`DELETE /v1/subjects/{id}/consents/{purpose}`). A withdrawal with no record
@@ -386,18 +392,25 @@ impl Consents {
             captured_at: self.now(),
             evidence: Map::new(),
         };
-        self.commit(&subject.id, vec![planned], initiator, |_| Ok(Vec::new()))
+        let changes = self
+            .commit(&subject.id, vec![planned], initiator, |_| Ok(Vec::new()))
             .await?;
-        self.view(&subject.id, purpose, channel).await
+        self.view(&subject.id, purpose, channel, &changes).await
     }
 
+    /// The record's state after `changes`: what was just written, or (nothing written: the
+    /// record already stood so) what is stored.
     async fn view(
         &self,
         subject: &SubjectId,
         purpose: &str,
         channel: Channel,
+        changes: &[ConsentChange],
     ) -> Result<ConsentView, ConsentError> {
         let now = self.now();
+        if let Some(change) = changes.last() {
+            return Ok(view(&change.record_after(), now));
+        }
         self.inner
             .store
             .consents(subject)

@@ -203,6 +203,20 @@ pub struct ReportBatch {
     pub audit: Option<AuditRecord>,
 }
 
+impl ReportBatch {
+    /// The consent changes this batch already holds for `subject`, not yet written: a later
+    /// message of the same callback (a "STOP" after a "START") builds on them.
+    fn consent_changes_of(&self, subject: &SubjectId) -> Vec<ConsentChange> {
+        self.inbound
+            .iter()
+            .flat_map(|i| i.consent.iter())
+            .chain(self.preferences.iter())
+            .filter(|c| &c.subject_id == subject)
+            .cloned()
+            .collect()
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
     #[error(transparent)]
@@ -561,14 +575,7 @@ impl Reports {
             now,
         )?;
         let kind_detail = crate::audit::Detail::name(&report.content.kind);
-        // Earlier messages of this callback may already change the same records.
-        let earlier: Vec<ConsentChange> = batch
-            .inbound
-            .iter()
-            .flat_map(|i| i.consent.iter().cloned())
-            .chain(batch.preferences.iter().cloned())
-            .filter(|c| c.subject_id == subject.id)
-            .collect();
+        let earlier = batch.consent_changes_of(&subject.id);
         let consent = self
             .inner
             .consents
@@ -618,13 +625,7 @@ impl Reports {
             .subjects
             .resolve(&report.from, &Initiator::system())
             .await?;
-        let earlier: Vec<ConsentChange> = batch
-            .inbound
-            .iter()
-            .flat_map(|i| i.consent.iter().cloned())
-            .chain(batch.preferences.iter().cloned())
-            .filter(|c| c.subject_id == subject.id)
-            .collect();
+        let earlier = batch.consent_changes_of(&subject.id);
         let at = report.at.min(self.inner.clock.now());
         let changes = self
             .inner

@@ -164,6 +164,70 @@ pub struct NewMessage {
     pub audit: AuditRecord,
 }
 
+/// A message about to be accepted, before its content is sealed.
+pub(crate) struct Draft<'a> {
+    pub id: MessageId,
+    pub integration: &'a IntegrationId,
+    pub subject: &'a SubjectId,
+    pub purpose: &'a str,
+    pub channel: Channel,
+    pub content: &'a Content,
+    pub phi: bool,
+    pub idempotency: Option<IdempotencyClaim>,
+    pub consent_event_id: Option<ConsentEventId>,
+}
+
+impl Draft<'_> {
+    /// The content sealed under the subject's key, with the `message.accepted` entry (the same
+    /// for integrators' sends and Herald's own messages).
+    pub(crate) fn seal(
+        self,
+        key: &herald_crypto::SymmetricKey,
+        initiator: &Initiator,
+        now: Timestamp,
+    ) -> Result<NewMessage, SendError> {
+        let plaintext = serde_json::to_vec(self.content).map_err(|_| SendError::Invalid {
+            field: "content",
+            rule: "cannot be encoded",
+        })?;
+        let content_ciphertext =
+            Keyring::seal_for_subject(key, &content_binding(&self.id), &plaintext)?;
+        let template = match self.content {
+            Content::Template { name, language, .. } => Some((name.clone(), language.clone())),
+            Content::Text { .. } => None,
+        };
+        let event = AuditEvent::new(initiator, Action::MessageAccepted, Outcome::Success)
+            .target(Target::Message(self.id.clone()))
+            .details(
+                Details::new()
+                    .with("subject_id", self.subject)
+                    .with_opt("purpose", Detail::name(self.purpose))
+                    .with("kind", self.content.kind())
+                    .with_opt(
+                        "template",
+                        template.as_ref().and_then(|(n, _)| Detail::name(n)),
+                    )
+                    .with("channel", self.channel.as_str())
+                    .with_opt("consent_event_id", self.consent_event_id.as_ref()),
+            );
+        Ok(NewMessage {
+            id: self.id,
+            integration_id: self.integration.clone(),
+            subject_id: self.subject.clone(),
+            channel: self.channel,
+            purpose: self.purpose.to_owned(),
+            kind: self.content.kind(),
+            template,
+            content_ciphertext,
+            phi: self.phi,
+            created_at: now,
+            idempotency: self.idempotency,
+            consent_event_id: self.consent_event_id,
+            audit: AuditRecord::new(&event, now),
+        })
+    }
+}
+
 /// The claim an `Idempotency-Key` makes: a hash of the key (the key itself is the caller's text
 /// and is never stored) and a fingerprint of the request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -191,7 +255,7 @@ pub struct Accepted {
     pub replayed: bool,
 }
 
-pub fn content_binding(id: &MessageId) -> Binding<'_> {
+pub(crate) fn content_binding(id: &MessageId) -> Binding<'_> {
     Binding::new("messages", "content_ciphertext", id.as_str())
 }
 
@@ -420,45 +484,18 @@ impl Messages {
         };
         let id = MessageId::generate_ordered(now)?;
         let key = self.keys.subject_key(&subject.id).await?;
-        let plaintext = serde_json::to_vec(&command.content).map_err(|_| SendError::Invalid {
-            field: "content",
-            rule: "cannot be encoded",
-        })?;
-        let content_ciphertext =
-            Keyring::seal_for_subject(&key, &content_binding(&id), &plaintext)?;
-        let template = match &command.content {
-            Content::Template { name, language, .. } => Some((name.clone(), language.clone())),
-            Content::Text { .. } => None,
-        };
-        let event = AuditEvent::new(initiator, Action::MessageAccepted, Outcome::Success)
-            .target(Target::Message(id.clone()))
-            .details(
-                Details::new()
-                    .with("subject_id", &subject.id)
-                    .with_opt("purpose", Detail::name(&command.purpose))
-                    .with("kind", command.content.kind())
-                    .with_opt(
-                        "template",
-                        template.as_ref().and_then(|(n, _)| Detail::name(n)),
-                    )
-                    .with("channel", command.channel.as_str())
-                    .with_opt("consent_event_id", consent_event_id.as_ref()),
-            );
-        let message = NewMessage {
+        let message = Draft {
             id: id.clone(),
-            integration_id: integration.clone(),
-            subject_id: subject.id.clone(),
+            integration,
+            subject: &subject.id,
+            purpose: &command.purpose,
             channel: command.channel,
-            purpose: command.purpose.clone(),
-            kind: command.content.kind(),
-            template,
-            content_ciphertext,
+            content: &command.content,
             phi: command.phi,
-            created_at: now,
             idempotency: claim.clone(),
             consent_event_id,
-            audit: AuditRecord::new(&event, now),
-        };
+        }
+        .seal(&key, initiator, now)?;
         match self.committer.submit(message).await? {
             AcceptOutcome::Accepted => Ok(Accepted {
                 id,

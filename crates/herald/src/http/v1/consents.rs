@@ -313,9 +313,12 @@ pub struct OptInStartedBody {
     /// `pending`, or `granted` when the subject had already opted in (nothing sent).
     #[schema(example = "pending")]
     status: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(format = DateTime)]
-    expires_at: Option<String>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::http::time::rfc3339_opt"
+    )]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    expires_at: Option<herald_domain::clock::Timestamp>,
     /// The confirmation template's message.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>)]
@@ -389,9 +392,7 @@ async fn start_opt_in(
     let answer = OptInStartedBody {
         subject_id: started.subject_id,
         status: started.state.as_str(),
-        expires_at: started
-            .expires_at
-            .map(herald_domain::consent::opt_in::time_text),
+        expires_at: started.expires_at,
         message_id: started.message_id,
     };
     Ok((status, Extension(ActionAudited), Json(answer)).into_response())

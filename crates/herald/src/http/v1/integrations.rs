@@ -6,13 +6,12 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use herald_domain::auth::{ApiKeyRecord, IntegrationRecord, Scope, Scopes};
 use herald_domain::ids::{ApiKeyId, IntegrationId};
-use herald_domain::store::PageRequest;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::Page;
+use super::{Page, overfetch};
 use crate::http::AppState;
 use crate::http::access::ActionAudited;
 use crate::http::errors;
@@ -139,13 +138,6 @@ fn parse_scopes(raw: &[String]) -> Result<Scopes, Problem> {
         Ok(Scopes::new(scopes))
     } else {
         Err(Problem::new(Code::InvalidRequest).fields(errors))
-    }
-}
-
-fn overfetch(page: &PageRequest) -> PageRequest {
-    PageRequest {
-        after: page.after.clone(),
-        limit: page.limit + 1,
     }
 }
 

@@ -25,6 +25,15 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(requests::router())
 }
 
+/// The page one more than asked for: the extra item only says there is more (see
+/// [`Page::from_overfetch`]).
+pub fn overfetch(page: &herald_domain::store::PageRequest) -> herald_domain::store::PageRequest {
+    herald_domain::store::PageRequest {
+        after: page.after.clone(),
+        limit: page.limit + 1,
+    }
+}
+
 /// One page of a list. `next` is the cursor for `?after=`, absent on the last page.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Page<T: ToSchema> {

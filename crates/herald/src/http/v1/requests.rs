@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::Page;
+use super::{Page, overfetch};
 use crate::http::AppState;
 use crate::http::access::ActionAudited;
 use crate::http::errors;
@@ -170,13 +170,9 @@ async fn list_requests(
         .as_deref()
         .map(|s| RequestStatus::parse(s).ok_or_else(|| invalid("status", "open, overdue or done")))
         .transpose()?;
-    let overfetch = herald_domain::store::PageRequest {
-        after: page.after.clone(),
-        limit: page.limit + 1,
-    };
     let records = state
         .rights
-        .list(status, &overfetch)
+        .list(status, &overfetch(&page))
         .await
         .map_err(errors::rights)?;
     let items = records
