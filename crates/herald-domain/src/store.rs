@@ -509,6 +509,55 @@ pub trait RightsStore: Send + Sync {
     ) -> Result<bool, StoreError>;
 }
 
+/// Restriction, legal holds, rectification, erasure and the export's read (issue 6).
+#[async_trait]
+pub trait SubjectRightsStore: Send + Sync {
+    /// The subject with its rights-related state, erased or not.
+    async fn subject_standing(
+        &self,
+        id: &SubjectId,
+    ) -> Result<Option<crate::rights::SubjectStanding>, StoreError>;
+    /// Applies the change with its audit entry if the subject exists, is not erased and is
+    /// not already in the requested state; `false` otherwise (nothing written).
+    async fn set_restriction(
+        &self,
+        change: &crate::rights::RestrictionChange,
+    ) -> Result<bool, StoreError>;
+    /// Places or releases the hold with its audit entry if the subject exists and is not
+    /// erased; `false` otherwise.
+    async fn set_legal_hold(
+        &self,
+        change: &crate::rights::LegalHoldChange,
+    ) -> Result<bool, StoreError>;
+    /// Replaces the phone number (ciphertext and blind index), closes the old number's
+    /// service window, writes the audit entry and the `subject.rectified` event.
+    async fn rectify_subject(
+        &self,
+        change: &crate::rights::Rectification,
+    ) -> Result<crate::rights::Rectified, StoreError>;
+    /// Erases the subject in one transaction: its data key, contact data, message contents,
+    /// inbound messages, undelivered events and queued messages; the ledger row, audit entry
+    /// and `subject.erased` event built by `seal` from what was removed.
+    /// A legal hold refuses it unless `despite_hold` (re-applying an erasure that already
+    /// happened, after a restore brought back an older state).
+    async fn erase_subject(
+        &self,
+        id: &SubjectId,
+        at: Timestamp,
+        despite_hold: bool,
+        seal: &crate::rights::SealErasure,
+    ) -> Result<crate::rights::Erasure, StoreError>;
+    /// The erasure ledger's entries in the database, in order.
+    async fn erased_subjects(&self) -> Result<Vec<(SubjectId, Timestamp)>, StoreError>;
+    /// Every stored row about the subject (for the export).
+    async fn subject_data(
+        &self,
+        id: &SubjectId,
+    ) -> Result<Option<crate::rights::SubjectData>, StoreError>;
+    /// The tables of the live schema (for the export's coverage check).
+    async fn table_names(&self) -> Result<Vec<String>, StoreError>;
+}
+
 /// Everything Herald stores.
 #[async_trait]
 pub trait Store:
@@ -522,6 +571,7 @@ pub trait Store:
     + WebhookStore
     + ConsentStore
     + RightsStore
+    + SubjectRightsStore
     + fmt::Debug
     + 'static
 {

@@ -41,7 +41,7 @@ impl Registration {
     }
 }
 
-fn phone_binding(id: &SubjectId) -> Binding<'_> {
+pub(crate) fn phone_binding(id: &SubjectId) -> Binding<'_> {
     Binding::new("subjects", "phone_ciphertext", id.as_str())
 }
 

@@ -25,6 +25,7 @@ mod keys;
 mod messages;
 pub mod migrations;
 mod rights;
+mod subject_rights;
 mod subjects;
 mod webhooks;
 

@@ -42,6 +42,11 @@ pub const SQLITE: &[(i64, &str, &str)] = &[
         "rights_requests",
         include_str!("../migrations/sqlite/0006_rights_requests.sql"),
     ),
+    (
+        7,
+        "subject_rights",
+        include_str!("../migrations/sqlite/0007_subject_rights.sql"),
+    ),
 ];
 
 pub const POSTGRES: &[(i64, &str, &str)] = &[
@@ -74,6 +79,11 @@ pub const POSTGRES: &[(i64, &str, &str)] = &[
         6,
         "rights_requests",
         include_str!("../migrations/postgres/0006_rights_requests.sql"),
+    ),
+    (
+        7,
+        "subject_rights",
+        include_str!("../migrations/postgres/0007_subject_rights.sql"),
     ),
 ];
 

@@ -11,7 +11,7 @@ use crate::audit::insert_audit;
 use crate::convert::{id, limit, millis, opt_millis, opt_time, time};
 use crate::{Database, from_sqlx, read, write_tx};
 
-type Row = (
+pub(crate) type Row = (
     String,
     String,
     Option<String>,
@@ -32,8 +32,9 @@ macro_rules! columns {
          extension_reason_ciphertext, extended_at, completed_at, created_at"
     };
 }
+pub(crate) use columns;
 
-fn request(row: Row) -> Result<RightsRequest, StoreError> {
+pub(crate) fn request(row: Row) -> Result<RightsRequest, StoreError> {
     let (
         request_id,
         kind,

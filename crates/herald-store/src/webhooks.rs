@@ -50,6 +50,8 @@ fn endpoint(row: EndpointRow) -> Result<EndpointRecord, StoreError> {
     })
 }
 
+/// Events about a restricted subject are held (GDPR Art. 18: no disclosure while restricted)
+/// and go out once the restriction is lifted.
 macro_rules! claim_events_sql {
     ($lock:literal) => {
         concat!(
@@ -58,6 +60,7 @@ macro_rules! claim_events_sql {
              WHERE (event_id, endpoint_id) IN (
                SELECT d.event_id, d.endpoint_id FROM webhook_deliveries AS d
                JOIN webhook_endpoints AS e ON e.id = d.endpoint_id AND e.enabled = true
+               JOIN subjects AS s ON s.id = d.subject_id AND s.restricted = false
                WHERE d.status = 'pending' AND d.due_at <= $3
                ORDER BY d.due_at LIMIT $4",
             $lock,

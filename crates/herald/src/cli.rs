@@ -14,7 +14,7 @@ use herald_crypto::RootKeyRing;
 use herald_domain::audit::{Initiator, Report};
 use herald_domain::auth::{ApiKeyRecord, IntegrationRecord, Scope, Scopes};
 use herald_domain::clock::{Clock, SystemClock, Timestamp};
-use herald_domain::ids::ApiKeyId;
+use herald_domain::ids::{ApiKeyId, SubjectId};
 use herald_domain::keys;
 use herald_domain::messages::SandboxReply;
 use herald_domain::store::{PageRequest, Store};
@@ -63,6 +63,27 @@ enum Command {
     /// The register of data-subject rights requests.
     #[command(subcommand)]
     Requests(RequestsCommand),
+    /// A data subject's rights: export everything held, or erase.
+    #[command(subcommand)]
+    Subjects(SubjectsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum SubjectsCommand {
+    /// Print everything Herald holds about the subject as one JSON document (GDPR Art. 15/20;
+    /// schema: docs/schemas/subject-export.schema.json). The export is audited.
+    Export {
+        /// The subject's id (sub_…).
+        id: String,
+    },
+    /// Erase the subject by crypto-shredding and print the signed receipt (JSON). Irreversible.
+    Erase {
+        /// The subject's id (sub_…).
+        id: String,
+        /// Confirms the erasure (it cannot be undone).
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -363,6 +384,14 @@ async fn admin(config: Config, command: Command) -> anyhow::Result<()> {
         herald.store().close().await;
         return result;
     }
+    if let Command::Subjects(command) = command {
+        let result = subjects_command(&herald, command).await;
+        if let Err(e) = herald.audit().seal().await {
+            tracing::warn!(error = %e, "could not seal the audit trail");
+        }
+        herald.store().close().await;
+        return result;
+    }
     if let Command::Requests(RequestsCommand::List { status, output }) = command {
         let result = requests_list(&herald, status.as_deref(), &output).await;
         herald.store().close().await;
@@ -526,6 +555,7 @@ async fn admin(config: Config, command: Command) -> anyhow::Result<()> {
         | Command::Audit(_)
         | Command::Sandbox(_)
         | Command::Requests(_)
+        | Command::Subjects(_)
         | Command::Keys(KeysCommand::GenerateRoot) => {}
     }
     // Entries this command wrote are sealed now rather than at the next server start.
@@ -647,6 +677,51 @@ async fn audit_command(herald: &Herald, command: AuditCommand) -> anyhow::Result
         }
     }
     Ok(())
+}
+
+/// `herald subjects export ID` · `herald subjects erase ID --yes`, as the operator (`admin`).
+async fn subjects_command(herald: &Herald, command: SubjectsCommand) -> anyhow::Result<()> {
+    let parse = |id: &str| {
+        SubjectId::parse(id).with_context(|| format!("{id:?} is not a subject id (sub_…)"))
+    };
+    let rights = herald.subject_rights();
+    match command {
+        SubjectsCommand::Export { id } => {
+            let document = rights
+                .export(&parse(&id)?, &Initiator::admin())
+                .await
+                .map_err(subject_rights_error)?;
+            emit_json(&document)
+        }
+        SubjectsCommand::Erase { id, yes } => {
+            let id = parse(&id)?;
+            if !yes {
+                anyhow::bail!("erasure cannot be undone: add --yes to erase {id}");
+            }
+            let receipt = rights
+                .erase(&id, &Initiator::admin())
+                .await
+                .map_err(subject_rights_error)?;
+            emit_json(&json!({
+                "id": receipt.subject_id.as_str(),
+                "erased_at": time(receipt.erased_at),
+                "receipt": receipt.receipt,
+            }))
+        }
+    }
+}
+
+/// Plain words for the operator (the API's problem codes, with what to do).
+fn subject_rights_error(error: herald_domain::rights::SubjectRightsError) -> anyhow::Error {
+    use herald_domain::rights::SubjectRightsError as E;
+    match error {
+        E::NotFound => anyhow::anyhow!("no such subject"),
+        E::Erased => anyhow::anyhow!("the subject was erased (subject_erased)"),
+        E::LegalHold => anyhow::anyhow!(
+            "a legal hold applies (legal_hold): release it first (DELETE /v1/subjects/{{id}}/legal-hold)"
+        ),
+        other => other.into(),
+    }
 }
 
 /// `herald requests list`: the register, soonest logged first, with status and due date.

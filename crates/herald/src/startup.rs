@@ -23,7 +23,7 @@ use herald_domain::keys::{KeyError, Keyring, KeyringState};
 use herald_domain::messages::{
     CallbackParser, Catalog, Messages, ReportSettings, Reports, SandboxCallbacks,
 };
-use herald_domain::rights::RightsRequests;
+use herald_domain::rights::{FileErasureLedger, RightsRequests, RightsSettings, SubjectRights};
 use herald_domain::store::Store;
 use herald_domain::subjects::Subjects;
 use herald_domain::webhooks::WebhookEndpoints;
@@ -84,6 +84,8 @@ pub enum StartupError {
     Workers(#[from] WorkerError),
     #[error("the random number generator failed")]
     Random(#[from] herald_crypto::CryptoError),
+    #[error("cannot re-apply the erasure ledger: {0}")]
+    Erasures(String),
 }
 
 /// An opened Herald: storage, keys and capabilities, ready to serve or to be administered.
@@ -100,6 +102,7 @@ pub struct Herald {
     reports: Reports,
     consents: Consents,
     rights: RightsRequests,
+    subject_rights: SubjectRights,
     catalog: Arc<Catalog>,
     endpoints: WebhookEndpoints,
     clock: Arc<dyn Clock>,
@@ -310,6 +313,29 @@ impl Herald {
         );
         let rights =
             RightsRequests::new(Arc::clone(&store), Arc::clone(&keyring), Arc::clone(&clock));
+        let subject_rights = SubjectRights::new(
+            Arc::clone(&store),
+            Arc::clone(&keyring),
+            Arc::clone(&clock),
+            audit.clone(),
+            subjects.clone(),
+            consents.clone(),
+            RightsSettings {
+                processing: config.processing_info(),
+                ledger: Arc::new(FileErasureLedger::new(config.erasure_ledger_file())),
+            },
+        );
+        // Before anything is served: a restored database must not bring erased subjects back.
+        let reapplied = subject_rights
+            .reconcile_erasures()
+            .await
+            .map_err(|e| StartupError::Erasures(e.to_string()))?;
+        if reapplied > 0 {
+            tracing::warn!(
+                reapplied,
+                "erasures listed in the erasure ledger were re-applied to this database"
+            );
+        }
         let endpoints = WebhookEndpoints::new(
             Arc::clone(&store),
             Arc::clone(&keyring),
@@ -328,6 +354,7 @@ impl Herald {
             reports,
             consents,
             rights,
+            subject_rights,
             catalog,
             endpoints,
             clock,
@@ -380,6 +407,10 @@ impl Herald {
         &self.rights
     }
 
+    pub fn subject_rights(&self) -> &SubjectRights {
+        &self.subject_rights
+    }
+
     pub fn endpoints(&self) -> &WebhookEndpoints {
         &self.endpoints
     }
@@ -419,6 +450,7 @@ impl Herald {
             messages: self.messages.clone(),
             consents: self.consents.clone(),
             rights: self.rights.clone(),
+            subject_rights: self.subject_rights.clone(),
             reports: self.reports.clone(),
             endpoints: self.endpoints.clone(),
             whatsapp: self.config.whatsapp.as_ref().map(|w| {

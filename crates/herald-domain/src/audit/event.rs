@@ -168,6 +168,13 @@ actions! {
     AuthForbidden => "auth.forbidden", "An API call with a valid credential lacking the required scope (required_scope).";
     SubjectRegistered => "subject.registered", "A subject was registered by phone number, or found already registered (created).";
     SubjectLookedUp => "subject.looked_up", "A subject was looked up by phone number (found).";
+    SubjectRestricted => "subject.restricted", "Processing for a subject was restricted, GDPR Art. 18 (reason_given; the reason itself is stored encrypted).";
+    SubjectRestrictionLifted => "subject.restriction_lifted", "A subject's restriction was lifted after the subject was told (subject_notified_at).";
+    SubjectLegalHoldPlaced => "subject.legal_hold_placed", "A legal hold was placed on a subject: erasure is refused while it stands (the reason is stored encrypted).";
+    SubjectLegalHoldReleased => "subject.legal_hold_released", "A subject's legal hold was released.";
+    SubjectRectified => "subject.rectified", "A subject's phone number was corrected (fields, consents_lapsed); the number is never in the entry.";
+    SubjectErased => "subject.erased", "A subject was erased by crypto-shredding (counts of what was removed), or the erasure was refused by a legal hold (reason).";
+    SubjectExported => "subject.exported", "Everything held about a subject was exported, GDPR Art. 15/20 (counts per section).";
     IntegrationCreated => "integration.created", "An integration was created.";
     ApiKeyCreated => "api_key.created", "An API key was issued (scopes, expires_at).";
     ApiKeyRevoked => "api_key.revoked", "An API key was revoked (already_revoked).";

@@ -251,6 +251,21 @@ impl Audit {
             })
     }
 
+    /// Signs a statement other than a checkpoint (an erasure receipt) with the audit key:
+    /// Ed25519 over `domain` followed by the statement's canonical form, so that verifiers need
+    /// only the public key (`GET /v1/audit/public-key`). Returns
+    /// `{statement, key_id, algorithm, signature}`.
+    pub fn sign_statement(
+        &self,
+        domain: &[u8],
+        statement: &serde_json::Value,
+    ) -> serde_json::Value {
+        let mut message = domain.to_vec();
+        message.extend_from_slice(super::chain::canonical(statement).as_bytes());
+        let signature = self.inner.signing.sign(&message);
+        crate::rights::service::signed(statement.clone(), &self.inner.key_id, &signature)
+    }
+
     /// The id of the key signing new checkpoints.
     pub fn key_id(&self) -> &str {
         &self.inner.key_id

@@ -89,9 +89,15 @@ impl Method {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transition {
     Grant,
-    Request { expires_at: Timestamp },
+    Request {
+        expires_at: Timestamp,
+    },
     Withdraw,
     Expire,
+    /// The address the consent was given for changed (the phone number was rectified): a
+    /// granted or pending record lapses and needs a fresh opt-in (GDPR Art. 16 with 7(1): the
+    /// new number's holder never said yes). A withdrawal stays a withdrawal.
+    Lapse,
 }
 
 /// A record's state as the ledger holds it: the last effective event's state and, while
@@ -137,6 +143,11 @@ pub fn apply(current: Option<Standing>, event: Transition) -> Option<Standing> {
             state: ConsentState::Expired,
             expires_at: None,
         }),
+        Transition::Lapse => matches!(state, Some(ConsentState::Granted | ConsentState::Pending))
+            .then_some(Standing {
+                state: ConsentState::Expired,
+                expires_at: None,
+            }),
     }
 }
 
@@ -423,6 +434,7 @@ mod tests {
             Just(Transition::Grant),
             Just(Transition::Withdraw),
             Just(Transition::Expire),
+            Just(Transition::Lapse),
             (0i64..100).prop_map(|m| Transition::Request { expires_at: t(m) }),
         ]
     }
@@ -431,13 +443,30 @@ mod tests {
     /// followed by a request (which a grant ignores); a request is pending until an expiry
     /// after it.
     fn oracle(events: &[Transition]) -> Option<ConsentState> {
+        // A lapse counts only where it ends a granted or pending record; the rules then start
+        // again from `expired`. An ignored lapse is as if it never happened.
+        if let Some(i) = events.iter().rposition(|e| *e == Transition::Lapse) {
+            let before = oracle(&events[..i]);
+            if matches!(before, Some(ConsentState::Granted | ConsentState::Pending)) {
+                return oracle_from(Some(ConsentState::Expired), &events[i + 1..]);
+            }
+            let mut without = events.to_vec();
+            without.remove(i);
+            return oracle(&without);
+        }
+        oracle_from(None, events)
+    }
+
+    fn oracle_from(start: Option<ConsentState>, events: &[Transition]) -> Option<ConsentState> {
         let last_decision = events
             .iter()
             .rposition(|e| matches!(e, Transition::Grant | Transition::Withdraw));
-        let decided = last_decision.map(|i| match events[i] {
-            Transition::Grant => ConsentState::Granted,
-            _ => ConsentState::Withdrawn,
-        });
+        let decided = last_decision
+            .map(|i| match events[i] {
+                Transition::Grant => ConsentState::Granted,
+                _ => ConsentState::Withdrawn,
+            })
+            .or(start);
         if decided == Some(ConsentState::Granted) {
             return decided;
         }

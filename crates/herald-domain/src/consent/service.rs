@@ -212,7 +212,7 @@ fn state_for(transition: Transition) -> ConsentState {
         Transition::Grant => ConsentState::Granted,
         Transition::Request { .. } => ConsentState::Pending,
         Transition::Withdraw => ConsentState::Withdrawn,
-        Transition::Expire => ConsentState::Expired,
+        Transition::Expire | Transition::Lapse => ConsentState::Expired,
     }
 }
 
@@ -239,6 +239,11 @@ impl Consents {
                     .collect(),
             }),
         }
+    }
+
+    /// The configured purposes and templates.
+    pub fn catalog(&self) -> &Catalog {
+        &self.inner.catalog
     }
 
     pub fn settings(&self) -> &ConsentSettings {
@@ -396,6 +401,45 @@ impl Consents {
             .commit(&subject.id, vec![planned], initiator, |_| Ok(Vec::new()))
             .await?;
         self.view(&subject.id, purpose, channel, &changes).await
+    }
+
+    /// Lapses the subject's granted and pending records on `channel` because its address there
+    /// changed (a rectified phone number): each needs a fresh opt-in from the new number.
+    /// Withdrawals stay. Returns how many records changed.
+    pub async fn lapse_channel(
+        &self,
+        subject: &SubjectId,
+        channel: Channel,
+        initiator: &Initiator,
+    ) -> Result<usize, ConsentError> {
+        let now = self.now();
+        let mut evidence = Map::new();
+        evidence.insert("reason".into(), Value::from("phone_number_rectified"));
+        let planned: Vec<Planned> = self
+            .inner
+            .store
+            .consents(subject)
+            .await?
+            .into_iter()
+            .filter(|c| c.channel == channel)
+            .map(|c| Planned {
+                purpose: c.purpose,
+                channel,
+                transition: Transition::Lapse,
+                method: Method::System,
+                notice_version: None,
+                integration: None,
+                captured_at: now,
+                evidence: evidence.clone(),
+            })
+            .collect();
+        if planned.is_empty() {
+            return Ok(0);
+        }
+        let changes = self
+            .commit(subject, planned, initiator, |_| Ok(Vec::new()))
+            .await?;
+        Ok(changes.len())
     }
 
     /// The record's state after `changes`: what was just written, or (nothing written: the

@@ -207,6 +207,13 @@ impl Dispatcher {
         let Some(ciphertext) = &event.payload_ciphertext else {
             return Ok(Err("payload_gone"));
         };
+        if event.event_type.sealed_for_system() {
+            let plaintext = self
+                .inner
+                .keys
+                .open_system(&payload_binding(&event.event_id), ciphertext)?;
+            return Ok(Ok(plaintext.to_vec()));
+        }
         let key = match self.inner.keys.subject_key(&event.subject_id).await {
             Ok(key) => key,
             // Erased: the event was shredded with the subject.

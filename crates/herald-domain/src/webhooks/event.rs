@@ -18,20 +18,34 @@ pub enum EventType {
     /// A consent record changed (granted, pending, withdrawn, expired): every subscribed
     /// integration learns of it, since each must stop or may start messaging.
     ConsentChanged,
+    /// The subject's phone number was corrected (GDPR Art. 19: recipients are told).
+    SubjectRectified,
+    /// The subject was erased: recipients erase their copies too (GDPR Art. 17(2), 19).
+    SubjectErased,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 3] = [
+    pub const ALL: [EventType; 5] = [
         EventType::MessageStatus,
         EventType::MessageInbound,
         EventType::ConsentChanged,
+        EventType::SubjectRectified,
+        EventType::SubjectErased,
     ];
+
+    /// Events whose payload is sealed under the system key, not the subject's: they outlive
+    /// the subject's key (an erasure notice is sent after the key is destroyed).
+    pub fn sealed_for_system(self) -> bool {
+        matches!(self, EventType::SubjectErased)
+    }
 
     pub fn as_str(self) -> &'static str {
         match self {
             EventType::MessageStatus => "message.status",
             EventType::MessageInbound => "message.inbound",
             EventType::ConsentChanged => "consent.changed",
+            EventType::SubjectRectified => "subject.rectified",
+            EventType::SubjectErased => "subject.erased",
         }
     }
 
@@ -74,6 +88,15 @@ pub fn rfc3339(t: Timestamp) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
+fn body(event_type: EventType, data: Value, now: Timestamp) -> zeroize::Zeroizing<Vec<u8>> {
+    let body = json!({
+        "type": event_type.as_str(),
+        "timestamp": rfc3339(now),
+        "data": data,
+    });
+    zeroize::Zeroizing::new(serde_json::to_vec(&body).unwrap_or_default())
+}
+
 impl NewEvent {
     /// Builds the body `{type, timestamp, data}` and seals it under the subject's key.
     pub fn seal(
@@ -84,18 +107,37 @@ impl NewEvent {
         data: Value,
         now: Timestamp,
     ) -> Result<Self, KeyError> {
+        debug_assert!(!event_type.sealed_for_system());
         let id = EventId::generate_ordered(now)?;
-        let body = json!({
-            "type": event_type.as_str(),
-            "timestamp": rfc3339(now),
-            "data": data,
-        });
-        let plaintext = zeroize::Zeroizing::new(serde_json::to_vec(&body).unwrap_or_default());
+        let plaintext = body(event_type, data, now);
         let payload_ciphertext = Keyring::seal_for_subject(key, &payload_binding(&id), &plaintext)?;
         Ok(Self {
             id,
             event_type,
             integration,
+            subject_id: subject_id.clone(),
+            payload_ciphertext,
+            created_at: now,
+        })
+    }
+
+    /// Like [`NewEvent::seal`], under the system key, for events that outlive the subject's
+    /// key ([`EventType::sealed_for_system`]). `data` must hold no personal data.
+    pub fn seal_for_system(
+        keys: &Keyring,
+        event_type: EventType,
+        subject_id: &SubjectId,
+        data: Value,
+        now: Timestamp,
+    ) -> Result<Self, KeyError> {
+        debug_assert!(event_type.sealed_for_system());
+        let id = EventId::generate_ordered(now)?;
+        let plaintext = body(event_type, data, now);
+        let payload_ciphertext = keys.seal_system(&payload_binding(&id), &plaintext)?;
+        Ok(Self {
+            id,
+            event_type,
+            integration: None,
             subject_id: subject_id.clone(),
             payload_ciphertext,
             created_at: now,

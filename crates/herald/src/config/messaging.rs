@@ -275,3 +275,57 @@ pub const SANDBOX_DEMO_TEMPLATE: &str = "demo_update";
 
 /// The config field type for purposes.
 pub type Purposes = BTreeMap<String, PurposeConfig>;
+
+impl super::Config {
+    /// What an export states about recipients and retention (GDPR Art. 15(1)(c),(d)), from the
+    /// configured channel and retention periods.
+    pub fn processing_info(&self) -> herald_domain::rights::export::ProcessingInfo {
+        use herald_domain::rights::export::{ProcessingInfo, Recipient};
+        let period = |d: Duration| {
+            if d.is_zero() {
+                "not kept once delivered".to_owned()
+            } else {
+                humantime_serde::re::humantime::format_duration(d).to_string()
+            }
+        };
+        let recipients = match &self.whatsapp {
+            Some(_) => vec![Recipient {
+                name: "Meta Platforms (WhatsApp Business Cloud API)".into(),
+                role: "processor".into(),
+                purpose: "delivering messages to and from the subject's WhatsApp number".into(),
+            }],
+            None => vec![Recipient {
+                name: "none (sandbox channel: nothing leaves this gateway)".into(),
+                role: "none".into(),
+                purpose: "testing".into(),
+            }],
+        };
+        let mut recipients = recipients;
+        recipients.push(Recipient {
+            name: "the integrating business's systems (webhook endpoints)".into(),
+            role: "controller".into(),
+            purpose: "message statuses, replies and consent changes".into(),
+        });
+        ProcessingInfo {
+            recipients,
+            retention: vec![
+                (
+                    "message content".into(),
+                    period(self.retention.message_bodies),
+                ),
+                (
+                    "inbound message content".into(),
+                    period(self.retention.inbound_bodies),
+                ),
+                (
+                    "message metadata and consent records".into(),
+                    "until the subject is erased".into(),
+                ),
+                (
+                    "audit trail (pseudonymous)".into(),
+                    period(self.audit.retention),
+                ),
+            ],
+        }
+    }
+}

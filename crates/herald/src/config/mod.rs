@@ -157,6 +157,17 @@ pub struct Config {
     pub retention: RetentionConfig,
     pub webhooks: WebhooksConfig,
     pub consent: ConsentConfig,
+    pub rights: RightsConfig,
+}
+
+/// Data-subject rights.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RightsConfig {
+    /// The erasure ledger outside the database, re-applied at start-up (a restored backup
+    /// cannot bring an erased subject back). Default: `<data_dir>/erasure-ledger.jsonl`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub erasure_ledger_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -425,6 +436,14 @@ impl Config {
             .unwrap_or_else(|| self.data_dir.join("root.key"))
     }
 
+    /// The erasure ledger file, defaulting to `erasure-ledger.jsonl` inside the data directory.
+    pub fn erasure_ledger_file(&self) -> PathBuf {
+        self.rights
+            .erasure_ledger_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("erasure-ledger.jsonl"))
+    }
+
     /// The audit witness file, defaulting to `audit-witness.jsonl` inside the data directory.
     pub fn audit_witness_file(&self) -> PathBuf {
         self.audit
@@ -445,6 +464,7 @@ impl Config {
             effective.keys.file = Some(self.root_key_file());
         }
         effective.audit.witness_file = Some(self.audit_witness_file());
+        effective.rights.erasure_ledger_file = Some(self.erasure_ledger_file());
         toml::to_string_pretty(&effective)
             .map_err(|e| ConfigError::Invalid(format!("cannot print the configuration: {e}")))
     }

@@ -8,7 +8,7 @@ use herald_domain::consent::ConsentError;
 use herald_domain::keys::KeyError;
 use herald_domain::messages::{Refusal, SendError};
 use herald_domain::phone::PhoneError;
-use herald_domain::rights::RightsError;
+use herald_domain::rights::{RightsError, SubjectRightsError};
 use herald_domain::store::StoreError;
 use herald_domain::subjects::SubjectError;
 
@@ -187,6 +187,25 @@ pub fn auth(error: AuthError) -> Problem {
             tracing::error!(error = %e, "random number generator failed");
             Problem::internal()
         }
+    }
+}
+
+pub fn subject_rights(error: SubjectRightsError) -> Problem {
+    match error {
+        SubjectRightsError::NotFound => Problem::not_found(),
+        SubjectRightsError::Erased => Problem::new(Code::SubjectErased),
+        SubjectRightsError::LegalHold => Problem::new(Code::LegalHold)
+            .detail("release the legal hold first, or restrict processing instead"),
+        SubjectRightsError::PhoneInUse => Problem::new(Code::PhoneInUse),
+        SubjectRightsError::Changed => Problem::new(Code::SubjectChanged),
+        SubjectRightsError::Invalid { field, rule } => {
+            Problem::new(Code::InvalidRequest).field(FieldError::new(field, rule))
+        }
+        SubjectRightsError::Phone(e) => phone(e, "phone"),
+        SubjectRightsError::Store(e) => store(e),
+        SubjectRightsError::Keys(e) => keys(e),
+        SubjectRightsError::Subjects(e) => subjects(e),
+        SubjectRightsError::Consent(e) => consent(e),
     }
 }
 

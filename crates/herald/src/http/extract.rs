@@ -47,6 +47,7 @@ scopes! {
     MessagesRead => Scope::MessagesRead,
     SubjectsRead => Scope::SubjectsRead,
     SubjectsWrite => Scope::SubjectsWrite,
+    SubjectsErase => Scope::SubjectsErase,
 }
 
 /// The authenticated caller, holding scope `S`. Missing, malformed, unknown, revoked or expired

@@ -25,7 +25,7 @@ use herald_domain::audit::Audit;
 use herald_domain::auth::Auth;
 use herald_domain::consent::Consents;
 use herald_domain::messages::{Messages, Reports};
-use herald_domain::rights::RightsRequests;
+use herald_domain::rights::{RightsRequests, SubjectRights};
 use herald_domain::store::Store;
 use herald_domain::subjects::Subjects;
 use herald_domain::webhooks::WebhookEndpoints;
@@ -47,6 +47,7 @@ pub struct AppState {
     pub messages: Messages,
     pub consents: Consents,
     pub rights: RightsRequests,
+    pub subject_rights: SubjectRights,
     pub reports: Reports,
     pub endpoints: WebhookEndpoints,
     pub whatsapp: Option<Arc<WhatsappSecrets>>,
@@ -77,6 +78,7 @@ pub struct HttpParts {
     pub messages: Messages,
     pub consents: Consents,
     pub rights: RightsRequests,
+    pub subject_rights: SubjectRights,
     pub reports: Reports,
     pub endpoints: WebhookEndpoints,
     pub whatsapp: Option<Arc<WhatsappSecrets>>,
@@ -156,6 +158,7 @@ pub fn app(parts: HttpParts) -> Router {
         messages: parts.messages,
         consents: parts.consents,
         rights: parts.rights,
+        subject_rights: parts.subject_rights,
         reports: parts.reports,
         endpoints: parts.endpoints,
         whatsapp: parts.whatsapp,

@@ -50,6 +50,9 @@ pub enum Code {
     ExtensionExceedsLimit,
     RequestClosed,
     RequestChanged,
+    LegalHold,
+    PhoneInUse,
+    SubjectChanged,
 }
 
 impl Code {
@@ -82,7 +85,10 @@ impl Code {
             Code::ExtensionTooLate
             | Code::ExtensionExceedsLimit
             | Code::RequestClosed
-            | Code::RequestChanged => StatusCode::CONFLICT,
+            | Code::RequestChanged
+            | Code::LegalHold
+            | Code::PhoneInUse
+            | Code::SubjectChanged => StatusCode::CONFLICT,
         }
     }
 
@@ -118,6 +124,9 @@ impl Code {
             Code::ExtensionExceedsLimit => "extension_exceeds_limit",
             Code::RequestClosed => "request_closed",
             Code::RequestChanged => "request_changed",
+            Code::LegalHold => "legal_hold",
+            Code::PhoneInUse => "phone_in_use",
+            Code::SubjectChanged => "subject_changed",
         }
     }
 
@@ -157,6 +166,9 @@ impl Code {
             Code::ExtensionExceedsLimit => "The answer may be postponed by two months at most",
             Code::RequestClosed => "The request is already done",
             Code::RequestChanged => "The request changed meanwhile",
+            Code::LegalHold => "A legal hold applies: the subject's data must be kept",
+            Code::PhoneInUse => "Another subject holds this phone number",
+            Code::SubjectChanged => "The subject changed meanwhile",
         }
     }
 

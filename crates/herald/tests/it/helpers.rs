@@ -417,6 +417,16 @@ impl TestApp {
         })
     }
 
+    /// Rows of (text id, BLOB/BYTEA value) straight from the app's database.
+    pub async fn rows_with_bytes(&self, sql: &str) -> Vec<(String, Vec<u8>)> {
+        with_connection!(self, |conn| {
+            sqlx::query_as(sqlx::AssertSqlSafe(sql.to_owned()))
+                .fetch_all(&mut conn)
+                .await
+                .unwrap()
+        })
+    }
+
     fn sqlite_url(&self) -> String {
         format!("sqlite://{}", self.data_dir().join("herald.db").display())
     }

@@ -26,5 +26,6 @@ mod ops;
 mod process;
 mod requests;
 mod resilience;
+mod rights;
 mod storage;
 mod subjects;

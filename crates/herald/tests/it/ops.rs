@@ -209,7 +209,7 @@ async fn openapi_document_is_valid() {
 }
 
 /// The contract (API.md) for what exists so far, as (method, path, scope or "none").
-const CONTRACT: [(&str, &str, &str); 30] = [
+const CONTRACT: [(&str, &str, &str); 37] = [
     ("get", "/healthz", "none"),
     ("get", "/readyz", "none"),
     ("get", "/metrics", "none"),
@@ -222,6 +222,13 @@ const CONTRACT: [(&str, &str, &str); 30] = [
     ("post", "/v1/subjects", "subjects:write"),
     ("post", "/v1/subjects/lookup", "subjects:read"),
     ("get", "/v1/subjects/{id}", "subjects:read"),
+    ("patch", "/v1/subjects/{id}", "subjects:write"),
+    ("delete", "/v1/subjects/{id}", "subjects:erase"),
+    ("post", "/v1/subjects/{id}/restriction", "subjects:write"),
+    ("delete", "/v1/subjects/{id}/restriction", "subjects:write"),
+    ("put", "/v1/subjects/{id}/legal-hold", "subjects:erase"),
+    ("delete", "/v1/subjects/{id}/legal-hold", "subjects:erase"),
+    ("get", "/v1/subjects/{id}/export", "subjects:read"),
     ("get", "/v1/audit", "audit:read"),
     ("get", "/v1/audit/verify", "audit:read"),
     ("get", "/v1/audit/checkpoints", "audit:read"),

@@ -61,6 +61,9 @@ async fn a_subject_reads_back_without_contact_data() {
             "id": id,
             "created_at": epoch().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             "restricted": false,
+            "restricted_at": null,
+            "legal_hold": false,
+            "rectified_at": null,
             "whatsapp": {"last_inbound_at": null}
         })
     );

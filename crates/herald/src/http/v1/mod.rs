@@ -5,6 +5,7 @@ mod consents;
 mod integrations;
 mod messages;
 mod requests;
+mod subject_rights;
 mod subjects;
 mod webhooks;
 
@@ -17,6 +18,7 @@ use super::AppState;
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .merge(subjects::router())
+        .merge(subject_rights::router())
         .merge(integrations::router())
         .merge(audit::router())
         .merge(messages::router())

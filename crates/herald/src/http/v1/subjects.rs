@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use herald_domain::ids::SubjectId;
-use herald_domain::store::SubjectRecord;
+use herald_domain::rights::SubjectStanding;
 use herald_domain::subjects::Registration;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -15,7 +15,7 @@ use utoipa_axum::routes;
 use crate::http::AppState;
 use crate::http::access::ActionAudited;
 use crate::http::errors;
-use crate::http::extract::{ApiJson, Authorized, IdPath, SubjectsRead, SubjectsWrite};
+use crate::http::extract::{ApiJson, Authorized, SubjectsRead, SubjectsWrite};
 use crate::http::problem::{Problem, ProblemBody};
 use crate::http::time::{rfc3339, rfc3339_opt};
 
@@ -23,7 +23,12 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(register))
         .routes(routes!(lookup))
-        .routes(routes!(get_subject))
+}
+
+impl PhoneRequest {
+    pub fn phone(&self) -> &str {
+        &self.phone
+    }
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -57,17 +62,31 @@ pub struct Subject {
     #[serde(serialize_with = "rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     created_at: herald_domain::clock::Timestamp,
-    /// Processing restricted (GDPR Art. 18): no messages are sent.
+    /// Processing restricted (GDPR Art. 18): nothing is sent to the subject and no event about
+    /// the subject reaches an integrator.
     restricted: bool,
+    #[serde(serialize_with = "rfc3339_opt")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    restricted_at: Option<herald_domain::clock::Timestamp>,
+    /// A legal hold applies: erasure is refused.
+    legal_hold: bool,
+    /// When the phone number was last corrected.
+    #[serde(serialize_with = "rfc3339_opt")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    rectified_at: Option<herald_domain::clock::Timestamp>,
     whatsapp: WhatsappState,
 }
 
-impl From<SubjectRecord> for Subject {
-    fn from(record: SubjectRecord) -> Self {
+impl From<SubjectStanding> for Subject {
+    fn from(standing: SubjectStanding) -> Self {
+        let record = standing.record;
         Self {
             id: record.id,
             created_at: record.created_at,
             restricted: record.restricted,
+            restricted_at: standing.restricted_at,
+            legal_hold: standing.legal_hold_at.is_some(),
+            rectified_at: standing.rectified_at,
             whatsapp: WhatsappState {
                 last_inbound_at: record.last_inbound_at,
             },
@@ -132,26 +151,4 @@ async fn lookup(
         Extension(ActionAudited),
         Json(SubjectRef { id: subject.id }),
     ))
-}
-
-/// Read a subject (no contact data).
-#[utoipa::path(get, path = "/v1/subjects/{id}", tag = "subjects",
-    params(("id" = String, Path, description = "Subject id (sub_…)")),
-    security(("bearer" = ["subjects:read"])),
-    responses(
-        (status = 200, description = "The subject", body = Subject),
-        (status = 404, description = "No such subject", body = ProblemBody, content_type = "application/problem+json"),
-    ))]
-async fn get_subject(
-    State(state): State<AppState>,
-    _caller: Authorized<SubjectsRead>,
-    IdPath(id): IdPath<SubjectId>,
-) -> Result<Json<Subject>, Problem> {
-    let subject = state
-        .subjects
-        .get(&id)
-        .await
-        .map_err(errors::subjects)?
-        .ok_or_else(Problem::not_found)?;
-    Ok(Json(subject.into()))
 }
