@@ -346,23 +346,15 @@ impl SubjectRightsStore for Database {
                 .execute(&mut *tx)
                 .await
                 .map_err(from_sqlx)?;
-            sqlx::query(
-                "INSERT INTO message_history (message_id, status, at)
-                 SELECT id, 'failed', $2 FROM messages
-                 WHERE subject_id = $1 AND status IN ('queued', 'sending')
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind(subject)
-            .bind(at_ms)
-            .execute(&mut *tx)
-            .await
-            .map_err(from_sqlx)?;
+            // Queued or retrying messages are cancelled (their `failed` status recorded);
+            // then one pass over the subject's messages cancels them and drops every content
+            // and provider reference (a queued message always still has its content).
             let mut tally = ErasureTally {
                 messages_cancelled: sqlx::query(
-                    "UPDATE messages SET status = 'failed', error_code = 'subject_erased',
-                       provider_code = NULL, lease_owner = NULL, leased_until = NULL,
-                       updated_at = $2
-                     WHERE subject_id = $1 AND status IN ('queued', 'sending')",
+                    "INSERT INTO message_history (message_id, status, at)
+                     SELECT id, 'failed', $2 FROM messages
+                     WHERE subject_id = $1 AND status IN ('queued', 'sending')
+                     ON CONFLICT DO NOTHING",
                 )
                 .bind(subject)
                 .bind(at_ms)
@@ -373,12 +365,24 @@ impl SubjectRightsStore for Database {
                 ..ErasureTally::default()
             };
             tally.message_contents_deleted = sqlx::query(
-                "UPDATE messages SET content_ciphertext = NULL, provider_ref_ciphertext = NULL,
+                "UPDATE messages SET
+                   error_code = CASE WHEN status IN ('queued', 'sending') THEN 'subject_erased'
+                                     ELSE error_code END,
+                   provider_code = CASE WHEN status IN ('queued', 'sending') THEN NULL
+                                        ELSE provider_code END,
+                   updated_at = CASE WHEN status IN ('queued', 'sending') THEN $2
+                                     ELSE updated_at END,
+                   status = CASE WHEN status IN ('queued', 'sending') THEN 'failed'
+                                 ELSE status END,
+                   lease_owner = NULL, leased_until = NULL,
+                   content_ciphertext = NULL, provider_ref_ciphertext = NULL,
                    provider_ref_index = NULL, content_purge_at = NULL
                  WHERE subject_id = $1
-                   AND (content_ciphertext IS NOT NULL OR provider_ref_ciphertext IS NOT NULL)",
+                   AND (status IN ('queued', 'sending') OR content_ciphertext IS NOT NULL
+                        OR provider_ref_ciphertext IS NOT NULL)",
             )
             .bind(subject)
+            .bind(at_ms)
             .execute(&mut *tx)
             .await
             .map_err(from_sqlx)?
