@@ -427,6 +427,66 @@ impl TestApp {
         })
     }
 
+    /// A consistent copy of the whole database, as a backup would take it while Herald runs:
+    /// SQLite `VACUUM INTO` a file, PostgreSQL `pg_dump`.
+    pub async fn snapshot(&self) -> PathBuf {
+        let path = self.dir.path().join(format!(
+            "snapshot-{}",
+            data_encoding::HEXLOWER.encode(&herald_crypto::random::bytes::<4>().unwrap())
+        ));
+        match &self.db.url {
+            None => {
+                self.execute_sql(&format!("VACUUM INTO '{}'", path.display()), &[])
+                    .await;
+            }
+            Some(url) => {
+                let status = std::process::Command::new("pg_dump")
+                    .args(["--format=custom", "--no-owner", "--file"])
+                    .arg(&path)
+                    .arg(url)
+                    .status()
+                    .expect("pg_dump runs");
+                assert!(status.success(), "pg_dump failed");
+            }
+        }
+        path
+    }
+
+    /// Replaces the database with a snapshot (the server must be stopped).
+    pub async fn restore(&self, snapshot: &Path) {
+        match (&self.db.url, &self.db.postgres) {
+            (None, _) => {
+                let db = self.data_dir().join("herald.db");
+                for suffix in ["-wal", "-shm"] {
+                    let _ =
+                        std::fs::remove_file(self.data_dir().join(format!("herald.db{suffix}")));
+                }
+                std::fs::copy(snapshot, db).unwrap();
+            }
+            (Some(url), Some((server, name))) => {
+                let mut admin = sqlx::PgConnection::connect(server).await.unwrap();
+                for sql in [
+                    format!("DROP DATABASE {name} WITH (FORCE)"),
+                    format!("CREATE DATABASE {name}"),
+                ] {
+                    sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .execute(&mut admin)
+                        .await
+                        .unwrap();
+                }
+                admin.close().await.ok();
+                let status = std::process::Command::new("pg_restore")
+                    .args(["--no-owner", "--exit-on-error", "--dbname"])
+                    .arg(url)
+                    .arg(snapshot)
+                    .status()
+                    .expect("pg_restore runs");
+                assert!(status.success(), "pg_restore failed");
+            }
+            (Some(_), None) => unreachable!("a PostgreSQL test database has a name"),
+        }
+    }
+
     fn sqlite_url(&self) -> String {
         format!("sqlite://{}", self.data_dir().join("herald.db").display())
     }

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use crate::callbacks::inbound_callback;
 use crate::delivery::{audited, callback, eventually, send, wait_status};
 use crate::fakes::{Behaviour, FakeWhatsapp, Receiver};
-use crate::helpers::{SqlValue, TestApp, assert_problem, json};
+use crate::helpers::{TestApp, assert_problem, json};
 use crate::messages::{configure_messaging, template_send};
 
 const PHONE: &str = "+4915112345678";
@@ -702,25 +702,11 @@ async fn test_gdpr_17_erasure_is_complete_irreversible_and_survives_a_restore() 
     })
     .await;
 
-    // What a backup taken now would hold.
+    // What a backup taken now holds: its ciphertexts, and the whole database.
     let before = ciphertexts(&app, &subject).await;
     assert!(before.len() >= 5, "{} ciphertexts", before.len());
     assert_eq!(readable(&app, &subject_id, &before).await, before.len());
-    let wrapped_key = app
-        .fetch_bytes(
-            "SELECT wrapped_key FROM subject_keys WHERE subject_id = $1",
-            &subject,
-        )
-        .await;
-    let phone_index = app
-        .fetch_bytes("SELECT phone_index FROM subjects WHERE id = $1", &subject)
-        .await;
-    let phone_ciphertext = app
-        .fetch_bytes(
-            "SELECT phone_ciphertext FROM subjects WHERE id = $1",
-            &subject,
-        )
-        .await;
+    let backup = app.snapshot().await;
 
     let (_, eraser_without_scope) = app.integration_with_key("crm", &["subjects:write"]).await;
     assert_problem(
@@ -867,20 +853,19 @@ async fn test_gdpr_17_erasure_is_complete_irreversible_and_survives_a_restore() 
     let ledger = std::fs::read_to_string(app.data_dir().join("erasure-ledger.jsonl")).unwrap();
     assert!(ledger.contains(&subject));
 
-    // A restore of the database as it was before the erasure brings the wrapped key, the
-    // number and its index back. Herald re-applies the ledger before it serves anything.
+    // The database restored from the backup taken before the erasure holds the wrapped key,
+    // the number and its index again. Herald re-applies the ledger before it serves anything.
     let mut app = app;
     app.stop().await;
-    app.execute_sql(
-        "INSERT INTO subject_keys (subject_id, root_version, wrapped_key, created_at) VALUES ($1, 1, $2, 0)",
-        &[SqlValue::Text(subject.clone()), SqlValue::Bytes(wrapped_key)],
-    )
-    .await;
-    app.execute_sql(
-        "UPDATE subjects SET erased_at = NULL, phone_index = $2, phone_ciphertext = $3 WHERE id = $1",
-        &[SqlValue::Text(subject.clone()), SqlValue::Bytes(phone_index), SqlValue::Bytes(phone_ciphertext)],
-    )
-    .await;
+    app.restore(&backup).await;
+    assert_eq!(
+        app.count(&format!(
+            "SELECT COUNT(*) FROM subject_keys WHERE subject_id = '{subject}'"
+        ))
+        .await,
+        1,
+        "the backup holds the key"
+    );
     let app = app.restart().await;
     assert_eq!(
         app.count(&format!(
@@ -890,10 +875,24 @@ async fn test_gdpr_17_erasure_is_complete_irreversible_and_survives_a_restore() 
         0
     );
     assert_problem(lookup(&app, PHONE).await, 404, "not_found").await;
+    assert_problem(
+        app.get(&format!("/v1/subjects/{subject}"), &app.admin_key)
+            .await,
+        410,
+        "subject_erased",
+    )
+    .await;
+    let restored = ciphertexts(&app, &subject).await;
+    assert!(
+        restored
+            .iter()
+            .all(|(table, ..)| *table == "consent_events")
+    );
     assert_eq!(readable(&app, &subject_id, &before).await, 0);
+    app.herald.audit().seal().await.unwrap();
     assert_eq!(
-        audited(&app, "subject.erased").await,
-        2,
+        app.count("SELECT COUNT(*) FROM audit_log WHERE body LIKE '%\"action\":\"subject.erased\"%' AND body LIKE '%\"reapplied\":true%'").await,
+        1,
         "the re-application is recorded"
     );
 }
