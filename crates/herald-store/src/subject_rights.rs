@@ -88,7 +88,7 @@ fn u32_of(v: i64) -> u32 {
 
 /// Reads every row of one subject, on whichever pool `$pool` is (the body compiles per backend).
 macro_rules! subject_rows {
-    ($pool:expr, $subject:expr, $like:expr) => {{
+    ($pool:expr, $subject:expr, $like:expr, $audit_sql:expr) => {{
         let pool = $pool;
         let subject: &str = $subject;
         let standing: Option<StandingRow> = sqlx::query_as(STANDING_SQL)
@@ -189,15 +189,12 @@ macro_rules! subject_rows {
         .fetch_all(pool)
         .await
         .map_err(from_sqlx)?;
-        // Entries name the subject as a quoted id (`"id":"sub_…"`); `_` is escaped for LIKE.
-        let audit: Vec<(i64, i64, String)> = sqlx::query_as(
-            "SELECT seq, recorded_at, body FROM audit_log WHERE body LIKE $1 ESCAPE '\\'
-             ORDER BY seq",
-        )
-        .bind($like)
-        .fetch_all(pool)
-        .await
-        .map_err(from_sqlx)?;
+        let audit: Vec<(i64, i64, String)> = sqlx::query_as($audit_sql)
+            .bind($like)
+            .bind(subject)
+            .fetch_all(pool)
+            .await
+            .map_err(from_sqlx)?;
         (
             standing, messages, history, attempts, inbound, events, requests, audit,
         )
@@ -463,9 +460,29 @@ impl SubjectRightsStore for Database {
     }
 
     async fn subject_data(&self, subject: &SubjectId) -> Result<Option<SubjectData>, StoreError> {
+        // Entries that name the subject (as a quoted id, `"id":"sub_…"`; `_` escaped for LIKE)
+        // or whose target is one of the subject's messages (sent, status, failed).
         let like = format!("%\"{}\"%", subject.as_str().replace('_', "\\_"));
-        let (standing_row, messages, history, attempts, inbound, events, requests, audit) =
-            read!(self, |pool| subject_rows!(pool, subject.as_str(), &like));
+        let audit_sql = match &self.pools {
+            Pools::Sqlite { .. } => {
+                "SELECT seq, recorded_at, body FROM audit_log
+                 WHERE body LIKE $1 ESCAPE '\\'
+                    OR json_extract(body, '$.target.id') IN
+                       (SELECT id FROM messages WHERE subject_id = $2)
+                 ORDER BY seq"
+            }
+            Pools::Postgres(_) => {
+                "SELECT seq, recorded_at, body FROM audit_log
+                 WHERE body LIKE $1 ESCAPE '\\'
+                    OR (body::jsonb -> 'target' ->> 'id') IN
+                       (SELECT id FROM messages WHERE subject_id = $2)
+                 ORDER BY seq"
+            }
+        };
+        let (standing_row, messages, history, attempts, inbound, events, requests, audit) = read!(
+            self,
+            |pool| subject_rows!(pool, subject.as_str(), &like, audit_sql)
+        );
         let Some(standing_row) = standing_row else {
             return Ok(None);
         };

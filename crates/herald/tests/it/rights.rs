@@ -209,7 +209,14 @@ async fn test_gdpr_15_20_the_export_holds_everything_and_matches_its_published_s
         .iter()
         .map(|e| e["entry"]["action"].as_str().unwrap())
         .collect();
-    for action in ["subject.registered", "consent.changed", "message.accepted"] {
+    // Entries naming the subject, and those about the subject's messages.
+    for action in [
+        "subject.registered",
+        "consent.changed",
+        "message.accepted",
+        "message.sent",
+        "message.inbound",
+    ] {
         assert!(
             actions.contains(&action),
             "{action} missing from {actions:?}"
