@@ -551,8 +551,13 @@ impl SubjectRights {
                 .into(),
             ))
         })?;
+        // One read of the database's own ledger; only entries it lacks are looked at (a
+        // restored database), so start-up stays one query however many erasures there were.
+        let in_database = self.inner.store.erased_subjects().await?;
+        let recorded: std::collections::HashSet<&SubjectId> =
+            in_database.iter().map(|(id, _)| id).collect();
         let mut reapplied = 0;
-        for entry in &listed {
+        for entry in listed.iter().filter(|e| !recorded.contains(&e.subject_id)) {
             let Some(standing) = self.inner.store.subject_standing(&entry.subject_id).await? else {
                 // Restored from before the subject existed: there is nothing to erase.
                 continue;
@@ -567,16 +572,12 @@ impl SubjectRights {
         }
         let known: std::collections::HashSet<&SubjectId> =
             listed.iter().map(|e| &e.subject_id).collect();
-        let missing: Vec<LedgerEntry> = self
-            .inner
-            .store
-            .erased_subjects()
-            .await?
-            .into_iter()
+        let missing: Vec<LedgerEntry> = in_database
+            .iter()
             .filter(|(id, _)| !known.contains(id))
             .map(|(subject_id, erased_at)| LedgerEntry {
-                subject_id,
-                erased_at,
+                subject_id: subject_id.clone(),
+                erased_at: *erased_at,
             })
             .collect();
         // Entries re-applied just now were appended by the erasure itself.

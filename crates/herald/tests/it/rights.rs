@@ -977,6 +977,20 @@ async fn a_legal_hold_blocks_erasure_with_a_clear_code_until_released() {
     .await;
     assert_eq!(audited(&app, "subject.legal_hold_placed").await, 1);
     assert_eq!(audited(&app, "subject.legal_hold_released").await, 1);
+
+    // A lost ledger file is rebuilt from the database's ledger at the next start.
+    let ledger = app.data_dir().join("erasure-ledger.jsonl");
+    assert!(std::fs::read_to_string(&ledger).unwrap().contains(&subject));
+    std::fs::remove_file(&ledger).unwrap();
+    let app = app.restart().await;
+    assert!(std::fs::read_to_string(&ledger).unwrap().contains(&subject));
+    assert_problem(
+        app.get(&format!("/v1/subjects/{subject}"), &app.admin_key)
+            .await,
+        410,
+        "subject_erased",
+    )
+    .await;
 }
 
 #[tokio::test]
