@@ -71,7 +71,7 @@ fn write_canonical(value: &Value, out: &mut String) {
 }
 
 /// JSON string escaping as Python's `json.dumps` (with its default `ensure_ascii`) does it.
-fn write_string(s: &str, out: &mut String) {
+pub(crate) fn write_string(s: &str, out: &mut String) {
     out.push('"');
     for c in s.chars() {
         match c {

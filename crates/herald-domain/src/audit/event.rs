@@ -31,7 +31,9 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+#[cfg(test)]
 use chrono::SecondsFormat;
+#[cfg(test)]
 use serde_json::{Value, json};
 
 use crate::auth::Principal;
@@ -85,6 +87,8 @@ pub enum Actor {
 }
 
 impl Actor {
+    /// The JSON tree the canonical form is defined over (tests compare `body.rs` with it).
+    #[cfg(test)]
     fn json(&self) -> Value {
         match self {
             Actor::Integration {
@@ -231,6 +235,22 @@ pub enum Target {
 }
 
 impl Target {
+    /// The target's type and, where it has one, its id.
+    pub(crate) fn parts(&self) -> (&'static str, Option<&str>) {
+        match self {
+            Target::Subject(id) => ("subject", Some(id.as_str())),
+            Target::Message(id) => ("message", Some(id.as_str())),
+            Target::Integration(id) => ("integration", Some(id.as_str())),
+            Target::ApiKey(id) => ("api_key", Some(id.as_str())),
+            Target::WebhookEndpoint(id) => ("webhook_endpoint", Some(id.as_str())),
+            Target::AuditTrail => ("audit_trail", None),
+            Target::RootKey => ("root_key", None),
+            Target::Service => ("service", None),
+        }
+    }
+
+    /// The JSON tree the canonical form is defined over (tests compare `body.rs` with it).
+    #[cfg(test)]
     fn json(&self) -> Value {
         match self {
             Target::Subject(id) => json!({"type": "subject", "id": id.as_str()}),
@@ -305,6 +325,8 @@ impl Detail {
         Detail::Digest(data_encoding::HEXLOWER.encode(bytes))
     }
 
+    /// The JSON tree the canonical form is defined over (tests compare `body.rs` with it).
+    #[cfg(test)]
     fn json(&self) -> Value {
         match self {
             Detail::Bool(b) => json!(b),
@@ -405,6 +427,13 @@ impl Details {
         }
     }
 
+    /// The details in key order.
+    pub(crate) fn entries(&self) -> impl Iterator<Item = (&&'static str, &Detail)> {
+        self.0.iter()
+    }
+
+    /// The JSON tree the canonical form is defined over (tests compare `body.rs` with it).
+    #[cfg(test)]
     fn json(&self) -> Value {
         Value::Object(
             self.0
@@ -450,7 +479,9 @@ impl AuditEvent {
         self
     }
 
-    /// The entry as JSON, without its sequence number (assigned when sealed).
+    /// The entry as JSON, without its sequence number (assigned when sealed): the definition
+    /// `body.rs` writes directly.
+    #[cfg(test)]
     pub(crate) fn json(&self, time: Timestamp) -> Value {
         json!({
             "action": self.action.as_str(),

@@ -14,6 +14,7 @@
 //! Verifying: [`Audit::verify`] recomputes the chain and checks every checkpoint and the witness;
 //! [`chain`] documents the encoding so outsiders can do the same (tools/verify_audit.py).
 
+mod body;
 pub mod chain;
 mod event;
 mod service;
@@ -42,7 +43,7 @@ impl AuditRecord {
     pub fn new(event: &AuditEvent, now: Timestamp) -> Self {
         Self {
             recorded_at: now,
-            body: chain::canonical(&event.json(now)),
+            body: body::canonical_body(event, now),
         }
     }
 }
