@@ -3,7 +3,8 @@
 # rates and latencies on a shared 2-core machine, the count repeats closely from run to run,
 # so it is the figure to compare builds by (bench/send.sh gives the rates).
 #   bench/instructions.sh            (SQLite; the node's delivery worker off)
-# Environment: SECONDS_OF_LOAD (default 30). Herald runs ~50x slower under callgrind; the load
+# Environment: SECONDS_OF_LOAD (default 30); KEEP=FILE keeps the callgrind profile there (for
+# callgrind_annotate --inclusive=yes FILE). Herald runs ~50x slower under callgrind; the load
 # generator (8 connections, 50 recipients) runs natively. Instrumentation covers the send phase
 # (which re-finds the 50 recipients first: under 1 % of its requests), not start-up.
 set -euo pipefail
@@ -40,3 +41,4 @@ echo "$result"
 total="$(sed -n 's/.*total=\([0-9]*\).*/\1/p' <<<"$result")"
 instructions="$(callgrind_annotate "$work/callgrind.out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')"
 awk -v i="$instructions" -v n="$total" 'BEGIN { printf "instructions per accepted message: %.0f (%d sends)\n", i / n, n }'
+if [ -n "${KEEP:-}" ]; then cp "$work/callgrind.out" "$KEEP"; fi

@@ -421,3 +421,55 @@ async fn the_sandbox_offers_a_demo_purpose_out_of_the_box() {
     )
     .await;
 }
+
+/// Concurrent sends share group commits of any size (padded to a power of two inside the
+/// store): every accepted message is written exactly once with its history and audit entry,
+/// and concurrent retries with one Idempotency-Key make one message.
+#[tokio::test]
+async fn concurrent_sends_in_shared_commits_are_each_written_once() {
+    let app = messaging_app().await;
+    let (_, key) = app
+        .integration_with_key("shop", &["messages:send", "messages:read"])
+        .await;
+    app.opt_in("+4915112345678", "order_updates").await;
+    let before_history = app.count("SELECT COUNT(*) FROM message_history").await;
+    let sends = (0..45).map(|i| {
+        let request = app
+            .request(reqwest::Method::POST, "/v1/messages", &key)
+            .json(&template_send("+4915112345678"));
+        // Five of them are retries of one request.
+        let request = if i % 9 == 0 {
+            request.header("idempotency-key", "order-20417-shipped")
+        } else {
+            request
+        };
+        tokio::spawn(async move {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), 202);
+            json(response).await["id"].as_str().unwrap().to_owned()
+        })
+    });
+    let mut ids = Vec::new();
+    for send in sends.collect::<Vec<_>>() {
+        ids.push(send.await.unwrap());
+    }
+    let distinct: std::collections::BTreeSet<&String> = ids.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        41,
+        "40 plain sends and one idempotent message"
+    );
+    assert_eq!(count(&app, "messages").await, 41);
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM message_history").await - before_history,
+        41
+    );
+    app.herald.audit().seal().await.unwrap();
+    assert_eq!(
+        app.count(
+            "SELECT COUNT(*) FROM audit_log WHERE body LIKE '%\"action\":\"message.accepted\"%'"
+        )
+        .await,
+        41
+    );
+}
