@@ -18,6 +18,7 @@ mod consent;
 mod conventions;
 mod delivery;
 mod encryption;
+mod erasure;
 mod events;
 mod fakes;
 mod helpers;
