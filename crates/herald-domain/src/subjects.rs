@@ -204,10 +204,6 @@ impl Subjects {
         Ok(self.by_id.submit(id.clone()).await?)
     }
 
-    pub async fn get(&self, id: &SubjectId) -> Result<Option<SubjectRecord>, SubjectError> {
-        Ok(self.store.subject(id).await?)
-    }
-
     /// Decrypts the subject's phone number (for delivery, export and rectification only).
     pub async fn phone(&self, id: &SubjectId) -> Result<Option<PhoneNumber>, SubjectError> {
         let Some(ciphertext) = self.store.subject_phone_ciphertext(id).await? else {

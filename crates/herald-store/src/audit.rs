@@ -32,6 +32,29 @@ macro_rules! insert_audit {
 
 pub(crate) use insert_audit;
 
+/// Runs `$update` (a statement that changes at most one row) in its own write transaction and,
+/// when it changed the row, writes `$audit` in the same transaction: no change without its
+/// entry, no entry for a change that did not happen. Evaluates to whether the row changed.
+macro_rules! update_audited {
+    ($db:expr, $update:expr, $audit:expr) => {{
+        let changed: bool = $crate::write_tx!($db, |tx| {
+            let changed = $update
+                .execute(&mut *tx)
+                .await
+                .map_err($crate::from_sqlx)?
+                .rows_affected()
+                == 1;
+            if changed {
+                $crate::audit::insert_audit!(&mut *tx, $audit)?;
+            }
+            changed
+        });
+        changed
+    }};
+}
+
+pub(crate) use update_audited;
+
 /// Inserts a signed checkpoint inside the caller's transaction.
 macro_rules! insert_checkpoint {
     ($executor:expr, $checkpoint:expr) => {{

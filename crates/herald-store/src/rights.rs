@@ -7,7 +7,7 @@ use herald_domain::ids::{IntegrationId, RightsRequestId, SubjectId};
 use herald_domain::rights::{RequestKind, RequestStatus, RightsRequest};
 use herald_domain::store::{PageRequest, RightsStore, StoreError};
 
-use crate::audit::insert_audit;
+use crate::audit::{insert_audit, update_audited};
 use crate::convert::{id, limit, millis, opt_millis, opt_time, time};
 use crate::{Database, from_sqlx, read, write_tx};
 
@@ -160,8 +160,9 @@ impl RightsStore for Database {
         previous_due: Timestamp,
         audit: &AuditRecord,
     ) -> Result<bool, StoreError> {
-        let changed = write_tx!(self, |tx| {
-            let changed = sqlx::query(
+        let changed = update_audited!(
+            self,
+            sqlx::query(
                 "UPDATE rights_requests SET due_at = $2, extended_months = $3,
                    extension_reason_ciphertext = $4, extended_at = $5
                  WHERE id = $1 AND completed_at IS NULL AND due_at = $6",
@@ -171,17 +172,9 @@ impl RightsStore for Database {
             .bind(i64::from(r.extended_months))
             .bind(r.extension_reason_ciphertext.as_deref())
             .bind(opt_millis(r.extended_at))
-            .bind(millis(previous_due))
-            .execute(&mut *tx)
-            .await
-            .map_err(from_sqlx)?
-            .rows_affected()
-                == 1;
-            if changed {
-                insert_audit!(&mut *tx, audit)?;
-            }
-            changed
-        });
+            .bind(millis(previous_due)),
+            audit
+        );
         Ok(changed)
     }
 
@@ -191,23 +184,16 @@ impl RightsStore for Database {
         at: Timestamp,
         audit: &AuditRecord,
     ) -> Result<bool, StoreError> {
-        let changed = write_tx!(self, |tx| {
-            let changed = sqlx::query(
+        let changed = update_audited!(
+            self,
+            sqlx::query(
                 "UPDATE rights_requests SET completed_at = $2
                  WHERE id = $1 AND completed_at IS NULL",
             )
             .bind(request_id.as_str())
-            .bind(millis(at))
-            .execute(&mut *tx)
-            .await
-            .map_err(from_sqlx)?
-            .rows_affected()
-                == 1;
-            if changed {
-                insert_audit!(&mut *tx, audit)?;
-            }
-            changed
-        });
+            .bind(millis(at)),
+            audit
+        );
         Ok(changed)
     }
 }

@@ -8,10 +8,10 @@ use herald_domain::rights::{
     Erasure, ErasureTally, LegalHoldChange, Rectification, Rectified, RestrictionChange,
     SealErasure, SubjectData, SubjectStanding,
 };
-use herald_domain::store::{ConsentStore, StoreError, SubjectRecord, SubjectRightsStore};
+use herald_domain::store::{StoreError, SubjectRecord, SubjectRightsStore};
 use sqlx::Row as _;
 
-use crate::audit::insert_audit;
+use crate::audit::{insert_audit, update_audited};
 use crate::bulk_delivery::DeliveryBulk;
 use crate::convert::{id, millis, opt_time, time};
 use crate::{Database, Pools, from_sqlx, read, write_tx};
@@ -216,8 +216,9 @@ impl SubjectRightsStore for Database {
     }
 
     async fn set_restriction(&self, change: &RestrictionChange) -> Result<bool, StoreError> {
-        let applied = write_tx!(self, |tx| {
-            let applied = sqlx::query(
+        let applied = update_audited!(
+            self,
+            sqlx::query(
                 "UPDATE subjects SET restricted = $2, restricted_at = $3,
                    restriction_reason_ciphertext = $4
                  WHERE id = $1 AND erased_at IS NULL AND restricted = $5",
@@ -226,40 +227,25 @@ impl SubjectRightsStore for Database {
             .bind(change.restrict)
             .bind(change.restrict.then(|| millis(change.at)))
             .bind(change.reason_ciphertext.as_deref())
-            .bind(!change.restrict)
-            .execute(&mut *tx)
-            .await
-            .map_err(from_sqlx)?
-            .rows_affected()
-                == 1;
-            if applied {
-                insert_audit!(&mut *tx, &change.audit)?;
-            }
-            applied
-        });
+            .bind(!change.restrict),
+            &change.audit
+        );
         Ok(applied)
     }
 
     async fn set_legal_hold(&self, change: &LegalHoldChange) -> Result<bool, StoreError> {
         let hold = change.hold_reason_ciphertext.is_some();
-        let applied = write_tx!(self, |tx| {
-            let applied = sqlx::query(
+        let applied = update_audited!(
+            self,
+            sqlx::query(
                 "UPDATE subjects SET legal_hold_at = $2, legal_hold_reason_ciphertext = $3
                  WHERE id = $1 AND erased_at IS NULL",
             )
             .bind(change.subject_id.as_str())
             .bind(hold.then(|| millis(change.at)))
-            .bind(change.hold_reason_ciphertext.as_deref())
-            .execute(&mut *tx)
-            .await
-            .map_err(from_sqlx)?
-            .rows_affected()
-                == 1;
-            if applied {
-                insert_audit!(&mut *tx, &change.audit)?;
-            }
-            applied
-        });
+            .bind(change.hold_reason_ciphertext.as_deref()),
+            &change.audit
+        );
         Ok(applied)
     }
 
@@ -323,17 +309,7 @@ impl SubjectRightsStore for Database {
                 .map_err(from_sqlx)?;
             match row {
                 None => return Ok(Erasure::NotFound),
-                Some((Some(_), _)) => {
-                    let receipt: Option<(String,)> =
-                        sqlx::query_as("SELECT receipt FROM erasure_ledger WHERE subject_id = $1")
-                            .bind(subject)
-                            .fetch_optional(&mut *tx)
-                            .await
-                            .map_err(from_sqlx)?;
-                    return Ok(Erasure::AlreadyErased {
-                        receipt: receipt.map(|(r,)| r),
-                    });
-                }
+                Some((Some(_), _)) => return Ok(Erasure::AlreadyErased),
                 Some((None, Some(_))) if !despite_hold => return Ok(Erasure::LegalHold),
                 Some((None, _)) => {}
             }
@@ -440,7 +416,6 @@ impl SubjectRightsStore for Database {
                 .await
                 .map_err(from_sqlx)?;
             Erasure::Erased {
-                tally,
                 receipt: records.receipt,
             }
         });
@@ -561,15 +536,11 @@ impl SubjectRightsStore for Database {
                 })
             })
             .collect::<Result<_, StoreError>>()?;
-        let consents = self.consents(subject).await?;
-        let consent_events = self.consent_history(subject).await?;
         Ok(Some(SubjectData {
             standing,
             phone_ciphertext,
             messages: out_messages,
             inbound_messages,
-            consents,
-            consent_events,
             events,
             rights_requests,
             audit_entries,

@@ -157,10 +157,6 @@ pub(crate) fn jitter() -> f64 {
     f64::from(u32::from_be_bytes(bytes)) / (f64::from(u32::MAX) + 1.0)
 }
 
-pub(crate) fn phone_binding(id: &SubjectId) -> Binding<'_> {
-    Binding::new("subjects", "phone_ciphertext", id.as_str())
-}
-
 pub(crate) fn provider_ref_binding(id: &MessageId) -> Binding<'_> {
     Binding::new("messages", "provider_ref_ciphertext", id.as_str())
 }
@@ -323,8 +319,11 @@ impl Delivery {
                 }
             }
         }
-        let phone_text =
-            Keyring::open_for_subject(&key, &phone_binding(&message.subject_id), phone_ciphertext)?;
+        let phone_text = Keyring::open_for_subject(
+            &key,
+            &crate::subjects::phone_binding(&message.subject_id),
+            phone_ciphertext,
+        )?;
         let to = std::str::from_utf8(&phone_text)
             .ok()
             .and_then(PhoneNumber::from_stored)

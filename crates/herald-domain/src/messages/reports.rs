@@ -241,7 +241,7 @@ fn body_binding(id: &CallbackId) -> Binding<'_> {
     Binding::new("provider_inbox", "body_ciphertext", id.as_str())
 }
 
-fn inbound_binding(id: &MessageId) -> Binding<'_> {
+pub(crate) fn inbound_binding(id: &MessageId) -> Binding<'_> {
     Binding::new("inbound_messages", "content_ciphertext", id.as_str())
 }
 

@@ -4,7 +4,6 @@
 
 use crate::audit::AuditRecord;
 use crate::clock::Timestamp;
-use crate::consent::{StoredConsent, StoredConsentEvent};
 use crate::ids::SubjectId;
 use crate::rights::RightsRequest;
 use crate::store::SubjectRecord;
@@ -108,15 +107,13 @@ pub type SealErasure = dyn Fn(&ErasureTally) -> Result<ErasureRecords, String> +
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Erasure {
+    /// Done; the signed receipt (also kept in the ledger).
     Erased {
-        tally: ErasureTally,
         receipt: String,
     },
     NotFound,
-    /// Erased before; the ledger's receipt.
-    AlreadyErased {
-        receipt: Option<String>,
-    },
+    /// Erased before.
+    AlreadyErased,
     /// A legal hold blocks it: nothing changed.
     LegalHold,
 }
@@ -189,15 +186,14 @@ pub struct AuditData {
     pub body: String,
 }
 
-/// Everything stored about one subject, table by table (see [`SUBJECT_DATA_TABLES`]).
+/// Everything stored about one subject, table by table (see [`SUBJECT_DATA_TABLES`]); the
+/// consent tables are read, and their evidence decrypted, by the consent capability.
 #[derive(Clone)]
 pub struct SubjectData {
     pub standing: SubjectStanding,
     pub phone_ciphertext: Option<Vec<u8>>,
     pub messages: Vec<MessageData>,
     pub inbound_messages: Vec<InboundData>,
-    pub consents: Vec<StoredConsent>,
-    pub consent_events: Vec<StoredConsentEvent>,
     pub events: Vec<EventData>,
     pub rights_requests: Vec<RightsRequest>,
     pub audit_entries: Vec<AuditData>,

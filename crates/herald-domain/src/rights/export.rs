@@ -9,10 +9,17 @@ use serde_json::{Map, Value, json};
 use super::data::{AuditData, EventData, InboundData, MessageData, SubjectData};
 use super::service::{SubjectRights, SubjectRightsError};
 use crate::audit::{Action, AuditEvent, Details, Initiator, Outcome, Target};
-use crate::ids::SubjectId;
+use crate::consent::ConsentOverview;
+use crate::ids::{MessageId, SubjectId};
 use crate::keys::Keyring;
+use crate::messages::delivery::provider_ref_binding;
+use crate::messages::reports::inbound_binding;
+use crate::messages::send::content_binding;
+use crate::store::StoreError;
+use crate::subjects::phone_binding;
 use crate::webhooks::event::rfc3339;
 use herald_crypto::SymmetricKey;
+use herald_crypto::aead::Binding;
 
 /// The export format's name and version, stated in every document.
 pub const EXPORT_FORMAT: &str = "herald.subject_export";
@@ -39,36 +46,28 @@ fn content(plain: &[u8]) -> Value {
     serde_json::from_slice(plain).unwrap_or_else(|_| Value::from(String::from_utf8_lossy(plain)))
 }
 
+/// Opens a ciphertext where there is one, at the binding its writer used.
 fn open(
     key: &SymmetricKey,
-    table: &'static str,
-    column: &'static str,
-    row: &str,
+    at: &Binding<'_>,
     ciphertext: Option<&Vec<u8>>,
 ) -> Result<Option<Vec<u8>>, SubjectRightsError> {
-    let Some(ciphertext) = ciphertext else {
-        return Ok(None);
-    };
-    let binding = herald_crypto::aead::Binding::new(table, column, row);
-    Ok(Some(
-        Keyring::open_for_subject(key, &binding, ciphertext)?.to_vec(),
-    ))
+    ciphertext
+        .map(|c| Ok(Keyring::open_for_subject(key, at, c)?.to_vec()))
+        .transpose()
+}
+
+fn message_id(id: &str) -> Result<MessageId, SubjectRightsError> {
+    MessageId::parse(id)
+        .map_err(|_| StoreError::Corrupt("a stored message id is malformed".into()).into())
 }
 
 fn message(key: &SymmetricKey, m: &MessageData) -> Result<Value, SubjectRightsError> {
-    let id = &m.id;
-    let body = open(
-        key,
-        "messages",
-        "content_ciphertext",
-        id.as_str(),
-        m.content_ciphertext.as_ref(),
-    )?;
+    let id = message_id(&m.id)?;
+    let body = open(key, &content_binding(&id), m.content_ciphertext.as_ref())?;
     let provider_id = open(
         key,
-        "messages",
-        "provider_ref_ciphertext",
-        id.as_str(),
+        &provider_ref_binding(&id),
         m.provider_ref_ciphertext.as_ref(),
     )?;
     Ok(json!({
@@ -114,9 +113,7 @@ fn message(key: &SymmetricKey, m: &MessageData) -> Result<Value, SubjectRightsEr
 fn inbound(key: &SymmetricKey, m: &InboundData) -> Result<Value, SubjectRightsError> {
     let body = open(
         key,
-        "inbound_messages",
-        "content_ciphertext",
-        &m.id,
+        &inbound_binding(&message_id(&m.id)?),
         m.content_ciphertext.as_ref(),
     )?;
     Ok(json!({
@@ -161,7 +158,6 @@ impl SubjectRights {
         id: &SubjectId,
         initiator: &Initiator,
     ) -> Result<Value, SubjectRightsError> {
-        self.standing(id).await?;
         // Entries written until now are sealed, so the export shows them with their numbers.
         if let Err(e) = self.inner.audit.seal().await {
             tracing::warn!(error = %e, "the audit trail could not be sealed before an export");
@@ -175,32 +171,31 @@ impl SubjectRights {
         if data.standing.erased_at.is_some() {
             return Err(SubjectRightsError::Erased);
         }
-        let document = self.document(&data).await?;
+        let consents = self.inner.consents.overview(id).await?;
+        let document = self.document(&data, &consents).await?;
         let event = AuditEvent::new(initiator, Action::SubjectExported, Outcome::Success)
             .target(Target::Subject(id.clone()))
             .details(
                 Details::new()
                     .with("messages", data.messages.len() as u64)
                     .with("inbound_messages", data.inbound_messages.len() as u64)
-                    .with("consent_events", data.consent_events.len() as u64)
+                    .with("consent_events", consents.history.len() as u64)
                     .with("audit_entries", data.audit_entries.len() as u64),
             );
         self.inner.audit.append(&event).await?;
         Ok(document)
     }
 
-    async fn document(&self, data: &SubjectData) -> Result<Value, SubjectRightsError> {
+    async fn document(
+        &self,
+        data: &SubjectData,
+        overview: &ConsentOverview,
+    ) -> Result<Value, SubjectRightsError> {
         let inner = &self.inner;
         let id = &data.standing.record.id;
         let key = inner.keys.subject_key(id).await?;
-        let phone = open(
-            &key,
-            "subjects",
-            "phone_ciphertext",
-            id.as_str(),
-            data.phone_ciphertext.as_ref(),
-        )?
-        .map(|p| String::from_utf8_lossy(&p).into_owned());
+        let phone = open(&key, &phone_binding(id), data.phone_ciphertext.as_ref())?
+            .map(|p| String::from_utf8_lossy(&p).into_owned());
         let standing = &data.standing;
         let restriction = if standing.record.restricted {
             Some(json!({
@@ -210,7 +205,6 @@ impl SubjectRights {
         } else {
             None
         };
-        let overview = inner.consents.overview(id).await?;
         let consents = json!({
             "current": overview.consents.iter().map(|c| json!({
                 "purpose": c.purpose,

@@ -498,7 +498,7 @@ impl SubjectRights {
             .erase_subject(id, now, reapplied, &seal)
             .await?
         {
-            Erasure::Erased { receipt, .. } => {
+            Erasure::Erased { receipt } => {
                 // This node's cached copy of the key goes too (zeroised when dropped).
                 self.inner.keys.forget_subject_key(id);
                 let entry = LedgerEntry {
@@ -520,7 +520,7 @@ impl SubjectRights {
                 })
             }
             Erasure::NotFound => Err(SubjectRightsError::NotFound),
-            Erasure::AlreadyErased { .. } => Err(SubjectRightsError::Erased),
+            Erasure::AlreadyErased => Err(SubjectRightsError::Erased),
             Erasure::LegalHold => {
                 self.inner
                     .audit

@@ -17,6 +17,14 @@ use crate::rights::{
     schema,
 };
 
+/// How many rows of `table` name the subject.
+async fn rows_of(app: &TestApp, table: &str, subject: &str) -> i64 {
+    app.count(&format!(
+        "SELECT COUNT(*) FROM {table} WHERE subject_id = '{subject}'"
+    ))
+    .await
+}
+
 /// Canonical JSON written independently of Herald's: keys sorted, no whitespace.
 fn canonical(value: &Value) -> String {
     match value {
@@ -276,20 +284,8 @@ async fn test_gdpr_17_erasure_is_complete_irreversible_and_survives_a_restore() 
         "only the first message was ever sent"
     );
     // Nothing personal is left in the rows, and what is left cannot be decrypted.
-    assert_eq!(
-        app.count(&format!(
-            "SELECT COUNT(*) FROM subject_keys WHERE subject_id = '{subject}'"
-        ))
-        .await,
-        0
-    );
-    assert_eq!(
-        app.count(&format!(
-            "SELECT COUNT(*) FROM inbound_messages WHERE subject_id = '{subject}'"
-        ))
-        .await,
-        0
-    );
+    assert_eq!(rows_of(&app, "subject_keys", &subject).await, 0);
+    assert_eq!(rows_of(&app, "inbound_messages", &subject).await, 0);
     assert_eq!(app.count(&format!(
         "SELECT COUNT(*) FROM subjects WHERE id = '{subject}' AND phone_index IS NULL AND phone_ciphertext IS NULL AND erased_at IS NOT NULL")).await, 1);
     let left = ciphertexts(&app, &subject).await;
@@ -309,13 +305,7 @@ async fn test_gdpr_17_erasure_is_complete_irreversible_and_survives_a_restore() 
     let verify = json(app.get("/v1/audit/verify", &app.admin_key).await).await;
     assert_eq!(verify["ok"], true, "{verify}");
     assert_eq!(audited(&app, "subject.erased").await, 1);
-    assert_eq!(
-        app.count(&format!(
-            "SELECT COUNT(*) FROM erasure_ledger WHERE subject_id = '{subject}'"
-        ))
-        .await,
-        1
-    );
+    assert_eq!(rows_of(&app, "erasure_ledger", &subject).await, 1);
     assert!(
         app.try_execute_sql("DELETE FROM erasure_ledger")
             .await
@@ -340,21 +330,12 @@ async fn test_gdpr_17_erasure_is_complete_irreversible_and_survives_a_restore() 
     app.stop().await;
     app.restore(&backup).await;
     assert_eq!(
-        app.count(&format!(
-            "SELECT COUNT(*) FROM subject_keys WHERE subject_id = '{subject}'"
-        ))
-        .await,
+        rows_of(&app, "subject_keys", &subject).await,
         1,
         "the backup holds the key"
     );
     let app = app.restart().await;
-    assert_eq!(
-        app.count(&format!(
-            "SELECT COUNT(*) FROM subject_keys WHERE subject_id = '{subject}'"
-        ))
-        .await,
-        0
-    );
+    assert_eq!(rows_of(&app, "subject_keys", &subject).await, 0);
     assert_problem(lookup(&app, PHONE).await, 404, "not_found").await;
     assert_problem(
         app.get(&format!("/v1/subjects/{subject}"), &app.admin_key)
@@ -421,13 +402,7 @@ async fn a_legal_hold_blocks_erasure_with_a_clear_code_until_released() {
     let problem = assert_problem(refused, 409, "legal_hold").await;
     assert!(problem["detail"].as_str().unwrap().contains("legal hold"));
     // Nothing changed, and the refusal is on record.
-    assert_eq!(
-        app.count(&format!(
-            "SELECT COUNT(*) FROM subject_keys WHERE subject_id = '{subject}'"
-        ))
-        .await,
-        1
-    );
+    assert_eq!(rows_of(&app, "subject_keys", &subject).await, 1);
     assert_eq!(lookup(&app, PHONE).await.status(), 200);
     app.herald.audit().seal().await.unwrap();
     assert_eq!(
