@@ -40,8 +40,11 @@ struct Row<'a>(
 // earlier `json_each` form spent about a sixth of the send path's instructions there). The
 // statement text depends only on the batch size rounded up to a power of two: the padding
 // repeats the last row, which `INSERT OR IGNORE` drops on its `position` key, so a connection
-// prepares at most ten shapes and reuses them. `?1` is the claim-expiry cut-off; each row
-// takes `ROW_PARAMS` parameters after it.
+// prepares at most ten shapes and reuses them. The row values are anonymous parameters (`?`):
+// sqlx looks up every parameter's name before binding it, and SQLite finds a name by walking
+// the statement's list of named parameters — quadratic in a batch of thousands of `?NNN`
+// (it was a seventh of the writer thread's time). Each row takes `ROW_PARAMS` parameters; the
+// claim-expiry cut-off, the one named parameter, comes after the last row.
 const ROW_PARAMS: usize = 18;
 /// The largest batch written in one call (the send path commits at most 512 at once).
 pub(crate) const MAX_BATCH: usize = 512;
@@ -66,12 +69,13 @@ INSERT INTO idempotency_keys (integration_id, key_hash, fingerprint, message_id,
   ON CONFLICT (integration_id, key_hash) DO UPDATE
     SET fingerprint = excluded.fingerprint, message_id = excluded.message_id,
         expires_at = excluded.expires_at
-    WHERE idempotency_keys.expires_at <= ?1;
+    WHERE idempotency_keys.expires_at <= ?CUT_OFF;
 DELETE FROM temp.accepting
   WHERE key_hash IS NOT NULL
     AND NOT EXISTS (SELECT 1 FROM idempotency_keys AS k
                     WHERE k.integration_id = accepting.integration_id
-                      AND k.key_hash = accepting.key_hash AND k.message_id = accepting.id);
+                      AND k.key_hash = accepting.key_hash AND k.message_id = accepting.id)
+  RETURNING id;
 INSERT INTO messages (id, integration_id, subject_id, channel, purpose, kind, template_name,
                       template_language, content_ciphertext, phi, status, attempts, due_at,
                       created_at, updated_at, consent_event_id)
@@ -83,7 +87,6 @@ INSERT INTO message_history (message_id, status, at)
   SELECT id, 'queued', created FROM temp.accepting;
 INSERT INTO audit_pending (recorded_at, body)
   SELECT audit_at, audit_body FROM temp.accepting ORDER BY position;
-SELECT id FROM temp.accepting;
 COMMIT;
 ";
 
@@ -97,16 +100,11 @@ fn sqlite_script(rows: usize) -> &'static str {
                 let mut sql = String::from(SQLITE_ACCEPT_HEAD);
                 for row in 0..rows {
                     sql.push_str(if row == 0 { "(" } else { ", (" });
-                    for column in 0..ROW_PARAMS {
-                        if column > 0 {
-                            sql.push(',');
-                        }
-                        sql.push('?');
-                        sql.push_str(&(2 + row * ROW_PARAMS + column).to_string());
-                    }
+                    sql.push_str(&["?"; ROW_PARAMS].join(","));
                     sql.push(')');
                 }
-                sql.push_str(SQLITE_ACCEPT_TAIL);
+                let cut_off = format!("?{}", rows * ROW_PARAMS + 1);
+                sql.push_str(&SQLITE_ACCEPT_TAIL.replace("?CUT_OFF", &cut_off));
                 sql
             })
             .collect()
@@ -136,7 +134,7 @@ pub(crate) async fn sqlite(
         .min()
         .unwrap_or(0);
     let padded = batch.len().next_power_of_two();
-    let mut query = sqlx::query_as::<_, (String,)>(sqlite_script(padded)).bind(since);
+    let mut query = sqlx::query_as::<_, (String,)>(sqlite_script(padded));
     for i in 0..padded {
         // Padding repeats the last row, position included: `INSERT OR IGNORE` drops it.
         let position = i.min(last);
@@ -161,10 +159,22 @@ pub(crate) async fn sqlite(
             .bind(m.audit.body.as_str())
             .bind(m.consent_event_id.as_ref().map(|e| e.as_str()));
     }
+    let query = query.bind(since);
     let mut conn = writer.acquire().await?;
     let result = query.fetch_all(&mut *conn).await;
     match result {
-        Ok(ids) => Ok(ids.into_iter().map(|(id,)| id).collect()),
+        // The script returns the messages it did not write (their Idempotency-Key was taken),
+        // almost always none: a row per written message would be a hand-off per row between
+        // the connection's thread and the caller.
+        Ok(replays) => {
+            let replays: HashSet<String> = replays.into_iter().map(|(id,)| id).collect();
+            Ok(batch
+                .iter()
+                .map(|m| m.id.as_str())
+                .filter(|id| !replays.contains(*id))
+                .map(str::to_owned)
+                .collect())
+        }
         Err(e) => {
             // Still inside BEGIN if a statement after it failed; harmless if not.
             let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
