@@ -63,7 +63,7 @@ pub struct Subjects {
 
 /// Look-ups one query takes at most, and how many such queries may run at once.
 const LOOKUP_BATCH: usize = 256;
-const LOOKUPS_IN_FLIGHT: usize = 4;
+const LOOKUPS_IN_FLIGHT: usize = 1;
 
 fn registered(initiator: &Initiator, id: &SubjectId, created: bool) -> AuditEvent {
     AuditEvent::new(initiator, Action::SubjectRegistered, Outcome::Success)

@@ -26,7 +26,7 @@ use crate::store::{PageRequest, Store, StoreError};
 
 /// Look-ups one query takes at most, and how many such queries may run at once.
 const LOOKUP_BATCH: usize = 256;
-const LOOKUPS_IN_FLIGHT: usize = 4;
+const LOOKUPS_IN_FLIGHT: usize = 1;
 
 /// The integration created on first start; its first key is printed once.
 pub const ADMIN_INTEGRATION: &str = "admin";
