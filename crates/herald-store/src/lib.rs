@@ -208,6 +208,9 @@ pub(crate) use {claim_leased, read, select_in, write_tx};
 /// The SQLite writer's page cache, in KiB (a negative `cache_size` is a size, not pages).
 const WRITER_CACHE_KIB: &str = "-16384";
 
+/// Rows a SQLite connection's thread may queue for its caller before it waits.
+const ROW_BUFFER: usize = 1024;
+
 /// A connected, migrated store.
 #[derive(Debug, Clone)]
 pub struct Database {
@@ -228,7 +231,11 @@ impl Database {
                     // Deleted content is overwritten where that costs no extra I/O.
                     .pragma("secure_delete", "fast")
                     // Batches pass through small temporary tables: keep them off the disk.
-                    .pragma("temp_store", "memory");
+                    .pragma("temp_store", "memory")
+                    // A connection's thread hands rows to the caller through a bounded queue;
+                    // at sqlx's default of 50 a claim of 256 messages stalls the thread five
+                    // times waiting for the caller to drain it (a thread switch each time).
+                    .row_buffer_size(ROW_BUFFER);
                 // The writer opens (and on first start creates) the file before any reader.
                 // No ping before each acquire: with SQLite that is one more round trip to the
                 // connection's thread per transaction, and a broken file fails the query anyway.
@@ -243,7 +250,9 @@ impl Database {
                     .connect_with(
                         base.clone()
                             .create_if_missing(options.create_if_missing)
-                            .pragma("cache_size", WRITER_CACHE_KIB),
+                            .pragma("cache_size", WRITER_CACHE_KIB)
+                            // Named apart from the readers: per-thread CPU shows the writer.
+                            .thread_name(|id| format!("herald-sqlite-writer-{id}")),
                     )
                     .await
                     .map_err(ConnectError::Connect)?;
