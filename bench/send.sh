@@ -8,7 +8,8 @@
 # Environment: CONNECTIONS (default 64), SECONDS_OF_LOAD (default 20), ACCEPT_ONLY=1 (the node
 # serves the API with its delivery worker switched off: the accept path alone), DRAIN=1 (accept
 # with the worker off, then restart Herald with it on and time the backlog's delivery: the
-# delivery machinery alone).
+# delivery machinery alone), HERALD_BIN=PATH (run that Herald binary instead of this tree's:
+# two builds compared in one sitting, alternating, on a machine whose speed drifts).
 # Durability is not relaxed: SQLite synchronous=FULL, PostgreSQL synchronous_commit as configured.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +20,7 @@ port=18080
 sink_port=18090
 
 cargo build --release --bin herald --example loadgen --example wa_sink -q
+herald="$(realpath "${HERALD_BIN:-target/release/herald}")"
 work="$(mktemp -d)"
 db=""
 cleanup() {
@@ -68,7 +70,7 @@ if [ "$backend" = postgres ]; then
   psql "$server" -qc "CREATE DATABASE $db"
   export HERALD_DATABASE_URL="${server%/*}/$db"
 fi
-(cd "$work" && exec "$OLDPWD/target/release/herald" serve > "$work/stdout" 2> "$work/stderr") &
+(cd "$work" && exec "$herald" serve > "$work/stdout" 2> "$work/stderr") &
 pid=$!
 for _ in $(seq 1 100); do curl -sf "localhost:$port/healthz" >/dev/null && break; sleep 0.1; done
 key="$(grep -o 'hk_[0-9a-v]*' "$work/stdout")"
@@ -96,7 +98,7 @@ if [ "${DRAIN:-0}" = 1 ]; then
   cpu_per_message
   kill -TERM "$pid" && wait "$pid" || true
   export HERALD_ROLES__WORKER=true
-  (cd "$work" && exec "$OLDPWD/target/release/herald" serve >> "$work/stdout" 2>> "$work/stderr") &
+  (cd "$work" && exec "$herald" serve >> "$work/stdout" 2>> "$work/stderr") &
   pid=$!
 fi
 

@@ -205,9 +205,6 @@ macro_rules! claim_leased {
 
 pub(crate) use {claim_leased, read, select_in, write_tx};
 
-/// The SQLite writer's page cache, in KiB (a negative `cache_size` is a size, not pages).
-const WRITER_CACHE_KIB: &str = "-16384";
-
 /// Rows a SQLite connection's thread may queue for its caller before it waits.
 const ROW_BUFFER: usize = 1024;
 
@@ -239,9 +236,6 @@ impl Database {
                 // The writer opens (and on first start creates) the file before any reader.
                 // No ping before each acquire: with SQLite that is one more round trip to the
                 // connection's thread per transaction, and a broken file fails the query anyway.
-                // The writer keeps a larger page cache than SQLite's 2 MiB default: every
-                // accepted message touches an index leaf chosen by its recipient, and a miss is
-                // a read syscall on the one thread all writes queue behind.
                 let writer = SqlitePoolOptions::new()
                     .test_before_acquire(false)
                     .max_connections(1)
@@ -250,7 +244,6 @@ impl Database {
                     .connect_with(
                         base.clone()
                             .create_if_missing(options.create_if_missing)
-                            .pragma("cache_size", WRITER_CACHE_KIB)
                             // Named apart from the readers: per-thread CPU shows the writer.
                             .thread_name(|id| format!("herald-sqlite-writer-{id}")),
                     )
