@@ -8,7 +8,7 @@
 # Environment: CONNECTIONS (default 64), SECONDS_OF_LOAD (default 20), ACCEPT_ONLY=1 (the node
 # serves the API with its delivery worker switched off: the accept path alone), DRAIN=1 (accept
 # with the worker off, then restart Herald with it on and time the backlog's delivery: the
-# delivery machinery alone), HERALD_BIN=PATH (run that Herald binary instead of this tree's:
+# delivery machinery alone), BINARY=PATH (run that Herald binary instead of this tree's:
 # two builds compared in one sitting, alternating, on a machine whose speed drifts).
 # Durability is not relaxed: SQLite synchronous=FULL, PostgreSQL synchronous_commit as configured.
 set -euo pipefail
@@ -20,7 +20,7 @@ port=18080
 sink_port=18090
 
 cargo build --release --bin herald --example loadgen --example wa_sink -q
-herald="$(realpath "${HERALD_BIN:-target/release/herald}")"
+herald="$(realpath "${BINARY:-target/release/herald}")"
 work="$(mktemp -d)"
 db=""
 cleanup() {
