@@ -3,8 +3,8 @@
 //!
 //! SQLite: one multi-statement call on the writer connection (`BEGIN IMMEDIATE … COMMIT`), so
 //! the connection's thread is woken once per batch instead of once per statement — under load
-//! each wake-up waits for a core. The rows travel as bound parameters. PostgreSQL: one statement of data-modifying CTEs, atomic on
-//! its own, so one network round trip.
+//! each wake-up waits for a core; the rows travel as bound parameters. PostgreSQL: one
+//! statement of data-modifying CTEs, atomic on its own, so one network round trip.
 //!
 //! Which messages were written is decided in SQL: a message with an Idempotency-Key is written
 //! only if its claim took (a live claim of another message makes it a replay).
@@ -14,6 +14,7 @@ use std::collections::HashSet;
 use herald_domain::messages::NewMessage;
 use sqlx::{PgPool, SqlitePool};
 
+use crate::bulk::anonymous_rows;
 use crate::convert::millis;
 
 /// The scalar fields of one message, for PostgreSQL's column arrays (byte fields are bound
@@ -40,11 +41,10 @@ struct Row<'a>(
 // earlier `json_each` form spent about a sixth of the send path's instructions there). The
 // statement text depends only on the batch size rounded up to a power of two: the padding
 // repeats the last row, which `INSERT OR IGNORE` drops on its `position` key, so a connection
-// prepares at most ten shapes and reuses them. The row values are anonymous parameters (`?`):
-// sqlx looks up every parameter's name before binding it, and SQLite finds a name by walking
-// the statement's list of named parameters — quadratic in a batch of thousands of `?NNN`
-// (it was a seventh of the writer thread's time). Each row takes `ROW_PARAMS` parameters; the
-// claim-expiry cut-off, the one named parameter, comes after the last row.
+// prepares at most ten shapes and reuses them. The row values are anonymous parameters
+// (`bulk::anonymous_rows`; as `?NNN` their binding was 7 % of Herald's CPU samples under load).
+// Each row takes `ROW_PARAMS` parameters; the claim-expiry cut-off, the one named parameter,
+// comes after the last row.
 const ROW_PARAMS: usize = 18;
 /// The largest batch written in one call (the send path commits at most 512 at once).
 pub(crate) const MAX_BATCH: usize = 512;
@@ -97,15 +97,12 @@ fn sqlite_script(rows: usize) -> &'static str {
         (0..=MAX_BATCH.trailing_zeros())
             .map(|power| {
                 let rows = 1usize << power;
-                let mut sql = String::from(SQLITE_ACCEPT_HEAD);
-                for row in 0..rows {
-                    sql.push_str(if row == 0 { "(" } else { ", (" });
-                    sql.push_str(&["?"; ROW_PARAMS].join(","));
-                    sql.push(')');
-                }
                 let cut_off = format!("?{}", rows * ROW_PARAMS + 1);
-                sql.push_str(&SQLITE_ACCEPT_TAIL.replace("?CUT_OFF", &cut_off));
-                sql
+                format!(
+                    "{SQLITE_ACCEPT_HEAD}{}{}",
+                    anonymous_rows(rows, ROW_PARAMS),
+                    SQLITE_ACCEPT_TAIL.replace("?CUT_OFF", &cut_off)
+                )
             })
             .collect()
     });

@@ -228,28 +228,22 @@ async fn test_gdpr_17_erasure_is_complete_irreversible_and_survives_a_restore() 
 
     // Every path to the data is closed.
     assert_problem(lookup(&app, PHONE).await, 404, "not_found").await;
-    assert_problem(
+    assert_erased(
         app.get(&format!("/v1/subjects/{subject}"), &app.admin_key)
             .await,
-        410,
-        "subject_erased",
     )
     .await;
-    assert_problem(
+    assert_erased(
         app.get(&format!("/v1/subjects/{subject}/export"), &app.admin_key)
             .await,
-        410,
-        "subject_erased",
     )
     .await;
-    assert_problem(
+    assert_erased(
         app.delete(&format!("/v1/subjects/{subject}"), &app.admin_key)
             .await,
-        410,
-        "subject_erased",
     )
     .await;
-    assert_problem(
+    assert_erased(
         patch(
             &app,
             &format!("/v1/subjects/{subject}"),
@@ -257,11 +251,9 @@ async fn test_gdpr_17_erasure_is_complete_irreversible_and_survives_a_restore() 
             &json!({"phone": NEW_PHONE}),
         )
         .await,
-        410,
-        "subject_erased",
     )
     .await;
-    assert_problem(
+    assert_erased(
         app.post(
             "/v1/messages",
             &key,
@@ -269,8 +261,6 @@ async fn test_gdpr_17_erasure_is_complete_irreversible_and_survives_a_restore() 
             "template": {"name": "order_shipped", "language": "de", "parameters": ["A", "B"]}}),
         )
         .await,
-        410,
-        "subject_erased",
     )
     .await;
     // The queued message was cancelled and never reaches the provider.
@@ -337,11 +327,9 @@ async fn test_gdpr_17_erasure_is_complete_irreversible_and_survives_a_restore() 
     let app = app.restart().await;
     assert_eq!(rows_of(&app, "subject_keys", &subject).await, 0);
     assert_problem(lookup(&app, PHONE).await, 404, "not_found").await;
-    assert_problem(
+    assert_erased(
         app.get(&format!("/v1/subjects/{subject}"), &app.admin_key)
             .await,
-        410,
-        "subject_erased",
     )
     .await;
     let restored = ciphertexts(&app, &subject).await;
@@ -417,11 +405,9 @@ async fn a_legal_hold_blocks_erasure_with_a_clear_code_until_released() {
         .delete(&format!("/v1/subjects/{subject}"), &app.admin_key)
         .await;
     assert_eq!(erased.status(), 200);
-    assert_problem(
+    assert_erased(
         app.put(&hold, &app.admin_key, &json!({"reason": "late"}))
             .await,
-        410,
-        "subject_erased",
     )
     .await;
     assert_eq!(audited(&app, "subject.legal_hold_placed").await, 1);
@@ -433,11 +419,9 @@ async fn a_legal_hold_blocks_erasure_with_a_clear_code_until_released() {
     std::fs::remove_file(&ledger).unwrap();
     let app = app.restart().await;
     assert!(std::fs::read_to_string(&ledger).unwrap().contains(&subject));
-    assert_problem(
+    assert_erased(
         app.get(&format!("/v1/subjects/{subject}"), &app.admin_key)
             .await,
-        410,
-        "subject_erased",
     )
     .await;
 }
@@ -489,11 +473,16 @@ async fn the_command_line_exports_and_erases_a_subject() {
         .send()
         .await
         .unwrap();
-    assert_problem(gone, 410, "subject_erased").await;
+    assert_erased(gone).await;
     let (code, _, stderr) = run(dir.path(), &env, &["subjects", "export", &subject]).await;
     assert_eq!(code, Some(1));
     assert!(stderr.contains("erased"), "{stderr}");
     let (code, _, _) = run(dir.path(), &env, &["subjects", "erase", "nope", "--yes"]).await;
     assert_eq!(code, Some(1));
     server.terminate().await;
+}
+
+/// The answer every path gives for an erased subject.
+async fn assert_erased(response: reqwest::Response) {
+    assert_problem(response, 410, "subject_erased").await;
 }
