@@ -1,17 +1,15 @@
 //! Bulk writes, the one place the backends' SQL differs for speed. Each batch is one statement
 //! of a fixed shape (so it is prepared once and cached), however many rows: PostgreSQL takes
-//! whole columns as arrays (`UNNEST`), SQLite a JSON array of rows (`json_each`) — except the
-//! sealer's insert, the busiest, whose rows are bound as parameters of padded `VALUES` lists.
+//! whole columns as arrays (`UNNEST`), SQLite rows of bound parameters in padded `VALUES`
+//! lists ([`PaddedRows`]).
+
+use std::sync::OnceLock;
 
 use herald_domain::audit::{AuditRecord, SealedEntry};
-use sqlx::{PgConnection, SqliteConnection};
+use sqlx::sqlite::SqliteArguments;
+use sqlx::{Arguments, PgConnection, SqliteConnection};
 
 use crate::convert::millis;
-
-/// A batch as one JSON array parameter (SQLite's `json_each`).
-pub(crate) fn json<T: serde::Serialize>(rows: &T) -> Result<String, sqlx::Error> {
-    serde_json::to_string(rows).map_err(|e| sqlx::Error::Encode(Box::new(e)))
-}
 
 pub(crate) trait AuditBulk {
     async fn insert_pending(&mut self, records: &[AuditRecord]) -> Result<(), sqlx::Error>;
@@ -32,74 +30,134 @@ pub(crate) fn anonymous_rows(rows: usize, columns: usize) -> String {
     vec![row; rows].join(", ")
 }
 
-/// Sealed entries per SQLite statement. A batch is cut into statements of this many rows; the
-/// last is padded to a power of two with rows of nulls that the statement skips, so a
-/// connection prepares at most nine shapes.
-const SEALED_ROWS: usize = 256;
+/// Rows per SQLite bulk statement. A batch is cut into statements of this many rows; the last
+/// is padded to a power of two with rows of nulls, so a statement has at most nine shapes,
+/// each prepared once per connection.
+const ROWS_PER_STATEMENT: usize = 256;
 
-fn sealed_insert_sql(rows: usize) -> &'static str {
-    static STATEMENTS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
-    let statements = STATEMENTS.get_or_init(|| {
-        (0..=SEALED_ROWS.trailing_zeros())
-            .map(|power| {
-                format!(
-                    "INSERT INTO audit_log (seq, hash, recorded_at, body)
-                     SELECT column1, column2, column3, column4 FROM (VALUES {})
-                     WHERE column1 IS NOT NULL",
-                    anonymous_rows(1 << power, 4)
-                )
-            })
-            .collect()
-    });
-    &statements[rows.trailing_zeros() as usize]
+/// A SQLite bulk statement whose rows are bound parameters: `template` names the rows
+/// `(VALUES {rows})`, read as `column1`, `column2`, …. Values travel bound, typed, not written
+/// into a JSON array for SQLite to parse back apart (its JSON functions were ~12 % of the
+/// writer thread's time end to end). Padding rows are all null: each statement skips rows
+/// whose `column1` is null, by a `WHERE` or by a join on it. A parameter every statement
+/// takes once is written `?TRAILING` and bound after the rows: numbered after them, it leaves
+/// the rows' parameters anonymous.
+pub(crate) struct PaddedRows {
+    template: &'static str,
+    columns: usize,
+    shapes: OnceLock<Vec<String>>,
 }
+
+impl PaddedRows {
+    pub(crate) const fn new(template: &'static str, columns: usize) -> Self {
+        Self {
+            template,
+            columns,
+            shapes: OnceLock::new(),
+        }
+    }
+
+    fn sql(&'static self, rows: usize) -> &'static str {
+        let shapes = self.shapes.get_or_init(|| {
+            (0..=ROWS_PER_STATEMENT.trailing_zeros())
+                .map(|power| {
+                    let rows = 1 << power;
+                    self.template
+                        .replace("{rows}", &anonymous_rows(rows, self.columns))
+                        .replace("?TRAILING", &format!("?{}", rows * self.columns + 1))
+                })
+                .collect()
+        });
+        &shapes[rows.trailing_zeros() as usize]
+    }
+
+    /// Runs the statement over `rows`, `bind` adding one row's `columns` values, and
+    /// `trailing` as `?TRAILING`. Returns the rows the statements return (one text column).
+    pub(crate) async fn run<R>(
+        &'static self,
+        conn: &mut SqliteConnection,
+        trailing: Option<&str>,
+        rows: &[R],
+        bind: impl Fn(&mut SqliteArguments, &R) -> Result<(), sqlx::error::BoxDynError>,
+    ) -> Result<Vec<String>, sqlx::Error> {
+        let mut returned = Vec::new();
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            let padded = chunk.len().next_power_of_two();
+            let mut arguments = SqliteArguments::default();
+            arguments.reserve(padded * self.columns + 1, 0);
+            for row in chunk {
+                bind(&mut arguments, row).map_err(sqlx::Error::Encode)?;
+            }
+            for _ in chunk.len() * self.columns..padded * self.columns {
+                arguments.add(None::<i64>).map_err(sqlx::Error::Encode)?;
+            }
+            if let Some(value) = trailing {
+                arguments.add(value).map_err(sqlx::Error::Encode)?;
+            }
+            returned.extend(
+                sqlx::query_scalar_with::<_, String, _>(self.sql(padded), arguments)
+                    .fetch_all(&mut *conn)
+                    .await?,
+            );
+        }
+        Ok(returned)
+    }
+}
+
+static INSERT_PENDING: PaddedRows = PaddedRows::new(
+    // Ordered by position: the pending order is the order the chain will seal them in.
+    "INSERT INTO audit_pending (recorded_at, body)
+     SELECT column2, column3 FROM (VALUES {rows}) WHERE column1 IS NOT NULL ORDER BY column1",
+    3,
+);
+
+static INSERT_SEALED: PaddedRows = PaddedRows::new(
+    "INSERT INTO audit_log (seq, hash, recorded_at, body)
+     SELECT column1, column2, column3, column4 FROM (VALUES {rows}) WHERE column1 IS NOT NULL",
+    4,
+);
+
+static DELETE_PENDING: PaddedRows = PaddedRows::new(
+    "DELETE FROM audit_pending WHERE id IN (SELECT column1 FROM (VALUES {rows}))",
+    1,
+);
+
+static INSERT_HISTORY: PaddedRows = PaddedRows::new(
+    "INSERT INTO message_history (message_id, status, at)
+     SELECT column1, column2, column3 FROM (VALUES {rows}) WHERE column1 IS NOT NULL
+     ON CONFLICT (message_id, status) DO NOTHING",
+    3,
+);
 
 impl AuditBulk for SqliteConnection {
     async fn insert_pending(&mut self, records: &[AuditRecord]) -> Result<(), sqlx::Error> {
-        let rows: Vec<(i64, &str)> = records
-            .iter()
-            .map(|r| (millis(r.recorded_at), r.body.as_str()))
-            .collect();
-        sqlx::query(
-            "INSERT INTO audit_pending (recorded_at, body)
-             SELECT j.value ->> 0, j.value ->> 1 FROM json_each($1) AS j ORDER BY j.key",
-        )
-        .bind(json(&rows)?)
-        .execute(&mut *self)
-        .await?;
+        let rows: Vec<(i64, &AuditRecord)> = (0..).zip(records).collect();
+        INSERT_PENDING
+            .run(self, None, &rows, |arguments, (position, record)| {
+                arguments.add(*position)?;
+                arguments.add(millis(record.recorded_at))?;
+                arguments.add(record.body.as_str())
+            })
+            .await?;
         Ok(())
     }
 
     async fn insert_sealed(&mut self, entries: &[SealedEntry]) -> Result<(), sqlx::Error> {
-        // Every accepted message's entry passes through here: its values are bound, not
-        // written into a JSON array for SQLite to parse back apart (SQLite's JSON functions,
-        // this insert's among them, were ~12 % of the writer thread's time end to end).
-        for chunk in entries.chunks(SEALED_ROWS) {
-            let padded = chunk.len().next_power_of_two();
-            let mut query = sqlx::query(sealed_insert_sql(padded));
-            for entry in chunk {
-                query = query
-                    .bind(seq(entry))
-                    .bind(&entry.hash[..])
-                    .bind(millis(entry.recorded_at))
-                    .bind(entry.body.as_str());
-            }
-            for _ in chunk.len()..padded {
-                query = query
-                    .bind(None::<i64>)
-                    .bind(None::<&[u8]>)
-                    .bind(None::<i64>)
-                    .bind(None::<&str>);
-            }
-            query.execute(&mut *self).await?;
-        }
+        // Every accepted message's entry passes through here.
+        INSERT_SEALED
+            .run(self, None, entries, |arguments, entry| {
+                arguments.add(seq(entry))?;
+                arguments.add(&entry.hash[..])?;
+                arguments.add(millis(entry.recorded_at))?;
+                arguments.add(entry.body.as_str())
+            })
+            .await?;
         Ok(())
     }
 
     async fn delete_pending(&mut self, ids: &[i64]) -> Result<(), sqlx::Error> {
-        sqlx::query("DELETE FROM audit_pending WHERE id IN (SELECT value FROM json_each($1))")
-            .bind(json(&ids)?)
-            .execute(&mut *self)
+        DELETE_PENDING
+            .run(self, None, ids, |arguments, id| arguments.add(*id))
             .await?;
         Ok(())
     }
@@ -165,15 +223,13 @@ pub(crate) trait MessageBulk {
 
 impl MessageBulk for SqliteConnection {
     async fn insert_history(&mut self, rows: &[(&str, &str, i64)]) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "INSERT INTO message_history (message_id, status, at)
-             SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2 FROM json_each($1) AS j
-             WHERE true
-             ON CONFLICT (message_id, status) DO NOTHING",
-        )
-        .bind(json(&rows)?)
-        .execute(&mut *self)
-        .await?;
+        INSERT_HISTORY
+            .run(self, None, rows, |arguments, (id, status, at)| {
+                arguments.add(*id)?;
+                arguments.add(*status)?;
+                arguments.add(*at)
+            })
+            .await?;
         Ok(())
     }
 }

@@ -1,15 +1,12 @@
 //! Bulk statements of the delivery worker and of events (see `bulk.rs` for the approach): each
 //! kind of outcome in a batch is one statement, whatever the batch size. Every update is
-//! conditioned on the worker's lease and returns the ids it changed. On SQLite each row is
-//! converted to JSONB once (a materialised CTE) before its fields are read: `->>` on the JSON
-//! text `json_each` yields would parse the whole row again for every field.
+//! conditioned on the worker's lease and returns the ids it changed.
 
-use data_encoding::HEXLOWER;
 use herald_domain::messages::AttemptRecord;
 use herald_domain::webhooks::NewEvent;
-use sqlx::{PgConnection, SqliteConnection};
+use sqlx::{Arguments, PgConnection, SqliteConnection};
 
-use crate::bulk::json;
+use crate::bulk::PaddedRows;
 use crate::convert::millis;
 
 /// A message the provider took: `(id, provider ref index, provider ref ciphertext,
@@ -49,48 +46,102 @@ fn latency(attempt: &AttemptRecord) -> i64 {
         .max(0)
 }
 
+// SQLite: the rows are `column1` … of the `VALUES` list, the lease owner the parameter after
+// them; padding rows have a null id, which matches no message.
+static MARK_SENT: PaddedRows = PaddedRows::new(
+    "UPDATE messages SET
+       status = CASE WHEN messages.status IN ('queued', 'sending')
+                     THEN (CASE WHEN u.delivered_at IS NULL THEN 'sent' ELSE 'delivered' END)
+                     ELSE messages.status END,
+       provider_ref_index = u.ref_index,
+       provider_ref_ciphertext = u.ref_ciphertext,
+       content_ciphertext = CASE WHEN u.keep_until IS NULL THEN NULL
+                                 ELSE messages.content_ciphertext END,
+       content_purge_at = u.keep_until,
+       lease_owner = NULL, leased_until = NULL, updated_at = u.at
+     FROM (SELECT column1 AS id, column2 AS ref_index, column3 AS ref_ciphertext,
+                  column4 AS delivered_at, column5 AS keep_until, column6 AS at
+           FROM (VALUES {rows})) AS u
+     WHERE messages.id = u.id AND messages.lease_owner = ?TRAILING
+     RETURNING messages.id",
+    6,
+);
+
+/// Back to the queue; a deferral (pacing) was no attempt: it gives back the attempt its claim
+/// counted.
+macro_rules! requeue_sql {
+    ($given_back:literal) => {
+        concat!(
+            "UPDATE messages SET status = 'queued', due_at = u.due_at,
+               attempts = messages.attempts - ",
+            $given_back,
+            ", lease_owner = NULL, leased_until = NULL, updated_at = u.at
+             FROM (SELECT column1 AS id, column2 AS due_at, column3 AS at
+                   FROM (VALUES {rows})) AS u
+             WHERE messages.id = u.id AND messages.lease_owner = ?TRAILING
+               AND messages.status = 'sending'
+             RETURNING messages.id"
+        )
+    };
+}
+static REQUEUE_RETRY: PaddedRows = PaddedRows::new(requeue_sql!("0"), 3);
+static REQUEUE_DEFERRED: PaddedRows = PaddedRows::new(requeue_sql!("1"), 3);
+
+static MARK_FAILED: PaddedRows = PaddedRows::new(
+    "UPDATE messages SET status = 'failed', error_code = u.code,
+       provider_code = u.provider_code, content_ciphertext = NULL,
+       content_purge_at = NULL, lease_owner = NULL, leased_until = NULL, updated_at = u.at
+     FROM (SELECT column1 AS id, column2 AS code, column3 AS provider_code, column4 AS at
+           FROM (VALUES {rows})) AS u
+     WHERE messages.id = u.id AND messages.lease_owner = ?TRAILING
+       AND messages.status IN ('queued', 'sending')
+     RETURNING messages.id",
+    4,
+);
+
+static INSERT_ATTEMPTS: PaddedRows = PaddedRows::new(
+    "INSERT INTO message_attempts (message_id, attempt, started_at, finished_at, outcome,
+       http_status, provider_code, latency_ms)
+     SELECT column1, column2, column3, column4, column5, column6, column7, column8
+     FROM (VALUES {rows}) WHERE column1 IS NOT NULL
+     ON CONFLICT (message_id, attempt) DO NOTHING",
+    8,
+);
+
+static INSERT_EVENTS: PaddedRows = PaddedRows::new(
+    "INSERT INTO webhook_deliveries (event_id, endpoint_id, event_type, subject_id,
+       payload_ciphertext, status, attempts, due_at, created_at, updated_at)
+     SELECT u.id, e.id, u.type, u.subject, u.payload, 'pending', 0, u.at, u.at, u.at
+     FROM (SELECT column1 AS id, column2 AS type, column3 AS subject, column4 AS payload,
+                  column5 AS at, column6 AS integration
+           FROM (VALUES {rows}) WHERE column1 IS NOT NULL) AS u
+     JOIN webhook_endpoints AS e
+       ON e.enabled = 1 AND instr(e.events, ',' || u.type || ',') > 0
+      AND (u.integration IS NULL OR e.integration_id = u.integration)",
+    6,
+);
+
 impl DeliveryBulk for SqliteConnection {
     async fn mark_sent(
         &mut self,
         owner: &str,
         rows: &[SentRow<'_>],
     ) -> Result<Vec<String>, sqlx::Error> {
-        let rows: Vec<_> = rows
-            .iter()
-            .map(|(id, index, ct, delivered, keep, at)| {
-                (
-                    id,
-                    HEXLOWER.encode(index),
-                    HEXLOWER.encode(ct),
-                    delivered,
-                    keep,
-                    at,
-                )
-            })
-            .collect();
-        sqlx::query_scalar(
-            "WITH batch AS MATERIALIZED (SELECT jsonb(j.value) AS r FROM json_each($2) AS j)
-             UPDATE messages SET
-               status = CASE WHEN messages.status IN ('queued', 'sending')
-                             THEN (CASE WHEN u.delivered_at IS NULL THEN 'sent' ELSE 'delivered' END)
-                             ELSE messages.status END,
-               provider_ref_index = u.ref_index,
-               provider_ref_ciphertext = u.ref_ciphertext,
-               content_ciphertext = CASE WHEN u.keep_until IS NULL THEN NULL
-                                         ELSE messages.content_ciphertext END,
-               content_purge_at = u.keep_until,
-               lease_owner = NULL, leased_until = NULL, updated_at = u.at
-             FROM (SELECT r ->> 0 AS id, unhex(r ->> 1) AS ref_index,
-                          unhex(r ->> 2) AS ref_ciphertext, r ->> 3 AS delivered_at,
-                          r ->> 4 AS keep_until, r ->> 5 AS at
-                   FROM batch) AS u
-             WHERE messages.id = u.id AND messages.lease_owner = $1
-             RETURNING messages.id",
-        )
-        .bind(owner)
-        .bind(json(&rows)?)
-        .fetch_all(&mut *self)
-        .await
+        MARK_SENT
+            .run(
+                self,
+                Some(owner),
+                rows,
+                |arguments, (id, index, ciphertext, delivered, keep, at)| {
+                    arguments.add(*id)?;
+                    arguments.add(*index)?;
+                    arguments.add(*ciphertext)?;
+                    arguments.add(*delivered)?;
+                    arguments.add(*keep)?;
+                    arguments.add(*at)
+                },
+            )
+            .await
     }
 
     async fn requeue(
@@ -99,22 +150,23 @@ impl DeliveryBulk for SqliteConnection {
         rows: &[RequeueRow<'_>],
         deferred: bool,
     ) -> Result<Vec<String>, sqlx::Error> {
-        // A deferral (pacing) was no attempt: it gives back the attempt its claim counted.
-        sqlx::query_scalar(
-            "WITH batch AS MATERIALIZED (SELECT jsonb(j.value) AS r FROM json_each($2) AS j)
-             UPDATE messages SET status = 'queued', due_at = u.due_at,
-               attempts = messages.attempts - $3, lease_owner = NULL, leased_until = NULL,
-               updated_at = u.at
-             FROM (SELECT r ->> 0 AS id, r ->> 1 AS due_at, r ->> 2 AS at
-                   FROM batch) AS u
-             WHERE messages.id = u.id AND messages.lease_owner = $1 AND messages.status = 'sending'
-             RETURNING messages.id",
-        )
-        .bind(owner)
-        .bind(json(&rows)?)
-        .bind(i64::from(deferred))
-        .fetch_all(&mut *self)
-        .await
+        let statement = if deferred {
+            &REQUEUE_DEFERRED
+        } else {
+            &REQUEUE_RETRY
+        };
+        statement
+            .run(
+                self,
+                Some(owner),
+                rows,
+                |arguments, (id, due_at, at)| {
+                    arguments.add(*id)?;
+                    arguments.add(*due_at)?;
+                    arguments.add(*at)
+                },
+            )
+            .await
     }
 
     async fn mark_failed(
@@ -122,88 +174,51 @@ impl DeliveryBulk for SqliteConnection {
         owner: &str,
         rows: &[FailedRow<'_>],
     ) -> Result<Vec<String>, sqlx::Error> {
-        sqlx::query_scalar(
-            "WITH batch AS MATERIALIZED (SELECT jsonb(j.value) AS r FROM json_each($2) AS j)
-             UPDATE messages SET status = 'failed', error_code = u.code,
-               provider_code = u.provider_code, content_ciphertext = NULL,
-               content_purge_at = NULL, lease_owner = NULL, leased_until = NULL, updated_at = u.at
-             FROM (SELECT r ->> 0 AS id, r ->> 1 AS code,
-                          r ->> 2 AS provider_code, r ->> 3 AS at
-                   FROM batch) AS u
-             WHERE messages.id = u.id AND messages.lease_owner = $1
-               AND messages.status IN ('queued', 'sending')
-             RETURNING messages.id",
-        )
-        .bind(owner)
-        .bind(json(&rows)?)
-        .fetch_all(&mut *self)
-        .await
+        MARK_FAILED
+            .run(
+                self,
+                Some(owner),
+                rows,
+                |arguments, (id, code, provider_code, at)| {
+                    arguments.add(*id)?;
+                    arguments.add(*code)?;
+                    arguments.add(*provider_code)?;
+                    arguments.add(*at)
+                },
+            )
+            .await
     }
 
     async fn insert_attempts(
         &mut self,
         rows: &[(&str, &AttemptRecord)],
     ) -> Result<(), sqlx::Error> {
-        let rows: Vec<_> = rows
-            .iter()
-            .map(|(id, a)| {
-                (
-                    id,
-                    a.attempt,
-                    millis(a.started_at),
-                    millis(a.finished_at),
-                    a.outcome,
-                    a.http_status,
-                    a.provider_code,
-                    latency(a),
-                )
+        INSERT_ATTEMPTS
+            .run(self, None, rows, |arguments, (id, a)| {
+                arguments.add(*id)?;
+                arguments.add(a.attempt)?;
+                arguments.add(millis(a.started_at))?;
+                arguments.add(millis(a.finished_at))?;
+                arguments.add(a.outcome)?;
+                arguments.add(a.http_status)?;
+                arguments.add(a.provider_code)?;
+                arguments.add(latency(a))
             })
-            .collect();
-        sqlx::query(
-            "WITH batch AS MATERIALIZED (SELECT jsonb(j.value) AS r FROM json_each($1) AS j)
-             INSERT INTO message_attempts (message_id, attempt, started_at, finished_at, outcome,
-               http_status, provider_code, latency_ms)
-             SELECT r ->> 0, r ->> 1, r ->> 2, r ->> 3, r ->> 4,
-                    r ->> 5, r ->> 6, r ->> 7
-             FROM batch WHERE true
-             ON CONFLICT (message_id, attempt) DO NOTHING",
-        )
-        .bind(json(&rows)?)
-        .execute(&mut *self)
-        .await?;
+            .await?;
         Ok(())
     }
 
     async fn insert_events(&mut self, events: &[&NewEvent]) -> Result<(), sqlx::Error> {
-        let rows: Vec<_> = events
-            .iter()
-            .map(|e| {
-                (
-                    e.id.as_str(),
-                    e.event_type.as_str(),
-                    e.subject_id.as_str(),
-                    HEXLOWER.encode(&e.payload_ciphertext),
-                    millis(e.created_at),
-                    e.integration.as_ref().map(|i| i.as_str()),
-                )
+        INSERT_EVENTS
+            .run(self, None, events, |arguments, e| {
+                arguments.add(e.id.as_str())?;
+                arguments.add(e.event_type.as_str())?;
+                arguments.add(e.subject_id.as_str())?;
+                arguments.add(e.payload_ciphertext.as_slice())?;
+                arguments.add(millis(e.created_at))?;
+                arguments.add(e.integration.as_ref().map(|i| i.as_str()))
             })
-            .collect();
-        sqlx::query(
-            "WITH batch AS MATERIALIZED (SELECT jsonb(j.value) AS r FROM json_each($1) AS j)
-             INSERT INTO webhook_deliveries (event_id, endpoint_id, event_type, subject_id,
-               payload_ciphertext, status, attempts, due_at, created_at, updated_at)
-             SELECT u.id, e.id, u.type, u.subject, unhex(u.payload), 'pending', 0, u.at, u.at, u.at
-             FROM (SELECT r ->> 0 AS id, r ->> 1 AS type, r ->> 2 AS subject,
-                          r ->> 3 AS payload, r ->> 4 AS at,
-                          r ->> 5 AS integration
-                   FROM batch) AS u
-             JOIN webhook_endpoints AS e
-               ON e.enabled = 1 AND instr(e.events, ',' || u.type || ',') > 0
-              AND (u.integration IS NULL OR e.integration_id = u.integration)",
-        )
-        .bind(json(&rows)?)
-        .execute(&mut *self)
-        .await?;
+            .await?;
         Ok(())
     }
 }
