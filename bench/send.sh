@@ -9,7 +9,9 @@
 # serves the API with its delivery worker switched off: the accept path alone), DRAIN=1 (accept
 # with the worker off, then restart Herald with it on and time the backlog's delivery: the
 # delivery machinery alone), BINARY=PATH (run that Herald binary instead of this tree's:
-# two builds compared in one sitting, alternating, on a machine whose speed drifts).
+# two builds compared in one sitting, alternating, on a machine whose speed drifts),
+# LOADGEN_CLIENT=reqwest (load through reqwest instead of the load generator's lean client,
+# which costs about a third of reqwest's CPU per request: see BENCHMARKS.md).
 # Durability is not relaxed: SQLite synchronous=FULL, PostgreSQL synchronous_commit as configured.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -83,8 +85,8 @@ total="$(sed -n 's/.*total=\([0-9]*\).*/\1/p' <<<"$result")"
 # Herald's own CPU time (user + system, all threads) per accepted message: steadier than the
 # rates on a shared machine, so it is the figure to compare builds by.
 cpu_per_message() {
-  awk -v hz="$(getconf CLK_TCK)" -v n="$total" '{
-    printf "herald CPU %.0f µs per accepted message (%.1f s user+system)\n", ($14 + $15) / hz * 1e6 / n, ($14 + $15) / hz
+  awk -v hz="$(getconf CLK_TCK)" -v n="${1:-$total}" -v what="${2:-accepted}" '{
+    printf "herald CPU %.0f µs per %s message (%.1f s user+system)\n", ($14 + $15) / hz * 1e6 / n, what, ($14 + $15) / hz
   }' "/proc/$pid/stat"
 }
 
@@ -111,7 +113,8 @@ for _ in $(seq 1 600); do
 done
 first="$(sed -n 's/.*"first_ms":\([0-9]*\).*/\1/p' <<<"$stats")"
 last="$(sed -n 's/.*"last_ms":\([0-9]*\).*/\1/p' <<<"$stats")"
-[ "${DRAIN:-0}" = 1 ] || cpu_per_message
+# In DRAIN mode the node that drained did nothing else: its CPU is the delivery machinery's.
+if [ "${DRAIN:-0}" = 1 ]; then cpu_per_message "$accepted" delivered; else cpu_per_message; fi
 rss_kib="$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")"
 awk -v n="$accepted" -v total="$total" -v first="$first" -v last="$last" -v rss="$rss_kib" 'BEGIN {
   secs = (last - first) / 1000; if (secs <= 0) secs = 0.001;

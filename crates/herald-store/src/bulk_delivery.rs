@@ -156,16 +156,11 @@ impl DeliveryBulk for SqliteConnection {
             &REQUEUE_RETRY
         };
         statement
-            .run(
-                self,
-                Some(owner),
-                rows,
-                |arguments, (id, due_at, at)| {
-                    arguments.add(*id)?;
-                    arguments.add(*due_at)?;
-                    arguments.add(*at)
-                },
-            )
+            .run(self, Some(owner), rows, |arguments, (id, due_at, at)| {
+                arguments.add(*id)?;
+                arguments.add(*due_at)?;
+                arguments.add(*at)
+            })
             .await
     }
 

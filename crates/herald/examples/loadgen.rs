@@ -5,6 +5,8 @@
 //! key unwrap, encryption, one write transaction), `lookup` (blind index + indexed read),
 //! `get` (authenticated indexed read), `send` (POST /v1/messages, a template to one of 1,000
 //! known numbers: auth, parse, blind index, subject read, policy, encryption, group commit).
+//! The load goes through a lean HTTP/1.1 client on raw keep-alive connections (requests
+//! serialised before the clock starts); `LOADGEN_CLIENT=reqwest` uses reqwest instead.
 
 #![allow(
     clippy::unwrap_used,
@@ -125,7 +127,7 @@ async fn main() {
     let prepared: Arc<Vec<Vec<u8>>> = Arc::new(if lean && scenario != "register" {
         let distinct = if scenario == "send" { recipients } else { 1 };
         (0..distinct)
-            .map(|n| request_for(n).to_bytes(&base, &key))
+            .map(|n| request_for(n).to_bytes(base, key))
             .collect()
     } else {
         Vec::new()
@@ -141,8 +143,15 @@ async fn main() {
         let request_for = Arc::clone(&request_for);
         tasks.push(tokio::spawn(async move {
             if lean {
-                return lean_connection(&base, &key, &prepared, &*request_for, &next_number, deadline)
-                    .await;
+                return lean_connection(
+                    &base,
+                    &key,
+                    &prepared,
+                    &*request_for,
+                    &next_number,
+                    deadline,
+                )
+                .await;
             }
             let mut latencies = Vec::new();
             let mut errors = 0u64;
