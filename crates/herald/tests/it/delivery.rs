@@ -317,6 +317,36 @@ async fn server_errors_are_retried_with_backoff_and_every_attempt_is_recorded() 
 }
 
 #[tokio::test]
+async fn a_send_held_back_by_recipient_pacing_waits_without_spending_an_attempt() {
+    let fake = FakeWhatsapp::start().await;
+    let app = whatsapp_app(&fake, |c| {
+        c.delivery.recipient_burst = 1;
+        c.delivery.recipient_refill = Duration::from_secs(60);
+    })
+    .await;
+    let (_, key) = app
+        .integration_with_key("shop", &["messages:send", "messages:read"])
+        .await;
+    let first = send(&app, &key, &template_send("+4915112345678")).await;
+    let m = wait_status(&app, &key, &first, "sent").await;
+    assert_eq!(m["attempts"], 1);
+    let second = send(&app, &key, &template_send("+4915112345678")).await;
+    // The worker claims it, finds the recipient's bucket empty and puts it back until the
+    // bucket refills: no provider call, and the claim's attempt is given back.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(fake.received().len(), 1);
+    let m = message(&app, &key, &second).await;
+    assert_eq!(m["status"], "queued");
+    assert_eq!(m["attempts"], 0, "a deferral is not an attempt");
+    assert!(attempt_outcomes(&app, &second).await.is_empty());
+    app.clock.advance(TimeDelta::seconds(61));
+    let m = wait_status(&app, &key, &second, "sent").await;
+    assert_eq!(m["attempts"], 1);
+    assert_eq!(attempt_outcomes(&app, &second).await, ["sent"]);
+    assert_eq!(fake.accepted().len(), 2);
+}
+
+#[tokio::test]
 async fn a_rate_limit_is_retried_no_earlier_than_its_retry_after() {
     let fake = FakeWhatsapp::start().await;
     fake.script([Behaviour::RateLimited { retry_after: 30 }]);
