@@ -41,11 +41,14 @@ const ROWS_PER_STATEMENT: usize = 256;
 /// writer thread's time end to end). Padding rows are all null: each statement skips rows
 /// whose `column1` is null, by a `WHERE` or by a join on it. A parameter every statement
 /// takes once is written `?TRAILING` and bound after the rows: numbered after them, it leaves
-/// the rows' parameters anonymous.
+/// the rows' parameters anonymous. It must also come after `{rows}` in the text — SQLite
+/// numbers an anonymous `?` one above the largest number seen before it, so rows written after
+/// `?TRAILING` would take the numbers after it — and a template that breaks this is refused.
 pub(crate) struct PaddedRows {
     template: &'static str,
     columns: usize,
-    shapes: OnceLock<Vec<String>>,
+    /// The statement for 1, 2, 4, … rows; `None` for a template that breaks the rule above.
+    shapes: OnceLock<Option<Vec<String>>>,
 }
 
 impl PaddedRows {
@@ -57,18 +60,33 @@ impl PaddedRows {
         }
     }
 
-    fn sql(&'static self, rows: usize) -> &'static str {
+    fn sql(&'static self, rows: usize) -> Result<&'static str, sqlx::Error> {
         let shapes = self.shapes.get_or_init(|| {
-            (0..=ROWS_PER_STATEMENT.trailing_zeros())
-                .map(|power| {
-                    let rows = 1 << power;
-                    self.template
-                        .replace("{rows}", &anonymous_rows(rows, self.columns))
-                        .replace("?TRAILING", &format!("?{}", rows * self.columns + 1))
-                })
-                .collect()
+            let rows_at = self.template.find("{rows}")?;
+            if self
+                .template
+                .find("?TRAILING")
+                .is_some_and(|at| at < rows_at)
+            {
+                return None;
+            }
+            Some(
+                (0..=ROWS_PER_STATEMENT.trailing_zeros())
+                    .map(|power| {
+                        let rows = 1 << power;
+                        self.template
+                            .replace("{rows}", &anonymous_rows(rows, self.columns))
+                            .replace("?TRAILING", &format!("?{}", rows * self.columns + 1))
+                    })
+                    .collect(),
+            )
         });
-        &shapes[rows.trailing_zeros() as usize]
+        shapes
+            .as_ref()
+            .map(|shapes| shapes[rows.trailing_zeros() as usize].as_str())
+            .ok_or_else(|| {
+                sqlx::Error::Protocol("a bulk statement's parameters are out of order".into())
+            })
     }
 
     /// Runs the statement over `rows`, `bind` adding one row's `columns` values, and
@@ -88,6 +106,13 @@ impl PaddedRows {
             for row in chunk {
                 bind(&mut arguments, row).map_err(sqlx::Error::Encode)?;
             }
+            // A row bound with too few or too many values would shift every later one into
+            // the wrong column: refuse the statement rather than write misplaced values.
+            if arguments.len() != chunk.len() * self.columns {
+                return Err(sqlx::Error::Protocol(
+                    "a bulk row was bound with the wrong number of values".into(),
+                ));
+            }
             for _ in chunk.len() * self.columns..padded * self.columns {
                 arguments.add(None::<i64>).map_err(sqlx::Error::Encode)?;
             }
@@ -95,7 +120,7 @@ impl PaddedRows {
                 arguments.add(value).map_err(sqlx::Error::Encode)?;
             }
             returned.extend(
-                sqlx::query_scalar_with::<_, String, _>(self.sql(padded), arguments)
+                sqlx::query_scalar_with::<_, String, _>(self.sql(padded)?, arguments)
                     .fetch_all(&mut *conn)
                     .await?,
             );
@@ -250,5 +275,76 @@ impl MessageBulk for PgConnection {
         .execute(&mut *self)
         .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::Connection;
+
+    use super::*;
+
+    static PAIRS: PaddedRows = PaddedRows::new(
+        "SELECT column1 || ':' || column2 || suffix
+         FROM (VALUES {rows}) JOIN (SELECT ?TRAILING AS suffix)
+         WHERE column1 IS NOT NULL",
+        2,
+    );
+
+    /// `?TRAILING` before the rows: the rows' anonymous parameters would be numbered after it.
+    static OUT_OF_ORDER: PaddedRows = PaddedRows::new(
+        "SELECT ?TRAILING || column1 FROM (VALUES {rows}) WHERE column1 IS NOT NULL",
+        1,
+    );
+
+    async fn connection() -> SqliteConnection {
+        SqliteConnection::connect("sqlite::memory:").await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn rows_arrive_whole_across_statements_and_padding() {
+        let mut conn = connection().await;
+        // 256 rows fill one statement; the other 45 go into one padded to 64.
+        let rows: Vec<(String, i64)> = (0..301).map(|i| (format!("r{i}"), i)).collect();
+        let mut returned = PAIRS
+            .run(&mut conn, Some("!"), &rows, |arguments, (name, n)| {
+                arguments.add(name.as_str())?;
+                arguments.add(*n)
+            })
+            .await
+            .unwrap();
+        returned.sort();
+        let mut expected: Vec<String> = rows.iter().map(|(s, n)| format!("{s}:{n}!")).collect();
+        expected.sort();
+        assert_eq!(returned, expected);
+    }
+
+    #[tokio::test]
+    async fn a_row_bound_with_the_wrong_number_of_values_is_refused() {
+        let mut conn = connection().await;
+        let rows = ["only one value"];
+        let result = PAIRS
+            .run(&mut conn, Some("!"), &rows, |arguments, value| {
+                arguments.add(*value)
+            })
+            .await;
+        assert!(
+            matches!(result, Err(sqlx::Error::Protocol(_))),
+            "{result:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_trailing_parameter_before_the_rows_is_refused() {
+        let mut conn = connection().await;
+        let result = OUT_OF_ORDER
+            .run(&mut conn, Some("!"), &["a"], |arguments, value| {
+                arguments.add(*value)
+            })
+            .await;
+        assert!(
+            matches!(result, Err(sqlx::Error::Protocol(_))),
+            "{result:?}"
+        );
     }
 }
