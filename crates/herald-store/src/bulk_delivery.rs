@@ -46,56 +46,91 @@ fn latency(attempt: &AttemptRecord) -> i64 {
         .max(0)
 }
 
-// SQLite: the rows are `column1` … of the `VALUES` list, the lease owner the parameter after
-// them; padding rows have a null id, which matches no message.
-static MARK_SENT: PaddedRows = PaddedRows::new(
-    "UPDATE messages SET
-       status = CASE WHEN messages.status IN ('queued', 'sending')
-                     THEN (CASE WHEN u.delivered_at IS NULL THEN 'sent' ELSE 'delivered' END)
-                     ELSE messages.status END,
-       provider_ref_index = u.ref_index,
-       provider_ref_ciphertext = u.ref_ciphertext,
-       content_ciphertext = CASE WHEN u.keep_until IS NULL THEN NULL
-                                 ELSE messages.content_ciphertext END,
-       content_purge_at = u.keep_until,
-       lease_owner = NULL, leased_until = NULL, updated_at = u.at
-     FROM (SELECT column1 AS id, column2 AS ref_index, column3 AS ref_ciphertext,
-                  column4 AS delivered_at, column5 AS keep_until, column6 AS at
-           FROM (VALUES {rows})) AS u
-     WHERE messages.id = u.id AND messages.lease_owner = ?TRAILING
-     RETURNING messages.id",
-    6,
-);
+// The outcome updates, one text for both backends: `$rows` is where the batch's rows come
+// from as `u` (SQLite: the `VALUES` list's `column1` …, padding rows with a null id, which
+// matches no message; PostgreSQL: `UNNEST` of column arrays), `$owner` the lease owner's
+// parameter.
+macro_rules! mark_sent_sql {
+    ($rows:literal, $owner:literal) => {
+        concat!(
+            "UPDATE messages SET
+               status = CASE WHEN messages.status IN ('queued', 'sending')
+                             THEN (CASE WHEN u.delivered_at IS NULL THEN 'sent' ELSE 'delivered' END)
+                             ELSE messages.status END,
+               provider_ref_index = u.ref_index,
+               provider_ref_ciphertext = u.ref_ciphertext,
+               content_ciphertext = CASE WHEN u.keep_until IS NULL THEN NULL
+                                         ELSE messages.content_ciphertext END,
+               content_purge_at = u.keep_until,
+               lease_owner = NULL, leased_until = NULL, updated_at = u.at
+             FROM ",
+            $rows,
+            " WHERE messages.id = u.id AND messages.lease_owner = ",
+            $owner,
+            " RETURNING messages.id"
+        )
+    };
+}
 
-/// Back to the queue; a deferral (pacing) was no attempt: it gives back the attempt its claim
-/// counted.
+/// Back to the queue; a deferral (pacing) was no attempt: it gives back (`$given_back`) the
+/// attempt its claim counted.
 macro_rules! requeue_sql {
-    ($given_back:literal) => {
+    ($rows:expr, $owner:literal, $given_back:literal) => {
         concat!(
             "UPDATE messages SET status = 'queued', due_at = u.due_at,
                attempts = messages.attempts - ",
             $given_back,
             ", lease_owner = NULL, leased_until = NULL, updated_at = u.at
-             FROM (SELECT column1 AS id, column2 AS due_at, column3 AS at
-                   FROM (VALUES {rows})) AS u
-             WHERE messages.id = u.id AND messages.lease_owner = ?TRAILING
-               AND messages.status = 'sending'
-             RETURNING messages.id"
+             FROM ",
+            $rows,
+            " WHERE messages.id = u.id AND messages.lease_owner = ",
+            $owner,
+            " AND messages.status = 'sending' RETURNING messages.id"
         )
     };
 }
-static REQUEUE_RETRY: PaddedRows = PaddedRows::new(requeue_sql!("0"), 3);
-static REQUEUE_DEFERRED: PaddedRows = PaddedRows::new(requeue_sql!("1"), 3);
+
+macro_rules! mark_failed_sql {
+    ($rows:literal, $owner:literal) => {
+        concat!(
+            "UPDATE messages SET status = 'failed', error_code = u.code,
+               provider_code = u.provider_code, content_ciphertext = NULL,
+               content_purge_at = NULL, lease_owner = NULL, leased_until = NULL, updated_at = u.at
+             FROM ",
+            $rows,
+            " WHERE messages.id = u.id AND messages.lease_owner = ",
+            $owner,
+            " AND messages.status IN ('queued', 'sending') RETURNING messages.id"
+        )
+    };
+}
+
+static MARK_SENT: PaddedRows = PaddedRows::new(
+    mark_sent_sql!(
+        "(SELECT column1 AS id, column2 AS ref_index, column3 AS ref_ciphertext,
+                 column4 AS delivered_at, column5 AS keep_until, column6 AS at
+          FROM (VALUES {rows})) AS u",
+        "?TRAILING"
+    ),
+    6,
+);
+
+macro_rules! sqlite_requeue_rows {
+    () => {
+        "(SELECT column1 AS id, column2 AS due_at, column3 AS at FROM (VALUES {rows})) AS u"
+    };
+}
+static REQUEUE_RETRY: PaddedRows =
+    PaddedRows::new(requeue_sql!(sqlite_requeue_rows!(), "?TRAILING", "0"), 3);
+static REQUEUE_DEFERRED: PaddedRows =
+    PaddedRows::new(requeue_sql!(sqlite_requeue_rows!(), "?TRAILING", "1"), 3);
 
 static MARK_FAILED: PaddedRows = PaddedRows::new(
-    "UPDATE messages SET status = 'failed', error_code = u.code,
-       provider_code = u.provider_code, content_ciphertext = NULL,
-       content_purge_at = NULL, lease_owner = NULL, leased_until = NULL, updated_at = u.at
-     FROM (SELECT column1 AS id, column2 AS code, column3 AS provider_code, column4 AS at
-           FROM (VALUES {rows})) AS u
-     WHERE messages.id = u.id AND messages.lease_owner = ?TRAILING
-       AND messages.status IN ('queued', 'sending')
-     RETURNING messages.id",
+    mark_failed_sql!(
+        "(SELECT column1 AS id, column2 AS code, column3 AS provider_code, column4 AS at
+          FROM (VALUES {rows})) AS u",
+        "?TRAILING"
+    ),
     4,
 );
 
@@ -230,23 +265,12 @@ impl DeliveryBulk for PgConnection {
         let delivered: Vec<Option<i64>> = rows.iter().map(|r| r.3).collect();
         let keep: Vec<Option<i64>> = rows.iter().map(|r| r.4).collect();
         let at: Vec<i64> = rows.iter().map(|r| r.5).collect();
-        sqlx::query_scalar(
-            "UPDATE messages AS m SET
-               status = CASE WHEN m.status IN ('queued', 'sending')
-                             THEN (CASE WHEN u.delivered_at IS NULL THEN 'sent' ELSE 'delivered' END)
-                             ELSE m.status END,
-               provider_ref_index = u.ref_index,
-               provider_ref_ciphertext = u.ref_ciphertext,
-               content_ciphertext = CASE WHEN u.keep_until IS NULL THEN NULL
-                                         ELSE m.content_ciphertext END,
-               content_purge_at = u.keep_until,
-               lease_owner = NULL, leased_until = NULL, updated_at = u.at
-             FROM UNNEST($2::text[], $3::bytea[], $4::bytea[], $5::bigint[], $6::bigint[],
-                         $7::bigint[])
-                  AS u(id, ref_index, ref_ciphertext, delivered_at, keep_until, at)
-             WHERE m.id = u.id AND m.lease_owner = $1
-             RETURNING m.id",
-        )
+        sqlx::query_scalar(mark_sent_sql!(
+            "UNNEST($2::text[], $3::bytea[], $4::bytea[], $5::bigint[], $6::bigint[],
+                    $7::bigint[])
+             AS u(id, ref_index, ref_ciphertext, delivered_at, keep_until, at)",
+            "$1"
+        ))
         .bind(owner)
         .bind(ids)
         .bind(indexes)
@@ -267,14 +291,11 @@ impl DeliveryBulk for PgConnection {
         let ids: Vec<&str> = rows.iter().map(|r| r.0).collect();
         let due: Vec<i64> = rows.iter().map(|r| r.1).collect();
         let at: Vec<i64> = rows.iter().map(|r| r.2).collect();
-        sqlx::query_scalar(
-            "UPDATE messages AS m SET status = 'queued', due_at = u.due_at,
-               attempts = m.attempts - $5, lease_owner = NULL, leased_until = NULL,
-               updated_at = u.at
-             FROM UNNEST($2::text[], $3::bigint[], $4::bigint[]) AS u(id, due_at, at)
-             WHERE m.id = u.id AND m.lease_owner = $1 AND m.status = 'sending'
-             RETURNING m.id",
-        )
+        sqlx::query_scalar(requeue_sql!(
+            "UNNEST($2::text[], $3::bigint[], $4::bigint[]) AS u(id, due_at, at)",
+            "$1",
+            "$5"
+        ))
         .bind(owner)
         .bind(ids)
         .bind(due)
@@ -293,15 +314,11 @@ impl DeliveryBulk for PgConnection {
         let codes: Vec<&str> = rows.iter().map(|r| r.1).collect();
         let provider_codes: Vec<Option<i64>> = rows.iter().map(|r| r.2).collect();
         let at: Vec<i64> = rows.iter().map(|r| r.3).collect();
-        sqlx::query_scalar(
-            "UPDATE messages AS m SET status = 'failed', error_code = u.code,
-               provider_code = u.provider_code, content_ciphertext = NULL,
-               content_purge_at = NULL, lease_owner = NULL, leased_until = NULL, updated_at = u.at
-             FROM UNNEST($2::text[], $3::text[], $4::bigint[], $5::bigint[])
-                  AS u(id, code, provider_code, at)
-             WHERE m.id = u.id AND m.lease_owner = $1 AND m.status IN ('queued', 'sending')
-             RETURNING m.id",
-        )
+        sqlx::query_scalar(mark_failed_sql!(
+            "UNNEST($2::text[], $3::text[], $4::bigint[], $5::bigint[])
+             AS u(id, code, provider_code, at)",
+            "$1"
+        ))
         .bind(owner)
         .bind(ids)
         .bind(codes)
