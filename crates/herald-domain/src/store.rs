@@ -125,6 +125,9 @@ pub struct NewSubject {
     pub phone_ciphertext: Vec<u8>,
     pub key: StoredKey,
     pub created_at: Timestamp,
+    /// The integration that came to know the subject by creating it, linked in the same
+    /// transaction.
+    pub link: Option<crate::subjects::SubjectLink>,
 }
 
 /// The result of create-or-find.
@@ -198,6 +201,14 @@ pub trait SubjectStore: Send + Sync {
     ) -> Result<Vec<Option<(SubjectRecord, Option<Timestamp>)>>, StoreError>;
     async fn subject_phone_ciphertext(&self, id: &SubjectId)
     -> Result<Option<Vec<u8>>, StoreError>;
+    /// Whether the integration is linked to the subject.
+    async fn subject_linked(
+        &self,
+        subject: &SubjectId,
+        integration: &IntegrationId,
+    ) -> Result<bool, StoreError>;
+    /// Links the integration to the subject unless it already is (the first reason stays).
+    async fn link_subject(&self, link: &crate::subjects::SubjectLink) -> Result<(), StoreError>;
 }
 
 #[async_trait]
@@ -363,9 +374,11 @@ pub trait DeliveryStore: Send + Sync {
 /// Provider callbacks: stored as received, then processed.
 #[async_trait]
 pub trait CallbackStore: Send + Sync {
+    /// Stores a callback as received, to be purged at `purge_at` at the latest.
     async fn insert_callback(
         &self,
         entry: &InboxEntry,
+        purge_at: Timestamp,
         audit: &AuditRecord,
     ) -> Result<(), StoreError>;
     async fn claim_callbacks(
@@ -391,9 +404,43 @@ pub trait CallbackStore: Send + Sync {
     ) -> Result<Vec<ReportTarget>, StoreError>;
     /// Applies a processed callback and removes it, in one transaction: each status change only
     /// if the message is still in one of its `from` statuses (then its audit entry and event
-    /// too), each inbound message only if its provider id is new (then the window, audit entry
-    /// and event too).
+    /// too), each inbound message only if its provider id is new (then the window, the owner's
+    /// link, audit entry and event too).
     async fn apply_reports(&self, batch: &ReportBatch) -> Result<(), StoreError>;
+    /// Sets a callback aside (it is claimed no more) with its reason and audit entry, if
+    /// `owner` still holds it.
+    async fn dead_letter_callback(
+        &self,
+        id: &CallbackId,
+        owner: &str,
+        reason: &str,
+        at: Timestamp,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError>;
+    /// Deletes up to `limit` stored callbacks whose retention ended by `now`, with the audit
+    /// entry `audit` builds from the count (if any were deleted); returns the count.
+    async fn purge_callbacks(
+        &self,
+        now: Timestamp,
+        limit: u32,
+        audit: &(dyn Fn(u64) -> AuditRecord + Send + Sync),
+    ) -> Result<u64, StoreError>;
+    /// Every stored callback (pending or dead-lettered), for an erasure to redact.
+    async fn stored_callbacks(&self) -> Result<Vec<InboxEntry>, StoreError>;
+    /// Replaces a stored callback's body, or deletes the callback (`None`).
+    async fn replace_callback(
+        &self,
+        id: &CallbackId,
+        body_ciphertext: Option<&[u8]>,
+    ) -> Result<(), StoreError>;
+    /// The integration that last sent the subject a message on `channel` after `since`
+    /// (Herald's own acknowledgements aside): the conversation's owner for a reply.
+    async fn last_sender(
+        &self,
+        subject: &SubjectId,
+        channel: crate::messages::Channel,
+        since: Timestamp,
+    ) -> Result<Option<IntegrationId>, StoreError>;
 }
 
 /// Integrators' endpoints and the events queued for them.

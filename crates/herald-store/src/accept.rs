@@ -34,6 +34,7 @@ struct Row<'a>(
     i64,             // 11 audit recorded at
     &'a str,         // 12 audit body
     Option<&'a str>, // 13 the consent event the send relied on
+    bool,            // 14 business-initiated
 );
 
 // SQLite: the batch goes into a temporary table (in memory, per connection) by one multi-row
@@ -45,7 +46,7 @@ struct Row<'a>(
 // (`bulk::anonymous_rows`; as `?NNN` their binding was 7 % of Herald's CPU samples under load).
 // Each row takes `ROW_PARAMS` parameters; the claim-expiry cut-off, the one named parameter,
 // comes after the last row.
-const ROW_PARAMS: usize = 18;
+const ROW_PARAMS: usize = 19;
 /// The largest batch written in one call (the send path commits at most 512 at once).
 pub(crate) const MAX_BATCH: usize = 512;
 
@@ -56,11 +57,12 @@ CREATE TEMP TABLE IF NOT EXISTS accepting (
   subject_id TEXT NOT NULL, channel TEXT NOT NULL, purpose TEXT NOT NULL, kind TEXT NOT NULL,
   template_name TEXT, template_language TEXT, content_ciphertext BLOB NOT NULL,
   phi INTEGER NOT NULL, created INTEGER NOT NULL, key_hash BLOB, fingerprint BLOB,
-  expires INTEGER, audit_at INTEGER NOT NULL, audit_body TEXT NOT NULL, consent_event_id TEXT);
+  expires INTEGER, audit_at INTEGER NOT NULL, audit_body TEXT NOT NULL, consent_event_id TEXT,
+  business_initiated INTEGER NOT NULL);
 DELETE FROM temp.accepting;
 INSERT OR IGNORE INTO temp.accepting (position, id, integration_id, subject_id, channel, purpose,
   kind, template_name, template_language, content_ciphertext, phi, created, key_hash,
-  fingerprint, expires, audit_at, audit_body, consent_event_id) VALUES ";
+  fingerprint, expires, audit_at, audit_body, consent_event_id, business_initiated) VALUES ";
 
 const SQLITE_ACCEPT_TAIL: &str = ";
 INSERT INTO idempotency_keys (integration_id, key_hash, fingerprint, message_id, expires_at)
@@ -78,10 +80,10 @@ DELETE FROM temp.accepting
   RETURNING id;
 INSERT INTO messages (id, integration_id, subject_id, channel, purpose, kind, template_name,
                       template_language, content_ciphertext, phi, status, attempts, due_at,
-                      created_at, updated_at, consent_event_id)
+                      created_at, updated_at, consent_event_id, business_initiated)
   SELECT id, integration_id, subject_id, channel, purpose, kind, template_name,
          template_language, content_ciphertext, phi, 'queued', 0, created, created, created,
-         consent_event_id
+         consent_event_id, business_initiated
   FROM temp.accepting;
 INSERT INTO message_history (message_id, status, at)
   SELECT id, 'queued', created FROM temp.accepting;
@@ -154,7 +156,8 @@ pub(crate) async fn sqlite(
             .bind(m.idempotency.as_ref().map(|c| millis(c.expires_at)))
             .bind(millis(m.audit.recorded_at))
             .bind(m.audit.body.as_str())
-            .bind(m.consent_event_id.as_ref().map(|e| e.as_str()));
+            .bind(m.consent_event_id.as_ref().map(|e| e.as_str()))
+            .bind(m.business_initiated);
     }
     let query = query.bind(since);
     let mut conn = writer.acquire().await?;
@@ -196,6 +199,7 @@ fn row<'a>(m: &'a NewMessage) -> Row<'a> {
         millis(m.audit.recorded_at),
         m.audit.body.as_str(),
         m.consent_event_id.as_ref().map(|e| e.as_str()),
+        m.business_initiated,
     )
 }
 
@@ -204,11 +208,11 @@ WITH input AS (
   SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
                        $7::text[], $8::text[], $9::bytea[], $10::bool[], $11::bigint[],
                        $12::bytea[], $13::bytea[], $14::bigint[], $15::bigint[], $16::text[],
-                       $18::text[])
+                       $18::text[], $19::bool[])
     WITH ORDINALITY
     AS u(id, integration_id, subject_id, channel, purpose, kind, template_name,
          template_language, content_ciphertext, phi, created, key_hash, fingerprint, expires,
-         audit_at, audit_body, consent_event_id, position)
+         audit_at, audit_body, consent_event_id, business_initiated, position)
 ),
 claims AS (
   INSERT INTO idempotency_keys (integration_id, key_hash, fingerprint, message_id, expires_at)
@@ -225,10 +229,10 @@ accepted AS (
 written AS (
   INSERT INTO messages (id, integration_id, subject_id, channel, purpose, kind, template_name,
                         template_language, content_ciphertext, phi, status, attempts, due_at,
-                        created_at, updated_at, consent_event_id)
+                        created_at, updated_at, consent_event_id, business_initiated)
   SELECT id, integration_id, subject_id, channel, purpose, kind, template_name,
          template_language, content_ciphertext, phi, 'queued', 0, created, created, created,
-         consent_event_id
+         consent_event_id, business_initiated
   FROM accepted
   RETURNING id
 ),
@@ -285,6 +289,7 @@ pub(crate) async fn postgres(
         .bind(rows.iter().map(|r| r.12).collect::<Vec<_>>())
         .bind(since)
         .bind(rows.iter().map(|r| r.13).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.14).collect::<Vec<_>>())
         .fetch_all(pool)
         .await?;
     Ok(ids.into_iter().map(|(id,)| id).collect())

@@ -142,6 +142,12 @@ static INSERT_SEALED: PaddedRows = PaddedRows::new(
     4,
 );
 
+/// Moves the audit tables' "sealed through" mark forward (never back) inside the sealing
+/// transaction, which lets its delete of the pending entries it sealed through the guard.
+const SEAL_MARK_FORWARD: &str = "UPDATE audit_seal_mark
+     SET sealed_through = CASE WHEN sealed_through > $1 THEN sealed_through ELSE $1 END
+     WHERE id = 1";
+
 static DELETE_PENDING: PaddedRows = PaddedRows::new(
     "DELETE FROM audit_pending WHERE id IN (SELECT column1 FROM (VALUES {rows}))",
     1,
@@ -181,6 +187,14 @@ impl AuditBulk for SqliteConnection {
     }
 
     async fn delete_pending(&mut self, ids: &[i64]) -> Result<(), sqlx::Error> {
+        let Some(high) = ids.iter().max() else {
+            return Ok(());
+        };
+        // The audit tables refuse to delete an unsealed entry: this transaction sealed these.
+        sqlx::query(SEAL_MARK_FORWARD)
+            .bind(*high)
+            .execute(&mut *self)
+            .await?;
         DELETE_PENDING
             .run(self, None, ids, |arguments, id| arguments.add(*id))
             .await?;
@@ -225,6 +239,11 @@ impl AuditBulk for PgConnection {
         let (Some(low), Some(high)) = (ids.iter().min(), ids.iter().max()) else {
             return Ok(());
         };
+        // The audit tables refuse to delete an unsealed entry: this transaction sealed these.
+        sqlx::query(SEAL_MARK_FORWARD)
+            .bind(*high)
+            .execute(&mut *self)
+            .await?;
         // The range lets the planner walk the primary key instead of scanning a large backlog;
         // the list keeps the delete exact (rows in the range committed after the sealer read
         // the pending ones are not sealed yet and must stay).

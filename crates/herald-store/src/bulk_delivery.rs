@@ -36,7 +36,8 @@ pub(crate) trait DeliveryBulk {
     ) -> Result<Vec<String>, sqlx::Error>;
     async fn insert_attempts(&mut self, rows: &[(&str, &AttemptRecord)])
     -> Result<(), sqlx::Error>;
-    /// One delivery row per event and subscribed, enabled endpoint.
+    /// One delivery row per event and subscribed, enabled endpoint: of the event's integration,
+    /// or (an event about the subject) of every integration linked to the subject.
     async fn insert_events(&mut self, events: &[&NewEvent]) -> Result<(), sqlx::Error>;
 }
 
@@ -152,7 +153,10 @@ static INSERT_EVENTS: PaddedRows = PaddedRows::new(
            FROM (VALUES {rows}) WHERE column1 IS NOT NULL) AS u
      JOIN webhook_endpoints AS e
        ON e.enabled = 1 AND instr(e.events, ',' || u.type || ',') > 0
-      AND (u.integration IS NULL OR e.integration_id = u.integration)",
+      AND (e.integration_id = u.integration
+           OR (u.integration IS NULL
+               AND EXISTS (SELECT 1 FROM subject_links AS l
+                           WHERE l.subject_id = u.subject AND l.integration_id = e.integration_id)))",
     6,
 );
 
@@ -384,7 +388,11 @@ impl DeliveryBulk for PgConnection {
                   AS u(id, type, subject, payload, at, integration)
              JOIN webhook_endpoints AS e
                ON e.enabled AND strpos(e.events, ',' || u.type || ',') > 0
-              AND (u.integration IS NULL OR e.integration_id = u.integration)",
+              AND (e.integration_id = u.integration
+                   OR (u.integration IS NULL
+                       AND EXISTS (SELECT 1 FROM subject_links AS l
+                                   WHERE l.subject_id = u.subject
+                                     AND l.integration_id = e.integration_id)))",
         )
         .bind(ids)
         .bind(types)

@@ -4,8 +4,9 @@
 use async_trait::async_trait;
 use herald_domain::audit::AuditRecord;
 use herald_domain::clock::Timestamp;
-use herald_domain::ids::{CallbackId, IntegrationId, MessageId, SubjectId};
-use herald_domain::messages::{InboxEntry, MessageStatus, ReportBatch, ReportTarget};
+use herald_domain::ids::{CallbackId, ConsentEventId, IntegrationId, MessageId, SubjectId};
+use herald_domain::messages::catalog::CONSENT_NOTICE_PURPOSE;
+use herald_domain::messages::{Channel, InboxEntry, MessageStatus, ReportBatch, ReportTarget};
 use herald_domain::store::{CallbackStore, StoreError};
 use herald_domain::webhooks::NewEvent;
 
@@ -15,13 +16,21 @@ use crate::convert::{id, millis, time};
 use crate::{Database, claim_leased, from_sqlx, read, select_in, write_tx};
 
 type InboxRow = (String, String, Vec<u8>, i64, i64);
-type TargetRow = (String, String, String, String, Option<Vec<u8>>);
+type TargetRow = (
+    String,
+    String,
+    String,
+    String,
+    Option<Vec<u8>>,
+    String,
+    Option<String>,
+);
 
 macro_rules! claim_callbacks_sql {
     ($lock:literal) => {
         concat!(
             "UPDATE provider_inbox SET attempts = attempts + 1, lease_owner = $1, due_at = $2
-             WHERE id IN (SELECT id FROM provider_inbox WHERE due_at <= $3
+             WHERE id IN (SELECT id FROM provider_inbox WHERE due_at <= $3 AND dead_at IS NULL
                           ORDER BY due_at LIMIT $4",
             $lock,
             ")
@@ -31,7 +40,7 @@ macro_rules! claim_callbacks_sql {
 }
 
 fn target(row: TargetRow) -> Result<ReportTarget, StoreError> {
-    let (message_id, integration_id, subject_id, status, index) = row;
+    let (message_id, integration_id, subject_id, status, index, purpose, consent_event) = row;
     Ok(ReportTarget {
         id: id(&message_id, MessageId::parse)?,
         integration_id: id(&integration_id, IntegrationId::parse)?,
@@ -39,6 +48,11 @@ fn target(row: TargetRow) -> Result<ReportTarget, StoreError> {
         status: MessageStatus::parse(&status)
             .ok_or_else(|| StoreError::Corrupt("a stored message status is unknown".into()))?,
         provider_ref_index: index.and_then(|i| <[u8; 32]>::try_from(i.as_slice()).ok()),
+        purpose,
+        consent_event_id: consent_event
+            .as_deref()
+            .map(|e| id(e, ConsentEventId::parse))
+            .transpose()?,
     })
 }
 
@@ -47,17 +61,19 @@ impl CallbackStore for Database {
     async fn insert_callback(
         &self,
         entry: &InboxEntry,
+        purge_at: Timestamp,
         audit: &AuditRecord,
     ) -> Result<(), StoreError> {
         write_tx!(self, |tx| {
             sqlx::query(
                 "INSERT INTO provider_inbox (id, provider, body_ciphertext, received_at, attempts,
-                   due_at) VALUES ($1, $2, $3, $4, 0, $4)",
+                   due_at, purge_at) VALUES ($1, $2, $3, $4, 0, $4, $5)",
             )
             .bind(entry.id.as_str())
             .bind(&entry.provider)
             .bind(&entry.body_ciphertext)
             .bind(millis(entry.received_at))
+            .bind(millis(purge_at))
             .execute(&mut *tx)
             .await
             .map_err(from_sqlx)?;
@@ -131,7 +147,8 @@ impl CallbackStore for Database {
                 select_in!(
                     pool,
                     TargetRow,
-                    "SELECT id, integration_id, subject_id, status, provider_ref_index
+                    "SELECT id, integration_id, subject_id, status, provider_ref_index, purpose,
+                       consent_event_id
                      FROM messages WHERE provider_ref_index",
                     provider_ref_indexes,
                     |i: &[u8; 32]| i.to_vec()
@@ -143,7 +160,8 @@ impl CallbackStore for Database {
                 select_in!(
                     pool,
                     TargetRow,
-                    "SELECT id, integration_id, subject_id, status, provider_ref_index
+                    "SELECT id, integration_id, subject_id, status, provider_ref_index, purpose,
+                       consent_event_id
                      FROM messages WHERE id",
                     ids,
                     |i: &MessageId| i.as_str().to_owned()
@@ -245,6 +263,17 @@ impl CallbackStore for Database {
                 .execute(&mut *tx)
                 .await
                 .map_err(from_sqlx)?;
+                if let Some(owner) = &inbound.owner {
+                    crate::subjects::insert_link!(
+                        &mut *tx,
+                        &herald_domain::subjects::SubjectLink {
+                            subject_id: inbound.subject_id.clone(),
+                            integration_id: owner.clone(),
+                            reason: herald_domain::subjects::LinkReason::Inbound,
+                            at: inbound.received_at,
+                        }
+                    )?;
+                }
                 audit.push(inbound.audit.clone());
                 events.extend(inbound.event.iter());
                 // A keyword's consent changes and acknowledgement: only with a new message.
@@ -267,5 +296,130 @@ impl CallbackStore for Database {
                 .map_err(|e| StoreError::AuditUnavailable(Box::new(e)))?;
         });
         Ok(())
+    }
+
+    async fn dead_letter_callback(
+        &self,
+        callback: &CallbackId,
+        owner: &str,
+        reason: &str,
+        at: Timestamp,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError> {
+        write_tx!(self, |tx| {
+            let set_aside = sqlx::query(
+                "UPDATE provider_inbox SET dead_at = $3, dead_reason = $4, lease_owner = NULL
+                 WHERE id = $1 AND lease_owner = $2 AND dead_at IS NULL",
+            )
+            .bind(callback.as_str())
+            .bind(owner)
+            .bind(millis(at))
+            .bind(reason)
+            .execute(&mut *tx)
+            .await
+            .map_err(from_sqlx)?
+            .rows_affected()
+                == 1;
+            if set_aside {
+                AuditBulk::insert_pending(&mut *tx, std::slice::from_ref(audit))
+                    .await
+                    .map_err(|e| StoreError::AuditUnavailable(Box::new(e)))?;
+            }
+        });
+        Ok(())
+    }
+
+    async fn purge_callbacks(
+        &self,
+        now: Timestamp,
+        limit: u32,
+        audit: &(dyn Fn(u64) -> AuditRecord + Send + Sync),
+    ) -> Result<u64, StoreError> {
+        let purged = write_tx!(self, |tx| {
+            let purged = sqlx::query(
+                "DELETE FROM provider_inbox WHERE id IN (
+                   SELECT id FROM provider_inbox WHERE purge_at <= $1 ORDER BY purge_at LIMIT $2)",
+            )
+            .bind(millis(now))
+            .bind(i64::from(limit.max(1)))
+            .execute(&mut *tx)
+            .await
+            .map_err(from_sqlx)?
+            .rows_affected();
+            if purged > 0 {
+                AuditBulk::insert_pending(&mut *tx, &[audit(purged)])
+                    .await
+                    .map_err(|e| StoreError::AuditUnavailable(Box::new(e)))?;
+            }
+            purged
+        });
+        Ok(purged)
+    }
+
+    async fn stored_callbacks(&self) -> Result<Vec<InboxEntry>, StoreError> {
+        let rows: Vec<InboxRow> = read!(self, |pool| sqlx::query_as(
+            "SELECT id, provider, body_ciphertext, received_at, attempts FROM provider_inbox
+             ORDER BY id"
+        )
+        .fetch_all(pool)
+        .await
+        .map_err(from_sqlx)?);
+        rows.into_iter()
+            .map(|(cb, provider, body, received_at, attempts)| {
+                Ok(InboxEntry {
+                    id: id(&cb, CallbackId::parse)?,
+                    provider,
+                    body_ciphertext: body,
+                    received_at: time(received_at)?,
+                    attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+                })
+            })
+            .collect()
+    }
+
+    async fn replace_callback(
+        &self,
+        callback: &CallbackId,
+        body_ciphertext: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
+        write_tx!(self, |tx| {
+            match body_ciphertext {
+                Some(body) => {
+                    sqlx::query("UPDATE provider_inbox SET body_ciphertext = $2 WHERE id = $1")
+                        .bind(callback.as_str())
+                        .bind(body)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(from_sqlx)?
+                }
+                None => sqlx::query("DELETE FROM provider_inbox WHERE id = $1")
+                    .bind(callback.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(from_sqlx)?,
+            };
+        });
+        Ok(())
+    }
+
+    async fn last_sender(
+        &self,
+        subject: &SubjectId,
+        channel: Channel,
+        since: Timestamp,
+    ) -> Result<Option<IntegrationId>, StoreError> {
+        let row: Option<(String,)> = read!(self, |pool| sqlx::query_as(
+            "SELECT integration_id FROM messages
+             WHERE subject_id = $1 AND channel = $2 AND created_at >= $3 AND purpose <> $4
+             ORDER BY created_at DESC, id DESC LIMIT 1"
+        )
+        .bind(subject.as_str())
+        .bind(channel.as_str())
+        .bind(millis(since))
+        .bind(CONSENT_NOTICE_PURPOSE)
+        .fetch_optional(pool)
+        .await
+        .map_err(from_sqlx)?);
+        row.map(|(i,)| id(&i, IntegrationId::parse)).transpose()
     }
 }

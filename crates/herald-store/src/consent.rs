@@ -4,7 +4,8 @@
 use async_trait::async_trait;
 use herald_domain::clock::Timestamp;
 use herald_domain::consent::{
-    ConsentChange, ConsentState, Method, OptInCode, Standing, StoredConsent, StoredConsentEvent,
+    ConsentChange, ConsentState, Method, OptInCode, Origin, Standing, StoredConsent,
+    StoredConsentEvent,
 };
 use herald_domain::ids::{ConsentEventId, IntegrationId, SubjectId};
 use herald_domain::messages::{Channel, NewMessage};
@@ -26,8 +27,8 @@ macro_rules! write_consent_changes {
             sqlx::query(
                 "INSERT INTO consent_events (id, subject_id, purpose, channel, state, method,
                    notice_version, notice_hash, integration_id, evidence_ciphertext, captured_at,
-                   recorded_at, expires_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                   recorded_at, expires_at, origin, effective)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
             )
             .bind(change.event_id.as_str())
             .bind(change.subject_id.as_str())
@@ -42,38 +43,58 @@ macro_rules! write_consent_changes {
             .bind($crate::convert::millis(change.captured_at))
             .bind($crate::convert::millis(change.recorded_at))
             .bind($crate::convert::opt_millis(change.expires_at))
+            .bind(change.origin.as_str())
+            .bind(change.effective)
             .execute(&mut *$tx)
             .await
             .map_err($crate::from_sqlx)?;
-            let moved = match &change.previous {
-                None => sqlx::query(
+            let standing = &change.standing;
+            let moved = match (&change.previous, change.effective) {
+                (None, _) => sqlx::query(
                     "INSERT INTO consents (subject_id, purpose, channel, state, expires_at,
-                       event_id, updated_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)
+                       event_id, updated_at, effective_at, by_subject)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
                      ON CONFLICT (subject_id, purpose, channel) DO NOTHING",
                 )
                 .bind(change.subject_id.as_str())
                 .bind(&change.purpose)
                 .bind(change.channel.as_str())
-                .bind(change.state.as_str())
-                .bind($crate::convert::opt_millis(change.expires_at))
+                .bind(standing.state.as_str())
+                .bind($crate::convert::opt_millis(standing.expires_at))
                 .bind(change.event_id.as_str())
                 .bind($crate::convert::millis(change.recorded_at))
+                .bind($crate::convert::millis(standing.effective_at))
+                .bind(standing.by_subject)
                 .execute(&mut *$tx)
                 .await
                 .map_err($crate::from_sqlx)?,
-                Some(previous) => sqlx::query(
+                (Some(previous), true) => sqlx::query(
                     "UPDATE consents SET state = $4, expires_at = $5, event_id = $6,
-                       updated_at = $7
+                       updated_at = $7, effective_at = $9, by_subject = $10
                      WHERE subject_id = $1 AND purpose = $2 AND channel = $3 AND event_id = $8",
                 )
                 .bind(change.subject_id.as_str())
                 .bind(&change.purpose)
                 .bind(change.channel.as_str())
-                .bind(change.state.as_str())
-                .bind($crate::convert::opt_millis(change.expires_at))
+                .bind(standing.state.as_str())
+                .bind($crate::convert::opt_millis(standing.expires_at))
                 .bind(change.event_id.as_str())
                 .bind($crate::convert::millis(change.recorded_at))
+                .bind(previous.as_str())
+                .bind($crate::convert::millis(standing.effective_at))
+                .bind(standing.by_subject)
+                .execute(&mut *$tx)
+                .await
+                .map_err($crate::from_sqlx)?,
+                // A stale event leaves the standing, but was judged against it: it must still
+                // be the one it was derived from.
+                (Some(previous), false) => sqlx::query(
+                    "UPDATE consents SET event_id = event_id
+                     WHERE subject_id = $1 AND purpose = $2 AND channel = $3 AND event_id = $4",
+                )
+                .bind(change.subject_id.as_str())
+                .bind(&change.purpose)
+                .bind(change.channel.as_str())
                 .bind(previous.as_str())
                 .execute(&mut *$tx)
                 .await
@@ -82,6 +103,18 @@ macro_rules! write_consent_changes {
             if moved.rows_affected() != 1 {
                 result = Err(herald_domain::store::StoreError::Conflict);
                 break;
+            }
+            // Recording consent for a subject links the integration to it.
+            if let Some(integration) = &change.integration_id {
+                $crate::subjects::insert_link!(
+                    &mut *$tx,
+                    &herald_domain::subjects::SubjectLink {
+                        subject_id: change.subject_id.clone(),
+                        integration_id: integration.clone(),
+                        reason: herald_domain::subjects::LinkReason::Consent,
+                        at: change.recorded_at,
+                    }
+                )?;
             }
             $crate::audit::insert_audit!(&mut *$tx, &change.audit)?;
         }
@@ -101,8 +134,9 @@ macro_rules! insert_internal_messages {
             sqlx::query(
                 "INSERT INTO messages (id, integration_id, subject_id, channel, purpose, kind,
                    template_name, template_language, content_ciphertext, phi, status, due_at,
-                   created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'queued', $11, $11, $11)",
+                   created_at, updated_at, consent_event_id, business_initiated)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'queued', $11, $11, $11, $12,
+                         $13)",
             )
             .bind(m.id.as_str())
             .bind(m.integration_id.as_str())
@@ -115,6 +149,8 @@ macro_rules! insert_internal_messages {
             .bind(&m.content_ciphertext)
             .bind(m.phi)
             .bind(created)
+            .bind(m.consent_event_id.as_ref().map(|e| e.as_str()))
+            .bind(m.business_initiated)
             .execute(&mut *$tx)
             .await
             .map_err($crate::from_sqlx)?;
@@ -133,11 +169,22 @@ macro_rules! insert_internal_messages {
 
 pub(crate) use insert_internal_messages;
 
-pub(crate) type ConsentRow = (String, String, String, String, Option<i64>, String, i64);
+pub(crate) type ConsentRow = (
+    String,
+    String,
+    String,
+    String,
+    Option<i64>,
+    String,
+    i64,
+    i64,
+    bool,
+);
 
 macro_rules! consent_columns {
     () => {
-        "subject_id, purpose, channel, state, expires_at, event_id, updated_at"
+        "subject_id, purpose, channel, state, expires_at, event_id, updated_at, effective_at,
+         by_subject"
     };
 }
 
@@ -151,7 +198,17 @@ fn state(value: &str) -> Result<ConsentState, StoreError> {
 }
 
 pub(crate) fn consent(row: ConsentRow) -> Result<StoredConsent, StoreError> {
-    let (subject_id, purpose, channel_name, state_name, expires_at, event_id, updated_at) = row;
+    let (
+        subject_id,
+        purpose,
+        channel_name,
+        state_name,
+        expires_at,
+        event_id,
+        updated_at,
+        effective_at,
+        by_subject,
+    ) = row;
     Ok(StoredConsent {
         subject_id: id(&subject_id, SubjectId::parse)?,
         purpose,
@@ -159,6 +216,8 @@ pub(crate) fn consent(row: ConsentRow) -> Result<StoredConsent, StoreError> {
         standing: Standing {
             state: state(&state_name)?,
             expires_at: opt_time(expires_at)?,
+            effective_at: time(effective_at)?,
+            by_subject,
         },
         event_id: id(&event_id, ConsentEventId::parse)?,
         updated_at: time(updated_at)?,
@@ -178,6 +237,8 @@ type EventRow = (
     i64,
     i64,
     Option<i64>,
+    String,
+    bool,
 );
 
 fn event(row: EventRow) -> Result<StoredConsentEvent, StoreError> {
@@ -194,8 +255,13 @@ fn event(row: EventRow) -> Result<StoredConsentEvent, StoreError> {
         captured_at,
         recorded_at,
         expires_at,
+        origin,
+        effective,
     ) = row;
     Ok(StoredConsentEvent {
+        origin: Origin::parse(&origin)
+            .ok_or_else(|| StoreError::Corrupt("a stored consent origin is unknown".into()))?,
+        effective,
         id: id(&event_id, ConsentEventId::parse)?,
         purpose,
         channel: channel(&channel_name)?,
@@ -275,7 +341,8 @@ impl ConsentStore for Database {
     ) -> Result<Vec<StoredConsentEvent>, StoreError> {
         let rows: Vec<EventRow> = read!(self, |pool| sqlx::query_as(
             "SELECT id, purpose, channel, state, method, notice_version, notice_hash,
-               integration_id, evidence_ciphertext, captured_at, recorded_at, expires_at
+               integration_id, evidence_ciphertext, captured_at, recorded_at, expires_at, origin,
+               effective
              FROM consent_events WHERE subject_id = $1 ORDER BY seq"
         )
         .bind(subject.as_str())

@@ -24,6 +24,7 @@ type ClaimRow = (
     Option<Vec<u8>>,
     String,
     String,
+    bool,
 );
 
 /// Claims due messages: the inner select picks them (PostgreSQL skipping rows another node is
@@ -40,7 +41,7 @@ macro_rules! claim_sql {
             $lock,
             ")
              RETURNING id, integration_id, subject_id, attempts, created_at, content_ciphertext,
-               purpose, channel"
+               purpose, channel, business_initiated"
         )
     };
 }
@@ -55,36 +56,49 @@ type SubjectConsentRow = (
     Option<String>,
     Option<String>,
     Option<i64>,
+    Option<i64>,
+    Option<bool>,
 );
 
 fn claimed(row: ClaimRow, subjects: &[SubjectConsentRow]) -> Result<ClaimedMessage, StoreError> {
-    let (message_id, integration_id, subject_id, attempts, created_at, content, purpose, channel) =
-        row;
+    let (
+        message_id,
+        integration_id,
+        subject_id,
+        attempts,
+        created_at,
+        content,
+        purpose,
+        channel,
+        business_initiated,
+    ) = row;
     let subject = subjects.iter().find(|(s, ..)| *s == subject_id);
-    // The purpose's consent as it stands now: a withdrawal since the message was accepted
-    // cancels it before this attempt.
-    let consent = subjects
-        .iter()
-        .find(|(s, _, _, p, c, ..)| {
-            *s == subject_id
-                && p.as_deref() == Some(purpose.as_str())
-                && c.as_deref() == Some(channel.as_str())
-        })
-        .map(|(.., state, expires_at)| -> Result<Standing, StoreError> {
-            Ok(Standing {
-                state: state
-                    .as_deref()
-                    .and_then(ConsentState::parse)
-                    .ok_or_else(|| {
-                        StoreError::Corrupt("a stored consent state is unknown".into())
-                    })?,
-                expires_at: opt_time(*expires_at)?,
-            })
-        })
-        .transpose()?;
+    // The subject's records on the channel as they stand now: a withdrawal since the message
+    // was accepted cancels it before this attempt.
+    let mut consents: Vec<(String, Standing)> = Vec::new();
+    for (s, _, _, p, c, state, expires_at, effective_at, by_subject) in subjects {
+        let (Some(p), Some(state)) = (p, state) else {
+            continue;
+        };
+        if *s != subject_id || c.as_deref() != Some(channel.as_str()) {
+            continue;
+        }
+        if consents.iter().any(|(known, _)| known == p) {
+            continue;
+        }
+        let standing = Standing {
+            state: ConsentState::parse(state)
+                .ok_or_else(|| StoreError::Corrupt("a stored consent state is unknown".into()))?,
+            expires_at: opt_time(*expires_at)?,
+            effective_at: time(effective_at.unwrap_or(0))?,
+            by_subject: by_subject.unwrap_or(false),
+        };
+        consents.push((p.clone(), standing));
+    }
     Ok(ClaimedMessage {
         purpose,
-        consent,
+        consents,
+        business_initiated,
         id: id(&message_id, MessageId::parse)?,
         integration_id: id(&integration_id, IntegrationId::parse)?,
         subject_id: id(&subject_id, SubjectId::parse)?,
@@ -125,7 +139,7 @@ impl DeliveryStore for Database {
             pool,
             SubjectConsentRow,
             "SELECT s.id, s.phone_ciphertext, s.restricted, c.purpose, c.channel, c.state,
-               c.expires_at
+               c.expires_at, c.effective_at, c.by_subject
              FROM subjects AS s LEFT JOIN consents AS c ON c.subject_id = s.id
              WHERE s.id",
             &subject_ids,

@@ -47,6 +47,11 @@ pub const SQLITE: &[(i64, &str, &str)] = &[
         "subject_rights",
         include_str!("../migrations/sqlite/0007_subject_rights.sql"),
     ),
+    (
+        8,
+        "trust_boundaries",
+        include_str!("../migrations/sqlite/0008_trust_boundaries.sql"),
+    ),
 ];
 
 pub const POSTGRES: &[(i64, &str, &str)] = &[
@@ -84,6 +89,11 @@ pub const POSTGRES: &[(i64, &str, &str)] = &[
         7,
         "subject_rights",
         include_str!("../migrations/postgres/0007_subject_rights.sql"),
+    ),
+    (
+        8,
+        "trust_boundaries",
+        include_str!("../migrations/postgres/0008_trust_boundaries.sql"),
     ),
 ];
 

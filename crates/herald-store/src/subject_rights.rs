@@ -3,7 +3,9 @@
 use async_trait::async_trait;
 use herald_domain::clock::Timestamp;
 use herald_domain::ids::SubjectId;
-use herald_domain::rights::data::{AttemptData, AuditData, EventData, InboundData, MessageData};
+use herald_domain::rights::data::{
+    AttemptData, AuditData, EventData, InboundData, LinkData, MessageData,
+};
 use herald_domain::rights::{
     Erasure, ErasureTally, LegalHoldChange, Rectification, Rectified, RestrictionChange,
     SealErasure, SubjectData, SubjectStanding,
@@ -195,8 +197,16 @@ macro_rules! subject_rows {
             .fetch_all(pool)
             .await
             .map_err(from_sqlx)?;
+        let links: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT integration_id, reason, linked_at FROM subject_links WHERE subject_id = $1
+             ORDER BY linked_at, integration_id",
+        )
+        .bind(subject)
+        .fetch_all(pool)
+        .await
+        .map_err(from_sqlx)?;
         (
-            standing, messages, history, attempts, inbound, events, requests, audit,
+            standing, messages, history, attempts, inbound, events, requests, audit, links,
         )
     }};
 }
@@ -454,7 +464,7 @@ impl SubjectRightsStore for Database {
                  ORDER BY seq"
             }
         };
-        let (standing_row, messages, history, attempts, inbound, events, requests, audit) = read!(
+        let (standing_row, messages, history, attempts, inbound, events, requests, audit, links) = read!(
             self,
             |pool| subject_rows!(pool, subject.as_str(), &like, audit_sql)
         );
@@ -536,9 +546,20 @@ impl SubjectRightsStore for Database {
                 })
             })
             .collect::<Result<_, StoreError>>()?;
+        let links = links
+            .into_iter()
+            .map(|(integration, reason, at)| {
+                Ok(LinkData {
+                    integration_id: integration,
+                    reason,
+                    linked_at: time(at)?,
+                })
+            })
+            .collect::<Result<_, StoreError>>()?;
         Ok(Some(SubjectData {
             standing,
             phone_ciphertext,
+            links,
             messages: out_messages,
             inbound_messages,
             events,

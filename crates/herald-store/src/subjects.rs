@@ -1,12 +1,34 @@
 use async_trait::async_trait;
 use herald_domain::audit::AuditRecord;
 use herald_domain::clock::Timestamp;
-use herald_domain::ids::SubjectId;
+use herald_domain::ids::{IntegrationId, SubjectId};
 use herald_domain::store::{NewSubject, StoreError, SubjectInsert, SubjectRecord, SubjectStore};
+use herald_domain::subjects::SubjectLink;
 
 use crate::audit::insert_audit;
 use crate::convert::{id, millis, opt_time, time};
 use crate::{Database, from_sqlx, read, select_in, write_tx};
+
+/// Links an integration to a subject inside the caller's transaction (no-op if linked).
+macro_rules! insert_link {
+    ($executor:expr, $link:expr) => {{
+        let link: &herald_domain::subjects::SubjectLink = $link;
+        sqlx::query(
+            "INSERT INTO subject_links (subject_id, integration_id, reason, linked_at)
+             VALUES ($1, $2, $3, $4) ON CONFLICT (subject_id, integration_id) DO NOTHING",
+        )
+        .bind(link.subject_id.as_str())
+        .bind(link.integration_id.as_str())
+        .bind(link.reason.as_str())
+        .bind($crate::convert::millis(link.at))
+        .execute($executor)
+        .await
+        .map(|_| ())
+        .map_err($crate::from_sqlx)
+    }};
+}
+
+pub(crate) use insert_link;
 
 type SubjectRow = (String, i64, bool, Option<i64>);
 
@@ -36,21 +58,40 @@ type JoinedConsent = (
     Option<i64>,
     Option<String>,
     Option<i64>,
+    Option<i64>,
+    Option<bool>,
 );
 
 /// `LEFT JOIN consents`: the send path reads a subject and its consent records in one query.
 macro_rules! joined_consent_columns {
     () => {
-        ", c.purpose, c.channel, c.state, c.expires_at, c.event_id, c.updated_at
+        ", c.purpose, c.channel, c.state, c.expires_at, c.event_id, c.updated_at,
+           c.effective_at, c.by_subject
          FROM subjects AS s LEFT JOIN consents AS c ON c.subject_id = s.id"
     };
 }
 
 /// Adds a joined consent row to its subject (the padded IN list may repeat rows).
 fn attach(record: &mut SubjectRecord, joined: JoinedConsent) -> Result<(), StoreError> {
-    let (purpose, channel, state, expires_at, event_id, updated_at) = joined;
-    let (Some(purpose), Some(channel), Some(state), Some(event_id), Some(updated_at)) =
-        (purpose, channel, state, event_id, updated_at)
+    let (purpose, channel, state, expires_at, event_id, updated_at, effective_at, by_subject) =
+        joined;
+    let (
+        Some(purpose),
+        Some(channel),
+        Some(state),
+        Some(event_id),
+        Some(updated_at),
+        Some(effective_at),
+        Some(by_subject),
+    ) = (
+        purpose,
+        channel,
+        state,
+        event_id,
+        updated_at,
+        effective_at,
+        by_subject,
+    )
     else {
         return Ok(());
     };
@@ -62,6 +103,8 @@ fn attach(record: &mut SubjectRecord, joined: JoinedConsent) -> Result<(), Store
         expires_at,
         event_id,
         updated_at,
+        effective_at,
+        by_subject,
     ))?;
     if !record.consents.contains(&consent) {
         record.consents.push(consent);
@@ -90,6 +133,8 @@ impl SubjectStore for Database {
             Option<i64>,
             Option<String>,
             Option<i64>,
+            Option<i64>,
+            Option<bool>,
         );
         let rows: Vec<Row> = read!(self, |pool| select_in!(
             pool,
@@ -104,12 +149,12 @@ impl SubjectStore for Database {
         )?);
         let mut found: std::collections::HashMap<Vec<u8>, SubjectRecord> =
             std::collections::HashMap::with_capacity(rows.len());
-        for (a, b, c, d, index, e, f, g, h, i, j) in rows {
+        for (a, b, c, d, index, e, f, g, h, i, j, k, l) in rows {
             let record = match found.entry(index) {
                 std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
                 std::collections::hash_map::Entry::Vacant(v) => v.insert(subject((a, b, c, d))?),
             };
-            attach(record, (e, f, g, h, i, j))?;
+            attach(record, (e, f, g, h, i, j, k, l))?;
         }
         Ok(indexes
             .iter()
@@ -148,6 +193,9 @@ impl SubjectStore for Database {
                 .execute(&mut *tx)
                 .await
                 .map_err(from_sqlx)?;
+                if let Some(link) = &new.link {
+                    insert_link!(&mut *tx, link)?;
+                }
                 insert_audit!(&mut *tx, audit)?;
                 None
             } else {
@@ -206,6 +254,8 @@ impl SubjectStore for Database {
             Option<i64>,
             Option<String>,
             Option<i64>,
+            Option<i64>,
+            Option<bool>,
         );
         let rows: Vec<Row> = read!(self, |pool| select_in!(
             pool,
@@ -220,7 +270,7 @@ impl SubjectStore for Database {
         )?);
         let mut found: std::collections::HashMap<SubjectId, (SubjectRecord, Option<Timestamp>)> =
             std::collections::HashMap::with_capacity(rows.len());
-        for (a, b, c, d, erased_at, e, f, g, h, i, j) in rows {
+        for (a, b, c, d, erased_at, e, f, g, h, i, j, k, l) in rows {
             let record = subject((a, b, c, d))?;
             let entry = match found.entry(record.id.clone()) {
                 std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
@@ -228,7 +278,7 @@ impl SubjectStore for Database {
                     v.insert((record, opt_time(erased_at)?))
                 }
             };
-            attach(&mut entry.0, (e, f, g, h, i, j))?;
+            attach(&mut entry.0, (e, f, g, h, i, j, k, l))?;
         }
         Ok(ids.iter().map(|id| found.get(id).cloned()).collect())
     }
@@ -245,5 +295,26 @@ impl SubjectStore for Database {
         .await
         .map_err(from_sqlx)?);
         Ok(row.and_then(|(c,)| c))
+    }
+
+    async fn subject_linked(
+        &self,
+        subject: &SubjectId,
+        integration: &IntegrationId,
+    ) -> Result<bool, StoreError> {
+        let row: Option<(String,)> = read!(self, |pool| sqlx::query_as(
+            "SELECT reason FROM subject_links WHERE subject_id = $1 AND integration_id = $2"
+        )
+        .bind(subject.as_str())
+        .bind(integration.as_str())
+        .fetch_optional(pool)
+        .await
+        .map_err(from_sqlx)?);
+        Ok(row.is_some())
+    }
+
+    async fn link_subject(&self, link: &SubjectLink) -> Result<(), StoreError> {
+        write_tx!(self, |tx| insert_link!(&mut *tx, link)?);
+        Ok(())
     }
 }

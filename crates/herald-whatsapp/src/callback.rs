@@ -17,9 +17,22 @@ use serde_json::{Map, Value};
 
 use crate::errors::status_failure_code;
 
-/// Parses WhatsApp Cloud API callbacks.
+/// Parses WhatsApp Cloud API callbacks for one business number: changes whose
+/// `metadata.phone_number_id` names another number are reported as
+/// [`ProviderReport::ForeignNumber`] (a shared Meta app, a misrouted subscription), never acted
+/// on. Without a number (`Default`), every change is accepted — for parsing tests only.
 #[derive(Debug, Default)]
-pub struct WhatsappCallbacks;
+pub struct WhatsappCallbacks {
+    phone_number_id: Option<String>,
+}
+
+impl WhatsappCallbacks {
+    pub fn new(phone_number_id: &str) -> Self {
+        Self {
+            phone_number_id: Some(phone_number_id.to_owned()),
+        }
+    }
+}
 
 pub const PROVIDER: &str = "whatsapp";
 
@@ -301,8 +314,27 @@ fn preference(value: &Value) -> ProviderReport {
     })
 }
 
-/// Every report in one callback body.
+/// Every report in one callback body (any business number).
 pub fn parse(body: &[u8]) -> Result<Vec<ProviderReport>, CallbackError> {
+    parse_for(body, None)
+}
+
+/// Whether a change's value is for `ours` (no number configured: any).
+fn for_us(value: &Value, ours: Option<&str>) -> bool {
+    match ours {
+        None => true,
+        Some(ours) => {
+            value
+                .get("metadata")
+                .and_then(|m| text(m, "phone_number_id"))
+                == Some(ours)
+        }
+    }
+}
+
+/// Every report in one callback body; those for another business number than `ours` become
+/// [`ProviderReport::ForeignNumber`], one per report they carried.
+pub fn parse_for(body: &[u8], ours: Option<&str>) -> Result<Vec<ProviderReport>, CallbackError> {
     let root: Value =
         serde_json::from_slice(body).map_err(|_| CallbackError { provider: PROVIDER })?;
     let mut reports = Vec::new();
@@ -317,6 +349,16 @@ pub fn parse(body: &[u8]) -> Result<Vec<ProviderReport>, CallbackError> {
                 reports.push(ignored("change.without_value"));
                 continue;
             };
+            if matches!(field, "messages" | "user_preferences") && !for_us(value, ours) {
+                let carried = list(value, "messages").len()
+                    + list(value, "statuses").len()
+                    + list(value, "user_preferences").len();
+                reports.extend(std::iter::repeat_n(
+                    ProviderReport::ForeignNumber,
+                    carried.max(1),
+                ));
+                continue;
+            }
             if field == "user_preferences" {
                 for p in list(value, "user_preferences") {
                     reports.push(preference(p));
@@ -343,13 +385,73 @@ pub fn parse(body: &[u8]) -> Result<Vec<ProviderReport>, CallbackError> {
     Ok(reports)
 }
 
+/// The body without what it says about `e164` (see [`CallbackParser::redact`]).
+#[allow(clippy::option_option)]
+pub fn redact(body: &[u8], e164: &str) -> Option<Option<Vec<u8>>> {
+    let Ok(mut root) = serde_json::from_slice::<Value>(body) else {
+        // Unreadable: it cannot be shown not to mention the number.
+        return Some(None);
+    };
+    let digits: String = e164.chars().filter(char::is_ascii_digit).collect();
+    let theirs = |v: Option<&str>| {
+        v.is_some_and(|n| n.chars().filter(char::is_ascii_digit).collect::<String>() == digits)
+    };
+    let mut removed = false;
+    let mut left = 0usize;
+    let entries = root
+        .get_mut("entry")
+        .and_then(Value::as_array_mut)
+        .map(std::mem::take)
+        .unwrap_or_default();
+    let mut kept_entries = Vec::with_capacity(entries.len());
+    for mut entry in entries {
+        if let Some(changes) = entry.get_mut("changes").and_then(Value::as_array_mut) {
+            for change in changes.iter_mut() {
+                let Some(value) = change.get_mut("value").and_then(Value::as_object_mut) else {
+                    continue;
+                };
+                for (key, who) in [
+                    ("messages", "from"),
+                    ("contacts", "wa_id"),
+                    ("statuses", "recipient_id"),
+                    ("user_preferences", "wa_id"),
+                ] {
+                    if let Some(items) = value.get_mut(key).and_then(Value::as_array_mut) {
+                        let before = items.len();
+                        items.retain(|item| !theirs(text(item, who)));
+                        removed |= items.len() != before;
+                        if key != "contacts" {
+                            left += items.len();
+                        }
+                    }
+                }
+            }
+        }
+        kept_entries.push(entry);
+    }
+    if let Some(object) = root.as_object_mut() {
+        object.insert("entry".to_owned(), Value::Array(kept_entries));
+    }
+    if !removed {
+        return None;
+    }
+    if left == 0 {
+        return Some(None);
+    }
+    Some(serde_json::to_vec(&root).ok())
+}
+
 impl CallbackParser for WhatsappCallbacks {
     fn provider(&self) -> &'static str {
         PROVIDER
     }
 
     fn parse(&self, body: &[u8]) -> Result<Vec<ProviderReport>, CallbackError> {
-        parse(body)
+        parse_for(body, self.phone_number_id.as_deref())
+    }
+
+    fn redact(&self, body: &[u8], e164: &str) -> Option<Option<Vec<u8>>> {
+        redact(body, e164)
     }
 }
 

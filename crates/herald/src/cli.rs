@@ -12,7 +12,7 @@ use chrono::SecondsFormat;
 use clap::{Args, Parser, Subcommand};
 use herald_crypto::RootKeyRing;
 use herald_domain::audit::{Initiator, Report};
-use herald_domain::auth::{ApiKeyRecord, IntegrationRecord, Scope, Scopes};
+use herald_domain::auth::{ApiKeyRecord, IntegrationRecord, Manager, Scope, Scopes};
 use herald_domain::clock::{Clock, SystemClock, Timestamp};
 use herald_domain::ids::{ApiKeyId, SubjectId};
 use herald_domain::keys;
@@ -446,6 +446,7 @@ async fn admin(config: Config, command: Command) -> anyhow::Result<()> {
                     &integration.id,
                     Scopes::new(scopes),
                     expires_in_days,
+                    Manager::Operator,
                     &Initiator::admin(),
                 )
                 .await?;
@@ -477,7 +478,11 @@ async fn admin(config: Config, command: Command) -> anyhow::Result<()> {
                 None => None,
             };
             let integration = integration.as_ref();
-            let keys = all_pages(|page| async move { auth.keys(integration, &page).await }).await?;
+            let keys =
+                all_pages(
+                    |page| async move { auth.keys(integration, &page, Manager::Operator).await },
+                )
+                .await?;
             if output.json {
                 emit_json(&json!({"data": keys.iter().map(key_json).collect::<Vec<_>>()}))?;
             } else {
@@ -502,7 +507,9 @@ async fn admin(config: Config, command: Command) -> anyhow::Result<()> {
         }
         Command::Keys(KeysCommand::Revoke { id, output }) => {
             let id = ApiKeyId::parse(&id).context("not an API key id (key_…)")?;
-            let (record, _) = auth.revoke_key(&id, &Initiator::admin()).await?;
+            let (record, _) = auth
+                .revoke_key(&id, Manager::Operator, &Initiator::admin())
+                .await?;
             if output.json {
                 emit_json(&key_json(&record))?;
             } else {

@@ -287,9 +287,18 @@ impl Herald {
             Arc::new(consents.clone()),
         );
         let owner = workers::node_owner()?;
+        if let Some(name) = &config.inbound.default_integration
+            && auth.resolve_integration(name).await.is_err()
+        {
+            tracing::warn!(
+                "inbound.default_integration names no integration yet: until it is created, customers' messages outside a conversation reach nobody"
+            );
+        }
         let mut parsers: Vec<Arc<dyn CallbackParser>> = vec![Arc::new(SandboxCallbacks)];
-        if config.whatsapp.is_some() {
-            parsers.push(Arc::new(herald_whatsapp::WhatsappCallbacks));
+        if let Some(whatsapp) = &config.whatsapp {
+            parsers.push(Arc::new(herald_whatsapp::WhatsappCallbacks::new(
+                &whatsapp.phone_number_id,
+            )));
         }
         let reports = Reports::new(
             Arc::clone(&store),
@@ -308,6 +317,9 @@ impl Herald {
                 lease: delta(config.delivery.lease),
                 keep_content: delta(config.retention.message_bodies),
                 keep_inbound: delta(config.retention.inbound_bodies),
+                default_inbound: config.inbound.default_integration.clone(),
+                max_attempts: config.callbacks.max_attempts.max(1),
+                keep_callbacks: delta(config.retention.callbacks),
             },
             owner.clone(),
         );

@@ -168,7 +168,7 @@ macro_rules! actions {
 
 actions! {
     ApiRequest => "api.request", "An authenticated API call that changed nothing (reads, refused writes): method, route template, status.";
-    AuthFailed => "auth.failed", "An API call without a valid credential: missing, malformed, unknown, revoked or expired (reason).";
+    AuthFailed => "auth.failed", "API calls without a valid credential: missing, malformed, unknown, revoked or expired (reason, source: the caller's address truncated to /24 or /48, count: calls in the window, window_seconds). At most two entries per source and reason per minute: the first, then one with the rest of the count.";
     AuthForbidden => "auth.forbidden", "An API call with a valid credential lacking the required scope (required_scope).";
     SubjectRegistered => "subject.registered", "A subject was registered by phone number, or found already registered (created).";
     SubjectLookedUp => "subject.looked_up", "A subject was looked up by phone number (found).";
@@ -201,13 +201,16 @@ actions! {
     MessageInbound => "message.inbound", "A subject's message arrived and was stored encrypted; it opens the 24-hour window (kind, channel).";
     MessagesPurged => "messages.content_purged", "Message bodies past their retention were deleted; metadata stays (outbound, inbound).";
     ProviderWebhookReceived => "provider_webhook.received", "A signed provider callback was stored for processing (provider, bytes).";
-    ProviderWebhookRejected => "provider_webhook.rejected", "A provider callback failed its signature check and was discarded unread (provider, reason).";
-    ProviderWebhookProcessed => "provider_webhook.processed", "A stored provider callback was processed (statuses, inbound, ignored, unsupported).";
+    ProviderWebhookRejected => "provider_webhook.rejected", "Provider callbacks that failed their signature check and were discarded unread (provider, reason, source, count, window_seconds), aggregated as auth.failed.";
+    ProviderWebhookProcessed => "provider_webhook.processed", "A stored provider callback was processed (statuses, inbound, ignored, preferences, unknown_messages, unusable_numbers, foreign_numbers, unparseable).";
+    ProviderWebhookDeadLettered => "provider_webhook.dead_lettered", "A stored provider callback failed processing too often and was set aside with its reason (callback_id, attempts, reason); purged with the inbox retention.";
+    ProviderInboxPurged => "provider_inbox.purged", "Stored provider callbacks past the inbox retention (dead-lettered ones included) were deleted (count).";
     WebhookEndpointCreated => "webhook_endpoint.created", "An integrator webhook endpoint was registered (events).";
     WebhookDelivered => "webhook.delivered", "An event reached an integrator endpoint (event_type, attempt, http_status).";
     WebhookAttemptFailed => "webhook.attempt_failed", "An event delivery attempt failed and will be retried (event_type, attempt, http_status, retry_in_seconds).";
     WebhookFailed => "webhook.failed", "An event was given up for an endpoint (event_type, attempts, reason).";
-    ConsentChanged => "consent.changed", "A consent record changed (purpose, channel, state, method, notice_version, notice_sha256, consent_event_id).";
+    ConsentChanged => "consent.changed", "A consent event was recorded (purpose, channel, state, method, origin, effective: false when older than the record's latest event and so kept as history only, notice_version, notice_sha256, consent_event_id).";
+    ConsentRefused => "consent.refused", "A consent change was refused (code: subject_opted_out, rate_limited; purpose, channel).";
     OptInCodeIssued => "consent.opt_in_code_issued", "A user-initiated opt-in code was issued (purpose, channel, notice_version, expires_at).";
     RightsRequestLogged => "rights_request.logged", "A data-subject rights request was logged (request_id, kind, due_at).";
     RightsRequestExtended => "rights_request.extended", "A rights request's due date was extended, the reason recorded encrypted (request_id, kind, due_at, extended_months).";

@@ -77,6 +77,37 @@ pub struct Principal {
     pub scopes: Scopes,
 }
 
+impl Principal {
+    /// The bootstrap superuser (`admin`): every scope, every integration's resources, every
+    /// subject.
+    pub fn is_admin(&self) -> bool {
+        self.scopes.is_admin()
+    }
+
+    pub fn may(&self, scope: Scope) -> bool {
+        self.scopes.allows(scope)
+    }
+}
+
+/// Who manages integrations and keys: the local operator (the command line, which holds the
+/// database and the root key anyway) or an API key with `integrations:manage` or `admin`.
+#[derive(Debug, Clone, Copy)]
+pub enum Manager<'a> {
+    Operator,
+    Key(&'a Principal),
+}
+
+impl Manager<'_> {
+    /// Only an operator or an admin key reaches the `admin` integration or grants `admin`: a
+    /// key manager provisions integrations without becoming the superuser.
+    fn is_superuser(self) -> bool {
+        match self {
+            Manager::Operator => true,
+            Manager::Key(principal) => principal.is_admin(),
+        }
+    }
+}
+
 /// Why a credential was refused. For logs and the audit trail; the caller only ever learns
 /// "unauthorized", so probing cannot tell a revoked key from an unknown one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -107,6 +138,9 @@ pub enum AuthError {
     IntegrationNotFound,
     #[error("API key not found")]
     KeyNotFound,
+    /// A key manager without `admin` asked to grant `admin`.
+    #[error("only an admin key may grant the admin scope")]
+    AdminGrantRefused,
     #[error(transparent)]
     Unauthorized(#[from] Unauthorized),
     #[error(transparent)]
@@ -263,6 +297,20 @@ impl Auth {
             .ok_or(AuthError::IntegrationNotFound)
     }
 
+    /// The integration `by` may manage: any but `admin`'s own, which only the superuser
+    /// reaches (to anyone else it does not exist).
+    pub async fn managed_integration(
+        &self,
+        id: &IntegrationId,
+        by: Manager<'_>,
+    ) -> Result<IntegrationRecord, AuthError> {
+        let record = self.integration(id).await?;
+        if record.name == ADMIN_INTEGRATION && !by.is_superuser() {
+            return Err(AuthError::IntegrationNotFound);
+        }
+        Ok(record)
+    }
+
     /// Finds an integration by id (`int_…`) or by name, for the command line.
     pub async fn resolve_integration(
         &self,
@@ -308,14 +356,19 @@ impl Auth {
     }
 
     /// Issues a key for an integration. The token in the result is shown once and never again.
+    /// A key manager that is not `admin` may grant any scope but `admin`.
     pub async fn issue_key(
         &self,
         integration_id: &IntegrationId,
         scopes: Scopes,
         lifetime_days: Option<u32>,
+        by: Manager<'_>,
         initiator: &Initiator,
     ) -> Result<IssuedApiKey, AuthError> {
-        self.integration(integration_id).await?;
+        self.managed_integration(integration_id, by).await?;
+        if scopes.is_admin() && !by.is_superuser() {
+            return Err(AuthError::AdminGrantRefused);
+        }
         let (new, token) = self.new_key(integration_id, scopes, lifetime_days)?;
         let audit = AuditRecord::new(&key_created(initiator, &new.record), new.record.created_at);
         self.store.insert_api_key(&new, &audit).await?;
@@ -368,20 +421,34 @@ impl Auth {
         &self,
         integration: Option<&IntegrationId>,
         page: &PageRequest,
+        by: Manager<'_>,
     ) -> Result<Vec<ApiKeyRecord>, AuthError> {
         if let Some(id) = integration {
-            self.integration(id).await?;
+            self.managed_integration(id, by).await?;
         }
         Ok(self.store.api_keys(integration, page).await?)
     }
 
     /// Revokes a key; from the next request on it is refused. Revoking twice keeps the first
     /// revocation time. Returns the key and whether this call revoked it (and recorded that).
+    /// The `admin` integration's keys exist only for the superuser: a key manager cannot lock
+    /// the operator out.
     pub async fn revoke_key(
         &self,
         id: &ApiKeyId,
+        by: Manager<'_>,
         initiator: &Initiator,
     ) -> Result<(ApiKeyRecord, bool), AuthError> {
+        let key = self
+            .store
+            .api_key(id)
+            .await?
+            .ok_or(AuthError::KeyNotFound)?;
+        match self.managed_integration(&key.integration_id, by).await {
+            Ok(_) => {}
+            Err(AuthError::IntegrationNotFound) => return Err(AuthError::KeyNotFound),
+            Err(e) => return Err(e),
+        }
         let now = self.clock.now();
         let event = AuditEvent::new(initiator, Action::ApiKeyRevoked, Outcome::Success)
             .target(Target::ApiKey(id.clone()));

@@ -1,5 +1,7 @@
 //! Scopes: what a credential may do. A key holds only the scopes it was issued with; `admin`
-//! includes every other scope.
+//! includes every other scope, and no other scope implies another (least privilege: reading a
+//! subject does not export it, erasing does not place holds, managing keys reads no personal
+//! data).
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -14,12 +16,20 @@ pub enum Scope {
     SubjectsRead,
     SubjectsWrite,
     SubjectsErase,
+    /// The decrypted export of everything held about a subject (GDPR Art. 15/20).
+    SubjectsExport,
+    /// Placing and releasing legal holds: the hold exists to stop erasure, so whoever may erase
+    /// must not be able to lift it.
+    SubjectsHold,
     AuditRead,
+    /// Integrations, their keys and webhook endpoints: an operator's provisioning, no personal
+    /// data.
+    IntegrationsManage,
     Admin,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 9] = [
+    pub const ALL: [Scope; 12] = [
         Scope::MessagesSend,
         Scope::MessagesRead,
         Scope::ConsentsRead,
@@ -27,7 +37,10 @@ impl Scope {
         Scope::SubjectsRead,
         Scope::SubjectsWrite,
         Scope::SubjectsErase,
+        Scope::SubjectsExport,
+        Scope::SubjectsHold,
         Scope::AuditRead,
+        Scope::IntegrationsManage,
         Scope::Admin,
     ];
 
@@ -40,7 +53,10 @@ impl Scope {
             Scope::SubjectsRead => "subjects:read",
             Scope::SubjectsWrite => "subjects:write",
             Scope::SubjectsErase => "subjects:erase",
+            Scope::SubjectsExport => "subjects:export",
+            Scope::SubjectsHold => "subjects:hold",
             Scope::AuditRead => "audit:read",
+            Scope::IntegrationsManage => "integrations:manage",
             Scope::Admin => "admin",
         }
     }
@@ -78,6 +94,12 @@ impl Scopes {
     /// Whether these scopes permit `scope` (`admin` permits everything).
     pub fn allows(&self, scope: Scope) -> bool {
         self.0.contains(&Scope::Admin) || self.0.contains(&scope)
+    }
+
+    /// Whether these scopes include `admin` (the bootstrap superuser: every scope, every
+    /// integration's resources, every subject).
+    pub fn is_admin(&self) -> bool {
+        self.0.contains(&Scope::Admin)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -123,6 +145,23 @@ mod tests {
         assert!(!send.allows(Scope::MessagesRead));
         assert!(!send.allows(Scope::Admin));
         assert!(!Scopes::default().allows(Scope::MessagesSend));
+    }
+
+    #[test]
+    fn no_scope_but_admin_implies_another() {
+        for held in Scope::ALL.into_iter().filter(|s| *s != Scope::Admin) {
+            let scopes = Scopes::new([held]);
+            for other in Scope::ALL.into_iter().filter(|s| *s != held) {
+                assert!(!scopes.allows(other), "{held} must not allow {other}");
+            }
+            assert!(!scopes.is_admin());
+        }
+        // The separations the scopes exist for.
+        let erase = Scopes::new([Scope::SubjectsErase]);
+        assert!(!erase.allows(Scope::SubjectsHold));
+        let read = Scopes::new([Scope::SubjectsRead]);
+        assert!(!read.allows(Scope::SubjectsExport));
+        assert!(Scopes::new([Scope::Admin]).is_admin());
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! What a subject's own messages and the provider's preference reports do to their consents:
-//! `STOP` and its equivalents withdraw the opt-out purposes at once, `START` re-grants where a
-//! purpose allows it, a confirmation word (or button) confirms a pending double opt-in, and an
-//! opt-in code grants its purpose. The changes are prepared here and written in the same
+//! `STOP` and its equivalents withdraw the WhatsApp opt-in itself (and every record it covers)
+//! at once, `START` reopens the channel and re-grants where a purpose allows it, a confirmation
+//! word (or button) confirms exactly the pending double opt-in it answers, and an opt-in code
+//! grants its purpose. Each is the subject's own word, timed by the provider's clock: only the
+//! subject reopens what the subject closed, and an older word arriving late changes nothing. The changes are prepared here and written in the same
 //! transaction as the message that caused them, only if that message is new (a redelivered
 //! callback changes nothing twice).
 
@@ -9,14 +11,13 @@ use serde_json::{Map, Value};
 
 use super::keywords::{Keyword, normalize};
 use super::ledger::ConsentChange;
-use super::model::{ConsentState, Method, Transition};
-use super::opt_in::{code_candidates, code_hash};
+use super::model::{CHANNEL_OPT_IN, ConsentState, Method, Origin, Transition};
+use super::opt_in::{Internal, code_candidates, code_hash};
 use super::service::{ConsentError, Consents, Planned};
 use crate::audit::Initiator;
 use crate::clock::Timestamp;
 use crate::consent::StoredConsent;
-use crate::ids::MessageId;
-use crate::messages::catalog::CONSENT_NOTICE_PURPOSE;
+use crate::ids::{ConsentEventId, MessageId};
 use crate::messages::reports::InboundContent;
 use crate::messages::{Channel, Content, NewMessage};
 use crate::store::SubjectRecord;
@@ -82,46 +83,65 @@ fn overlay(mut current: Vec<StoredConsent>, earlier: &[ConsentChange]) -> Vec<St
     current
 }
 
-impl Consents {
-    /// The purposes an opt-out withdraws.
-    fn opt_out_purposes(&self) -> Vec<String> {
-        match &self.settings().opt_out_purposes {
-            Some(list) => list.clone(),
-            None => self
-                .inner
-                .catalog
-                .purposes()
-                .filter(|p| p.marketing && !p.internal)
-                .map(|p| p.name.clone())
-                .collect(),
-        }
-    }
+/// The confirmation request a reply answers, as the provider's `context` names it: the
+/// message replied to (Herald's id) and the consent event it was sent for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepliedTo {
+    pub message_id: MessageId,
+    pub purpose: String,
+    pub consent_event_id: Option<ConsentEventId>,
+}
 
-    fn plans(
-        &self,
-        purposes: impl IntoIterator<Item = String>,
+impl Consents {
+    /// A plan for the subject's own word on WhatsApp.
+    fn subject_plan(
+        purpose: String,
         transition: Transition,
         method: Method,
         at: Timestamp,
         evidence: &Map<String, Value>,
-    ) -> Vec<Planned> {
-        purposes
-            .into_iter()
-            .map(|purpose| Planned {
-                purpose,
-                channel: Channel::Whatsapp,
-                transition,
+    ) -> Planned {
+        Planned {
+            purpose,
+            channel: Channel::Whatsapp,
+            transition,
+            method,
+            origin: Origin::Subject,
+            notice_version: None,
+            integration: None,
+            captured_at: at,
+            evidence: evidence.clone(),
+        }
+    }
+
+    /// The channel opt-in granted again by the subject's own opt-in (START, a confirmation, a
+    /// code), unless it already stands.
+    fn reopen_channel(
+        current: &[StoredConsent],
+        now: Timestamp,
+        method: Method,
+        at: Timestamp,
+        evidence: &Map<String, Value>,
+    ) -> Option<Planned> {
+        let granted = current.iter().any(|c| {
+            c.purpose == CHANNEL_OPT_IN
+                && c.channel == Channel::Whatsapp
+                && c.standing.at(now) == ConsentState::Granted
+        });
+        (!granted).then(|| {
+            Self::subject_plan(
+                CHANNEL_OPT_IN.to_owned(),
+                Transition::Grant,
                 method,
-                notice_version: None,
-                integration: None,
-                captured_at: at,
-                evidence: evidence.clone(),
-            })
-            .collect()
+                at,
+                evidence,
+            )
+        })
     }
 
     /// The changes one inbound message makes (none for most messages). `earlier`: changes
-    /// already prepared for the same callback, not yet written.
+    /// already prepared for the same callback, not yet written. `replied_to`: the message the
+    /// customer answered (a button's or a quoted reply's `context`), if Herald sent it.
     pub async fn on_inbound(
         &self,
         subject: &SubjectRecord,
@@ -129,6 +149,7 @@ impl Consents {
         content: &InboundContent,
         at: Timestamp,
         earlier: &[ConsentChange],
+        replied_to: Option<&RepliedTo>,
     ) -> Result<InboundConsent, ConsentError> {
         let intent = intent(self, content);
         // Most messages are conversation: no keyword, no code — nothing to read or write.
@@ -150,21 +171,61 @@ impl Consents {
                 .filter(move |c| c.channel == Channel::Whatsapp && c.standing.at(now) == state)
         };
         let mut reply = None;
-        let plans = match intent {
+        let mut plans = Vec::new();
+        match intent {
             Some(Keyword::Stop) => {
+                // STOP stops: the channel opt-in itself, and every record the opt-out covers.
                 evidence.insert("keyword".into(), "stop".into());
                 reply = self.settings().opt_out_reply.clone();
-                self.plans(
-                    self.opt_out_purposes(),
+                plans.push(Self::subject_plan(
+                    CHANNEL_OPT_IN.to_owned(),
                     Transition::Withdraw,
                     Method::InboundKeyword,
                     at,
                     &evidence,
-                )
+                ));
+                let covered = current.iter().filter(|c| {
+                    c.channel == Channel::Whatsapp
+                        && c.purpose != CHANNEL_OPT_IN
+                        && matches!(
+                            c.standing.at(now),
+                            ConsentState::Granted | ConsentState::Pending
+                        )
+                        && self
+                            .inner
+                            .catalog
+                            .purpose(&c.purpose)
+                            .is_none_or(crate::messages::Purpose::stopped_by_opt_out)
+                });
+                let mut purposes: Vec<String> =
+                    covered.map(|record| record.purpose.clone()).collect();
+                // Every marketing purpose, recorded or not: the subject objected to marketing
+                // (Art. 21(3)), inside a conversation too.
+                for purpose in self.inner.catalog.purposes() {
+                    if purpose.marketing && !purpose.internal && !purposes.contains(&purpose.name) {
+                        purposes.push(purpose.name.clone());
+                    }
+                }
+                for purpose in purposes {
+                    plans.push(Self::subject_plan(
+                        purpose,
+                        Transition::Withdraw,
+                        Method::InboundKeyword,
+                        at,
+                        &evidence,
+                    ));
+                }
             }
             Some(Keyword::Start) => {
                 evidence.insert("keyword".into(), "start".into());
                 reply = self.settings().opt_in_reply.clone();
+                plans.extend(Self::reopen_channel(
+                    &current,
+                    now,
+                    Method::InboundKeyword,
+                    at,
+                    &evidence,
+                ));
                 let allowed: Vec<String> = on_channel(ConsentState::Withdrawn)
                     .filter(|c| {
                         self.inner
@@ -174,53 +235,82 @@ impl Consents {
                     })
                     .map(|c| c.purpose.clone())
                     .collect();
-                self.plans(
-                    allowed,
-                    Transition::Grant,
-                    Method::InboundKeyword,
-                    at,
-                    &evidence,
-                )
+                for purpose in allowed {
+                    plans.push(Self::subject_plan(
+                        purpose,
+                        Transition::Grant,
+                        Method::InboundKeyword,
+                        at,
+                        &evidence,
+                    ));
+                }
             }
             Some(Keyword::Confirm) => {
                 reply = self.settings().opt_in_reply.clone();
-                let pending: Vec<&StoredConsent> = on_channel(ConsentState::Pending).collect();
-                pending
-                    .into_iter()
-                    .map(|c| {
-                        let mut evidence = evidence.clone();
-                        evidence.insert("confirms".into(), c.event_id.as_str().into());
-                        Planned {
-                            purpose: c.purpose.clone(),
-                            channel: c.channel,
-                            transition: Transition::Grant,
-                            method: Method::DoubleOptIn,
-                            notice_version: None,
-                            integration: None,
-                            captured_at: at,
-                            evidence,
-                        }
-                    })
-                    .collect()
+                // Exactly the request it answers: the one whose confirmation message it
+                // replies to, or else the latest pending request on this number.
+                let answered = replied_to
+                    .and_then(|r| r.consent_event_id.as_ref())
+                    .and_then(|request| self.pending_request(&current, now, request));
+                let latest = || {
+                    on_channel(ConsentState::Pending)
+                        .filter(|c| c.purpose != CHANNEL_OPT_IN)
+                        .max_by_key(|c| (c.standing.effective_at, c.updated_at))
+                };
+                if let Some(request) = answered.or_else(latest) {
+                    let mut evidence = evidence.clone();
+                    evidence.insert("confirms".into(), request.event_id.as_str().into());
+                    if let Some(replied) = replied_to {
+                        evidence.insert(
+                            "replied_to_message_id".into(),
+                            replied.message_id.as_str().into(),
+                        );
+                    }
+                    plans.extend(Self::reopen_channel(
+                        &current,
+                        now,
+                        Method::DoubleOptIn,
+                        at,
+                        &evidence,
+                    ));
+                    let mut plan = Self::subject_plan(
+                        request.purpose.clone(),
+                        Transition::Grant,
+                        Method::DoubleOptIn,
+                        at,
+                        &evidence,
+                    );
+                    // The notice a confirmation agrees to is the one its request named.
+                    plan.notice_version = self
+                        .requested_notice(&subject.id, request.event_id.as_str())
+                        .await?;
+                    plans.push(plan);
+                }
             }
-            None => self.code_plans(content, at, &evidence).await?,
-        };
+            None => {
+                let granted = self.code_plans(content, at, &evidence).await?;
+                if !granted.is_empty() {
+                    plans.extend(Self::reopen_channel(
+                        &current,
+                        now,
+                        Method::DoubleOptIn,
+                        at,
+                        &evidence,
+                    ));
+                    plans.extend(granted);
+                }
+            }
+        }
         if !plans.is_empty() && plans.iter().all(|p| p.method == Method::DoubleOptIn) {
             reply = self.settings().opt_in_reply.clone();
         }
         let key = self.inner.keys.subject_key(&subject.id).await?;
-        let mut plans = plans;
-        // The notice a confirmation agrees to is the one its request named.
-        for plan in &mut plans {
-            if plan.notice_version.is_none()
-                && let Some(confirms) = plan.evidence.get("confirms").and_then(Value::as_str)
-            {
-                plan.notice_version = self.requested_notice(&subject.id, confirms).await?;
-            }
-        }
-        let changes = self.prepare(&key, &subject.id, &current, &plans, &Initiator::system())?;
+        let committed = self.prepare(&key, &subject.id, &current, &plans, &Initiator::system())?;
         let mut replies = Vec::new();
-        if !changes.is_empty()
+        if committed
+            .changes
+            .iter()
+            .any(|c| c.effective && !c.reaffirmed)
             && let Some(text) = reply
         {
             let integration = self.system_integration().await?;
@@ -228,11 +318,28 @@ impl Consents {
                 &key,
                 &subject.id,
                 &integration,
-                CONSENT_NOTICE_PURPOSE,
+                Internal::Acknowledgement,
                 Content::Text { body: text },
             )?);
         }
-        Ok(InboundConsent { changes, replies })
+        Ok(InboundConsent {
+            changes: committed.changes,
+            replies,
+        })
+    }
+
+    /// The record still pending on the request event `request`, if any.
+    fn pending_request<'a>(
+        &self,
+        current: &'a [StoredConsent],
+        now: Timestamp,
+        request: &ConsentEventId,
+    ) -> Option<&'a StoredConsent> {
+        current.iter().find(|c| {
+            c.channel == Channel::Whatsapp
+                && &c.event_id == request
+                && c.standing.at(now) == ConsentState::Pending
+        })
     }
 
     /// The notice version of the request event `event_id` (a pending double opt-in).
@@ -251,7 +358,8 @@ impl Consents {
             .and_then(|e| e.notice_version))
     }
 
-    /// An opt-in code anywhere in a text message grants its purpose.
+    /// An opt-in code anywhere in a text message grants its purpose: the subject's own act,
+    /// proving they hold the number.
     async fn code_plans(
         &self,
         content: &InboundContent,
@@ -280,6 +388,7 @@ impl Consents {
                     channel: code.channel,
                     transition: Transition::Grant,
                     method: Method::DoubleOptIn,
+                    origin: Origin::Subject,
                     notice_version: Some(code.notice_version),
                     integration: Some(code.integration_id),
                     captured_at: at,
@@ -289,8 +398,10 @@ impl Consents {
             .collect())
     }
 
-    /// The changes a provider preference makes (`user_preferences`): a stop withdraws the
-    /// opt-out purposes; a resume re-grants those that allow re-opt-in without a new consent.
+    /// The changes a provider preference makes (`user_preferences`, the subject's own use of
+    /// WhatsApp's marketing control): a stop withdraws every marketing purpose (so that only
+    /// the subject reopens them); a resume re-grants those that allow re-opt-in without a new
+    /// consent.
     pub async fn on_preference(
         &self,
         subject: &SubjectRecord,
@@ -301,20 +412,27 @@ impl Consents {
         let now = self.now();
         let current = overlay(self.inner.store.consents(&subject.id).await?, earlier);
         let mut evidence = Map::new();
-        let plans = match preference {
+        let plans: Vec<Planned> = match preference {
             Preference::StopMarketing => {
                 evidence.insert("preference".into(), "stop".into());
-                self.plans(
-                    self.opt_out_purposes(),
-                    Transition::Withdraw,
-                    Method::ProviderPreference,
-                    at,
-                    &evidence,
-                )
+                self.inner
+                    .catalog
+                    .purposes()
+                    .filter(|p| p.marketing && !p.internal)
+                    .map(|p| {
+                        Self::subject_plan(
+                            p.name.clone(),
+                            Transition::Withdraw,
+                            Method::ProviderPreference,
+                            at,
+                            &evidence,
+                        )
+                    })
+                    .collect()
             }
             Preference::ResumeMarketing => {
                 evidence.insert("preference".into(), "resume".into());
-                let allowed: Vec<String> = current
+                current
                     .iter()
                     .filter(|c| {
                         c.standing.at(now) == ConsentState::Withdrawn
@@ -322,20 +440,23 @@ impl Consents {
                                 .inner
                                 .catalog
                                 .public_purpose(&c.purpose)
-                                .is_some_and(|p| p.reopt_in_by_keyword)
+                                .is_some_and(|p| p.marketing && p.reopt_in_by_keyword)
                     })
-                    .map(|c| c.purpose.clone())
-                    .collect();
-                self.plans(
-                    allowed,
-                    Transition::Grant,
-                    Method::ProviderPreference,
-                    at,
-                    &evidence,
-                )
+                    .map(|c| {
+                        Self::subject_plan(
+                            c.purpose.clone(),
+                            Transition::Grant,
+                            Method::ProviderPreference,
+                            at,
+                            &evidence,
+                        )
+                    })
+                    .collect()
             }
         };
         let key = self.inner.keys.subject_key(&subject.id).await?;
-        self.prepare(&key, &subject.id, &current, &plans, &Initiator::system())
+        Ok(self
+            .prepare(&key, &subject.id, &current, &plans, &Initiator::system())?
+            .changes)
     }
 }

@@ -3,7 +3,7 @@
 
 use herald_crypto::aead::Binding;
 
-use super::model::{ConsentState, Method, Standing};
+use super::model::{ConsentState, Method, Origin, Standing};
 use crate::audit::AuditRecord;
 use crate::clock::Timestamp;
 use crate::ids::{ConsentEventId, IntegrationId, SubjectId};
@@ -19,6 +19,14 @@ pub struct ConsentChange {
     pub channel: Channel,
     pub state: ConsentState,
     pub method: Method,
+    pub origin: Origin,
+    /// Whether the event moves the record; a stale one (older than the record's latest
+    /// effective event) is appended to the history only.
+    pub effective: bool,
+    /// The same state said again, later (the record's time moves; nobody is told).
+    pub reaffirmed: bool,
+    /// The record's standing once the change is written (unchanged when not effective).
+    pub standing: Standing,
     pub notice_version: Option<String>,
     /// SHA-256 of the exact notice text shown.
     pub notice_hash: Option<[u8; 32]>,
@@ -37,24 +45,30 @@ pub struct ConsentChange {
     /// The event the standing was derived from, `None` for a new record: the store refuses
     /// the change ([`crate::store::StoreError::Conflict`]) if another change came first.
     pub previous: Option<ConsentEventId>,
+    /// When the record last changed, if it exists (kept by a stale event).
+    pub previous_updated_at: Option<Timestamp>,
     pub audit: AuditRecord,
-    /// `consent.changed` to integrators.
+    /// `consent.changed` to integrators (none for a stale event: nothing changed).
     pub event: Option<NewEvent>,
 }
 
 impl ConsentChange {
     /// The record as it stands once this change is written.
     pub fn record_after(&self) -> StoredConsent {
+        let (event_id, updated_at) = match (&self.previous, self.effective) {
+            (Some(previous), false) => (
+                previous.clone(),
+                self.previous_updated_at.unwrap_or(self.recorded_at),
+            ),
+            _ => (self.event_id.clone(), self.recorded_at),
+        };
         StoredConsent {
             subject_id: self.subject_id.clone(),
             purpose: self.purpose.clone(),
             channel: self.channel,
-            standing: Standing {
-                state: self.state,
-                expires_at: self.expires_at,
-            },
-            event_id: self.event_id.clone(),
-            updated_at: self.recorded_at,
+            standing: self.standing,
+            event_id,
+            updated_at,
         }
     }
 }
@@ -78,6 +92,8 @@ pub struct StoredConsentEvent {
     pub channel: Channel,
     pub state: ConsentState,
     pub method: Method,
+    pub origin: Origin,
+    pub effective: bool,
     pub notice_version: Option<String>,
     pub notice_hash: Option<[u8; 32]>,
     pub integration_id: Option<IntegrationId>,

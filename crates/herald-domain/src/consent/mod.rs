@@ -21,7 +21,10 @@ pub mod service;
 pub use inbound::{InboundConsent, Preference};
 pub use keywords::{Keyword, KeywordPolicy};
 pub use ledger::{ConsentChange, OptInCode, StoredConsent, StoredConsentEvent};
-pub use model::{ConsentRefusal, ConsentState, Method, Standing, Transition};
+pub use model::{
+    Applied, CHANNEL_OPT_IN, ConsentRefusal, ConsentState, Event, Method, Origin, Standing,
+    Transition,
+};
 pub use opt_in::{OptInCodeIssued, OptInStarted};
 pub use service::{
     ConsentError, ConsentOverview, ConsentSettings, ConsentView, Consents, EvidenceInput,

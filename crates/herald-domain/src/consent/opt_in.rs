@@ -11,20 +11,22 @@
 //! A confirmation from another number is a message from another subject: it finds no pending
 //! request of its own, so it confirms nothing.
 
+use chrono::TimeDelta;
 use herald_crypto::SymmetricKey;
 use herald_crypto::hash::sha256;
 use serde_json::Map;
 
 use super::keywords::normalize;
-use super::model::{ConsentState, Method, Transition};
-use super::service::{ConsentError, Consents, Planned};
+use super::model::{ConsentState, Method, Origin, Transition};
+use super::service::{ConsentError, Consents, PlanOutcome, Planned};
 use crate::audit::{Action, AuditEvent, AuditRecord, Detail, Details, Initiator, Outcome, Target};
 use crate::clock::Timestamp;
-use crate::ids::{IntegrationId, MessageId, SubjectId};
-use crate::messages::catalog::OPT_IN_REQUEST_PURPOSE;
+use crate::ids::{ConsentEventId, IntegrationId, MessageId, SubjectId};
+use crate::messages::catalog::{CONSENT_NOTICE_PURPOSE, OPT_IN_REQUEST_PURPOSE};
 use crate::messages::send::{Draft, SendError};
 use crate::messages::{Channel, Content, NewMessage};
 use crate::store::StoreError;
+use crate::subjects::Access;
 
 /// Letters and digits of an opt-in code: no 0/O, 1/I/L, so it survives being read aloud.
 const CODE_ALPHABET: &[u8; 31] = b"23456789ABCDEFGHJKMNPQRSTUVWXYZ";
@@ -48,13 +50,25 @@ pub fn code_candidates(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// The messages Herald sends itself about consent.
+#[derive(Debug, Clone)]
+pub(crate) enum Internal {
+    /// An acknowledgement inside the window the subject's message opened (after STOP, START, a
+    /// confirmation).
+    Acknowledgement,
+    /// A double opt-in's confirmation template, naming the request it asks about (a reply to
+    /// it confirms exactly that request). Business-initiated: a STOP cancels it.
+    ConfirmationRequest(Option<ConsentEventId>),
+}
+
 /// A business-initiated double opt-in, started.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OptInStarted {
     pub subject_id: SubjectId,
     pub state: ConsentState,
     pub expires_at: Option<Timestamp>,
-    /// The confirmation template's message (`None` when the subject had already opted in).
+    /// The confirmation template's message, when this call sent one (`None` when the subject
+    /// had already opted in or a request is already pending: nothing is asked twice).
     pub message_id: Option<MessageId>,
 }
 
@@ -73,10 +87,14 @@ impl Consents {
         key: &SymmetricKey,
         subject: &SubjectId,
         integration: &IntegrationId,
-        purpose: &'static str,
+        kind: Internal,
         content: Content,
     ) -> Result<NewMessage, ConsentError> {
         let now = self.now();
+        let (purpose, consent_event_id, business_initiated) = match kind {
+            Internal::Acknowledgement => (CONSENT_NOTICE_PURPOSE, None, false),
+            Internal::ConfirmationRequest(request) => (OPT_IN_REQUEST_PURPOSE, request, true),
+        };
         Draft {
             id: MessageId::generate_ordered(now)?,
             integration,
@@ -86,9 +104,11 @@ impl Consents {
             content: &content,
             phi: false,
             idempotency: None,
-            // Herald's own messages about consent rely on none: they are part of asking for it
-            // or of honouring its withdrawal.
-            consent_event_id: None,
+            // Herald's own messages about consent rely on no consent: they are part of asking
+            // for it or of honouring its withdrawal. A confirmation request names the request
+            // it asks the subject to confirm (a reply to it confirms exactly that request).
+            consent_event_id,
+            business_initiated,
         }
         .seal(key, &Initiator::system(), now)
         .map_err(|e| match e {
@@ -98,13 +118,17 @@ impl Consents {
     }
 
     /// Starts a business-initiated double opt-in: pending record plus one confirmation
-    /// template, in one transaction. Already granted: nothing is sent.
+    /// template, in one transaction. Already granted, or already pending: nothing is sent
+    /// (asking again would only be noise). After the subject's opt-out only the subject can
+    /// start one (`SubjectOptedOut`); at most `opt_in_max_requests` confirmation messages go to
+    /// one number in 30 days (`RateLimited`).
     pub async fn start_opt_in(
         &self,
         to: &str,
         purpose: &str,
         notice_version: &str,
         integration: &IntegrationId,
+        access: Access<'_>,
         initiator: &Initiator,
     ) -> Result<OptInStarted, ConsentError> {
         let channel = Channel::Whatsapp;
@@ -114,55 +138,152 @@ impl Consents {
             .clone()
             .ok_or(ConsentError::OptInNotConfigured)?;
         self.purpose_and_notice(purpose, channel, Some(notice_version))?;
-        let subject = self.inner.subjects.resolve(to, initiator).await?;
+        let resolved = self
+            .inner
+            .subjects
+            .resolve_for(to, initiator, access)
+            .await?;
+        let subject = resolved.subject;
         if subject.restricted {
             return Err(ConsentError::SubjectRestricted);
         }
+        if let Some(reason) = resolved.link {
+            self.inner
+                .subjects
+                .link(&subject.id, integration, reason)
+                .await?;
+        }
         let now = self.now();
+        let current = self.inner.store.consents(&subject.id).await?;
+        if let Some(record) = current
+            .iter()
+            .find(|c| c.purpose == purpose && c.channel == channel)
+        {
+            match record.standing.at(now) {
+                ConsentState::Granted => {
+                    return Ok(OptInStarted {
+                        subject_id: subject.id,
+                        state: ConsentState::Granted,
+                        expires_at: None,
+                        message_id: None,
+                    });
+                }
+                ConsentState::Pending => {
+                    return Ok(OptInStarted {
+                        subject_id: subject.id,
+                        state: ConsentState::Pending,
+                        expires_at: record.standing.expires_at,
+                        message_id: None,
+                    });
+                }
+                ConsentState::Withdrawn | ConsentState::Expired => {}
+            }
+        }
+        if self.opted_out(&current, purpose, channel) {
+            self.record_refusal(
+                initiator,
+                &subject.id,
+                purpose,
+                channel,
+                "subject_opted_out",
+            )
+            .await?;
+            return Err(ConsentError::SubjectOptedOut);
+        }
+        let window = TimeDelta::days(30);
+        let (sent, oldest) = self
+            .inner
+            .store
+            .messages_since(&subject.id, OPT_IN_REQUEST_PURPOSE, now - window)
+            .await?;
+        if sent >= u64::from(self.settings().opt_in_max_requests) {
+            self.record_refusal(initiator, &subject.id, purpose, channel, "rate_limited")
+                .await?;
+            let free_at = oldest.map_or(now + window, |t| t + window);
+            return Err(ConsentError::RateLimited {
+                retry_after_seconds: u64::try_from((free_at - now).num_seconds().max(1))
+                    .unwrap_or(1),
+            });
+        }
         let expires_at = now + self.settings().opt_in_ttl;
         let plan = Planned {
             purpose: purpose.to_owned(),
             channel,
             transition: Transition::Request { expires_at },
             method: Method::DoubleOptIn,
+            origin: Origin::Integration,
             notice_version: Some(notice_version.to_owned()),
             integration: Some(integration.clone()),
             captured_at: now,
             evidence: Map::new(),
         };
         let key = self.inner.keys.subject_key(&subject.id).await?;
-        let message = self.internal_message(
-            &key,
-            &subject.id,
-            integration,
-            OPT_IN_REQUEST_PURPOSE,
-            Content::Template {
-                name,
-                language,
-                parameters,
-            },
-        )?;
-        let message_id = message.id.clone();
-        let changes = self
-            .commit(&subject.id, vec![plan], initiator, |_| {
-                Ok(vec![message.clone()])
+        let content = Content::Template {
+            name,
+            language,
+            parameters,
+        };
+        // The confirmation template names the request it asks about; the request's event id
+        // is known only once prepared, so the message is built inside the commit.
+        let message_id = std::sync::Mutex::new(None);
+        let committed = self
+            .commit(&subject.id, vec![plan], initiator, |changes| {
+                let request = changes
+                    .iter()
+                    .find(|c| c.effective)
+                    .map(|c| c.event_id.clone());
+                let message = self.internal_message(
+                    &key,
+                    &subject.id,
+                    integration,
+                    Internal::ConfirmationRequest(request),
+                    content.clone(),
+                )?;
+                *message_id.lock().unwrap_or_else(|e| e.into_inner()) = Some(message.id.clone());
+                Ok(vec![message])
             })
             .await?;
-        if changes.is_empty() {
-            // A granted consent is not asked for again.
-            return Ok(OptInStarted {
+        match committed.outcomes.first() {
+            Some(PlanOutcome::OptedOut) => {
+                self.record_refusal(
+                    initiator,
+                    &subject.id,
+                    purpose,
+                    channel,
+                    "subject_opted_out",
+                )
+                .await?;
+                Err(ConsentError::SubjectOptedOut)
+            }
+            Some(PlanOutcome::Recorded) => Ok(OptInStarted {
                 subject_id: subject.id,
-                state: ConsentState::Granted,
-                expires_at: None,
-                message_id: None,
-            });
+                state: ConsentState::Pending,
+                expires_at: Some(expires_at),
+                message_id: message_id.into_inner().unwrap_or_else(|e| e.into_inner()),
+            }),
+            // Changed meanwhile (granted or asked concurrently): answer what stands now.
+            _ => {
+                let now = self.now();
+                let record = self
+                    .inner
+                    .store
+                    .consents(&subject.id)
+                    .await?
+                    .into_iter()
+                    .find(|c| c.purpose == purpose && c.channel == channel);
+                let state = record
+                    .as_ref()
+                    .map_or(ConsentState::Expired, |r| r.standing.at(now));
+                Ok(OptInStarted {
+                    subject_id: subject.id,
+                    state,
+                    expires_at: record
+                        .filter(|_| state == ConsentState::Pending)
+                        .and_then(|r| r.standing.expires_at),
+                    message_id: None,
+                })
+            }
         }
-        Ok(OptInStarted {
-            subject_id: subject.id,
-            state: ConsentState::Pending,
-            expires_at: Some(expires_at),
-            message_id: Some(message_id),
-        })
     }
 
     /// Issues a user-initiated opt-in code for a purpose and notice version.
@@ -226,6 +347,7 @@ impl Consents {
                 channel: record.channel,
                 transition: Transition::Expire,
                 method: Method::System,
+                origin: Origin::System,
                 notice_version: None,
                 integration: None,
                 captured_at: record.standing.expires_at.unwrap_or(now),
@@ -237,7 +359,7 @@ impl Consents {
                 })
                 .await
             {
-                Ok(changes) => expired += changes.len(),
+                Ok(committed) => expired += committed.changes.len(),
                 // An erased subject's key is gone; its records go with the erasure.
                 Err(ConsentError::Keys(e)) => {
                     tracing::warn!(subject_id = %record.subject_id, error = %e, "a lapsed opt-in could not be expired");

@@ -14,7 +14,8 @@ use serde_json::{Map, Value, json};
 use super::keywords::KeywordPolicy;
 use super::ledger::{ConsentChange, StoredConsent, evidence_binding};
 use super::model::{
-    ConsentRefusal, ConsentState, Method, Standing, Transition, apply, decide_send,
+    Applied, CHANNEL_OPT_IN, ConsentRefusal, ConsentState, Event, Method, Origin, Standing,
+    Transition, apply, decide_send,
 };
 use crate::audit::{Action, AuditEvent, AuditRecord, Detail, Details, Initiator, Outcome, Target};
 use crate::auth::ADMIN_INTEGRATION;
@@ -46,8 +47,6 @@ pub struct ConsentSettings {
     /// Quick-reply button payloads meaning "stop" and "yes, confirm" (compared normalized).
     pub stop_payloads: Vec<String>,
     pub confirm_payloads: Vec<String>,
-    /// Purposes an opt-out withdraws; `None`: every marketing purpose.
-    pub opt_out_purposes: Option<Vec<String>>,
     /// Text sent back after an opt-out, a re-opt-in and a confirmed opt-in (`None`: nothing).
     pub opt_out_reply: Option<String>,
     pub opt_in_reply: Option<String>,
@@ -57,6 +56,8 @@ pub struct ConsentSettings {
     pub opt_in_template: Option<(String, String, Vec<String>)>,
     /// How long a user-initiated opt-in code stays valid.
     pub code_ttl: TimeDelta,
+    /// Confirmation requests one number receives in 30 days at most.
+    pub opt_in_max_requests: u32,
 }
 
 impl Default for ConsentSettings {
@@ -65,12 +66,12 @@ impl Default for ConsentSettings {
             keywords: KeywordPolicy::defaults(),
             stop_payloads: vec!["STOP".into()],
             confirm_payloads: vec!["CONFIRM".into()],
-            opt_out_purposes: None,
             opt_out_reply: None,
             opt_in_reply: None,
             opt_in_ttl: TimeDelta::hours(48),
             opt_in_template: None,
             code_ttl: TimeDelta::days(90),
+            opt_in_max_requests: 3,
         }
     }
 }
@@ -92,6 +93,15 @@ pub enum ConsentError {
     },
     #[error("double opt-in needs a confirmation template in the configuration ([consent.opt_in])")]
     OptInNotConfigured,
+    /// The record already holds a later event than the one given: it was kept in the history
+    /// and changed nothing.
+    #[error("the record has a later event than this one; it was recorded but changes nothing")]
+    Stale,
+    /// The subject opted out; only the subject can opt back in.
+    #[error("the subject opted out; only the subject can opt in again")]
+    SubjectOptedOut,
+    #[error("too many confirmation requests for this number; try again later")]
+    RateLimited { retry_after_seconds: u64 },
     #[error(transparent)]
     Subject(#[from] SubjectError),
     #[error(transparent)]
@@ -145,7 +155,8 @@ pub struct ConsentView {
     pub expires_at: Option<String>,
 }
 
-/// One event of the history as the API shows it, evidence decrypted.
+/// One event of the history as the API shows it, evidence decrypted where the viewer may see
+/// it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HistoryEntry {
     pub id: ConsentEventId,
@@ -153,6 +164,8 @@ pub struct HistoryEntry {
     pub channel: &'static str,
     pub state: ConsentState,
     pub method: Method,
+    pub origin: Origin,
+    pub effective: bool,
     pub notice_version: Option<String>,
     pub notice_sha256: Option<String>,
     pub integration_id: Option<IntegrationId>,
@@ -177,10 +190,31 @@ pub(crate) struct Planned {
     pub channel: Channel,
     pub transition: Transition,
     pub method: Method,
+    pub origin: Origin,
     pub notice_version: Option<String>,
     pub integration: Option<IntegrationId>,
     pub captured_at: Timestamp,
     pub evidence: Map<String, Value>,
+}
+
+/// What became of one planned change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PlanOutcome {
+    /// Written and effective.
+    Recorded,
+    /// Written to the history only: the record has a later event.
+    Stale,
+    /// Nothing to write (already so, or ignored).
+    Unchanged,
+    /// Refused: the subject opted out and did not make this change.
+    OptedOut,
+}
+
+/// What a commit wrote, and what became of each planned change (in plan order).
+#[derive(Debug, Default)]
+pub(crate) struct Committed {
+    pub changes: Vec<ConsentChange>,
+    pub outcomes: Vec<PlanOutcome>,
 }
 
 pub(crate) struct Inner {
@@ -353,15 +387,57 @@ impl Consents {
             channel,
             transition: Transition::Grant,
             method: evidence.method,
+            origin: Origin::Integration,
             notice_version: evidence.notice_version,
             integration: Some(integration.clone()),
             captured_at: evidence.captured_at,
             evidence: details,
         };
-        let changes = self
+        let committed = self
             .commit(&subject.id, vec![planned], initiator, |_| Ok(Vec::new()))
             .await?;
-        self.view(&subject.id, purpose, channel, &changes).await
+        match committed.outcomes.first() {
+            Some(PlanOutcome::OptedOut) => {
+                self.record_refusal(
+                    initiator,
+                    &subject.id,
+                    purpose,
+                    channel,
+                    "subject_opted_out",
+                )
+                .await?;
+                Err(ConsentError::SubjectOptedOut)
+            }
+            Some(PlanOutcome::Stale) => Err(ConsentError::Stale),
+            _ => {
+                self.view(&subject.id, purpose, channel, &committed.changes)
+                    .await
+            }
+        }
+    }
+
+    /// Records a refused change (not a state change: a standalone entry).
+    pub(crate) async fn record_refusal(
+        &self,
+        initiator: &Initiator,
+        subject: &SubjectId,
+        purpose: &str,
+        channel: Channel,
+        code: &'static str,
+    ) -> Result<(), ConsentError> {
+        let record = AuditRecord::new(
+            &AuditEvent::new(initiator, Action::ConsentRefused, Outcome::Denied)
+                .target(Target::Subject(subject.clone()))
+                .details(
+                    Details::new()
+                        .with("code", code)
+                        .with_opt("purpose", Detail::name(purpose))
+                        .with("channel", channel.as_str()),
+                ),
+            self.now(),
+        );
+        self.inner.store.append_audit(&[record]).await?;
+        Ok(())
     }
 
     /// Withdraws (`DELETE /v1/subjects/{id}/consents/{purpose}`). A withdrawal with no record
@@ -392,15 +468,17 @@ impl Consents {
             channel,
             transition: Transition::Withdraw,
             method: Method::Api,
+            origin: Origin::Integration,
             notice_version: None,
             integration: Some(integration.clone()),
             captured_at: self.now(),
             evidence: Map::new(),
         };
-        let changes = self
+        let committed = self
             .commit(&subject.id, vec![planned], initiator, |_| Ok(Vec::new()))
             .await?;
-        self.view(&subject.id, purpose, channel, &changes).await
+        self.view(&subject.id, purpose, channel, &committed.changes)
+            .await
     }
 
     /// Lapses the subject's granted and pending records on `channel` because its address there
@@ -427,6 +505,7 @@ impl Consents {
                 channel,
                 transition: Transition::Lapse,
                 method: Method::System,
+                origin: Origin::System,
                 notice_version: None,
                 integration: None,
                 captured_at: now,
@@ -436,10 +515,10 @@ impl Consents {
         if planned.is_empty() {
             return Ok(0);
         }
-        let changes = self
+        let committed = self
             .commit(subject, planned, initiator, |_| Ok(Vec::new()))
             .await?;
-        Ok(changes.len())
+        Ok(committed.changes.iter().filter(|c| c.effective).count())
     }
 
     /// The record's state after `changes`: what was just written, or (nothing written: the
@@ -452,7 +531,7 @@ impl Consents {
         changes: &[ConsentChange],
     ) -> Result<ConsentView, ConsentError> {
         let now = self.now();
-        if let Some(change) = changes.last() {
+        if let Some(change) = changes.last().filter(|c| c.effective) {
             return Ok(view(&change.record_after(), now));
         }
         self.inner
@@ -465,8 +544,14 @@ impl Consents {
             .ok_or_else(|| StoreError::Corrupt("a recorded consent is missing".into()).into())
     }
 
-    /// The subject's current consents and full history, evidence decrypted.
-    pub async fn overview(&self, subject_id: &SubjectId) -> Result<ConsentOverview, ConsentError> {
+    /// The subject's current consents and full history. Evidence is decrypted for the events
+    /// `evidence_of` recorded (`None`: every event — the operator and `admin`); the others
+    /// show none (minimum necessary: the state is what another system needs to know).
+    pub async fn overview(
+        &self,
+        subject_id: &SubjectId,
+        evidence_of: Option<&IntegrationId>,
+    ) -> Result<ConsentOverview, ConsentError> {
         let subject = self.subject(subject_id).await?;
         let now = self.now();
         let current = self.inner.store.consents(&subject.id).await?;
@@ -478,8 +563,10 @@ impl Consents {
         };
         let mut entries = Vec::with_capacity(history.len());
         for event in history {
+            let shown =
+                evidence_of.is_none_or(|viewer| event.integration_id.as_ref() == Some(viewer));
             let evidence = match &key {
-                Some(key) => {
+                Some(key) if shown => {
                     let plaintext = Keyring::open_for_subject(
                         key,
                         &evidence_binding(&event.id),
@@ -488,7 +575,7 @@ impl Consents {
                     serde_json::from_slice(&plaintext)
                         .map_err(|_| StoreError::Corrupt("consent evidence is not JSON".into()))?
                 }
-                None => Value::Null,
+                _ => Value::Null,
             };
             entries.push(HistoryEntry {
                 id: event.id,
@@ -496,6 +583,8 @@ impl Consents {
                 channel: event.channel.as_str(),
                 state: event.state,
                 method: event.method,
+                origin: event.origin,
+                effective: event.effective,
                 notice_version: event.notice_version,
                 notice_sha256: event.notice_hash.map(|h| HEXLOWER.encode(&h)),
                 integration_id: event.integration_id,
@@ -515,14 +604,15 @@ impl Consents {
     /// Prepares the planned changes against the subject's current records and commits them
     /// with whatever messages `messages` adds (given the changes that will happen), in one
     /// transaction; retried when another change to the same records came first. Changes that
-    /// change nothing (an expiry after a grant) are dropped. Returns what was committed.
+    /// change nothing (an expiry after a grant) are dropped, stale ones kept as history only,
+    /// refused ones (the subject opted out) not written. Returns what was committed.
     pub(crate) async fn commit(
         &self,
         subject: &SubjectId,
         planned: Vec<Planned>,
         initiator: &Initiator,
         messages: impl Fn(&[ConsentChange]) -> Result<Vec<NewMessage>, ConsentError>,
-    ) -> Result<Vec<ConsentChange>, ConsentError> {
+    ) -> Result<Committed, ConsentError> {
         let key = self.inner.keys.subject_key(subject).await?;
         let stripe = subject.as_str().bytes().fold(0usize, |h, b| {
             h.wrapping_mul(31).wrapping_add(usize::from(b))
@@ -531,13 +621,22 @@ impl Consents {
         let mut attempt = 0;
         loop {
             let current = self.inner.store.consents(subject).await?;
-            let changes = self.prepare(&key, subject, &current, &planned, initiator)?;
-            if changes.is_empty() {
-                return Ok(changes);
+            let committed = self.prepare(&key, subject, &current, &planned, initiator)?;
+            if committed.changes.is_empty() {
+                return Ok(committed);
             }
-            let outgoing = messages(&changes)?;
-            match self.inner.store.record_consents(&changes, &outgoing).await {
-                Ok(()) => return Ok(changes),
+            let outgoing = if committed.changes.iter().any(|c| c.effective) {
+                messages(&committed.changes)?
+            } else {
+                Vec::new()
+            };
+            match self
+                .inner
+                .store
+                .record_consents(&committed.changes, &outgoing)
+                .await
+            {
+                Ok(()) => return Ok(committed),
                 Err(StoreError::Conflict) if attempt < CONFLICT_RETRIES => {
                     // Another node changed the record: back off a little, re-derive, retry.
                     attempt += 1;
@@ -557,6 +656,33 @@ impl Consents {
         }
     }
 
+    /// Whether the subject opted out of `purpose` on `channel` — its own record, or the channel
+    /// opt-in where the opt-out covers the purpose: then only the subject opts in again.
+    pub(crate) fn opted_out(
+        &self,
+        current: &[StoredConsent],
+        purpose: &str,
+        channel: Channel,
+    ) -> bool {
+        current.iter().any(|c| {
+            c.channel == channel
+                && c.standing.opted_out()
+                && (c.purpose == purpose
+                    || (c.purpose == CHANNEL_OPT_IN && self.channel_opt_out_covers(purpose)))
+        })
+    }
+
+    /// Whether the subject's opt-out of the channel covers `purpose` (see
+    /// [`Purpose::stopped_by_opt_out`]): then only the subject reopens it.
+    fn channel_opt_out_covers(&self, purpose: &str) -> bool {
+        purpose != CHANNEL_OPT_IN
+            && self
+                .inner
+                .catalog
+                .purpose(purpose)
+                .is_none_or(Purpose::stopped_by_opt_out)
+    }
+
     /// The changes (events, audit entries, `consent.changed` events) the plan makes to the
     /// current records, in order; a record changed twice in one plan chains its changes.
     pub(crate) fn prepare(
@@ -566,13 +692,21 @@ impl Consents {
         current: &[StoredConsent],
         planned: &[Planned],
         initiator: &Initiator,
-    ) -> Result<Vec<ConsentChange>, ConsentError> {
+    ) -> Result<Committed, ConsentError> {
         let now = self.now();
-        let mut standings: Vec<(String, Channel, Standing, ConsentEventId)> = current
+        let mut standings: Vec<(String, Channel, Standing, ConsentEventId, Timestamp)> = current
             .iter()
-            .map(|c| (c.purpose.clone(), c.channel, c.standing, c.event_id.clone()))
+            .map(|c| {
+                (
+                    c.purpose.clone(),
+                    c.channel,
+                    c.standing,
+                    c.event_id.clone(),
+                    c.updated_at,
+                )
+            })
             .collect();
-        let mut changes = Vec::new();
+        let mut committed = Committed::default();
         for plan in planned {
             let existing = standings
                 .iter()
@@ -587,13 +721,54 @@ impl Consents {
                     ..s
                 }),
             };
-            let Some(after) = apply(before, plan.transition) else {
-                continue;
+            // When it happened, never later than now: a claim from the future would outrank
+            // the subject's own word until the clock caught up.
+            let event = Event {
+                transition: plan.transition,
+                origin: plan.origin,
+                at: plan.captured_at.min(now),
             };
-            if before == Some(after) && plan.transition != Transition::Grant {
-                // Withdrawing what is withdrawn again records nothing new.
-                continue;
-            }
+            // The subject's opt-out of the channel covers the purposes it stops: an integration
+            // may not grant them (or ask again) until the subject opts in.
+            let channel_opted_out = plan.origin != Origin::Subject
+                && matches!(
+                    plan.transition,
+                    Transition::Grant | Transition::Request { .. }
+                )
+                && self.channel_opt_out_covers(&plan.purpose)
+                && standings.iter().any(|(p, ch, st, ..)| {
+                    p == CHANNEL_OPT_IN && *ch == plan.channel && st.opted_out()
+                });
+            let applied = if channel_opted_out {
+                Applied::OptedOut
+            } else {
+                apply(before, event)
+            };
+            let (after, effective, reaffirmed) = match applied {
+                Applied::Changed(after) => {
+                    if before == Some(after) && plan.transition != Transition::Grant {
+                        committed.outcomes.push(PlanOutcome::Unchanged);
+                        continue;
+                    }
+                    (after, true, false)
+                }
+                Applied::Reaffirmed(after) => (after, true, true),
+                Applied::Stale => match stored {
+                    Some(stored) => (stored, false, false),
+                    None => {
+                        committed.outcomes.push(PlanOutcome::Unchanged);
+                        continue;
+                    }
+                },
+                Applied::Unchanged => {
+                    committed.outcomes.push(PlanOutcome::Unchanged);
+                    continue;
+                }
+                Applied::OptedOut => {
+                    committed.outcomes.push(PlanOutcome::OptedOut);
+                    continue;
+                }
+            };
             let event_id = ConsentEventId::generate_ordered(now)?;
             let notice_hash = plan.notice_version.as_deref().and_then(|v| {
                 self.inner
@@ -616,6 +791,9 @@ impl Consents {
                 .with("channel", plan.channel.as_str())
                 .with("state", state.as_str())
                 .with("method", plan.method.as_str())
+                .with("origin", plan.origin.as_str())
+                .with("effective", effective)
+                .with("reaffirmed", reaffirmed)
                 .with_opt(
                     "notice_version",
                     plan.notice_version.as_deref().and_then(Detail::name),
@@ -628,30 +806,41 @@ impl Consents {
                     .details(details),
                 now,
             );
-            let event = NewEvent::seal(
-                key,
-                EventType::ConsentChanged,
-                None,
-                subject,
-                json!({
-                    "subject_id": subject.as_str(),
-                    "purpose": plan.purpose,
-                    "channel": plan.channel.as_str(),
-                    "state": state.as_str(),
-                    "method": plan.method.as_str(),
-                    "consent_event_id": event_id.as_str(),
-                    "at": rfc3339(now),
-                }),
-                now,
-            )?;
+            // Integrators learn of changes; a stale or repeated event changed nothing.
+            let event = (effective && !reaffirmed)
+                .then(|| {
+                    NewEvent::seal(
+                        key,
+                        EventType::ConsentChanged,
+                        None,
+                        subject,
+                        json!({
+                            "subject_id": subject.as_str(),
+                            "purpose": plan.purpose,
+                            "channel": plan.channel.as_str(),
+                            "state": state.as_str(),
+                            "method": plan.method.as_str(),
+                            "origin": plan.origin.as_str(),
+                            "consent_event_id": event_id.as_str(),
+                            "at": rfc3339(now),
+                        }),
+                        now,
+                    )
+                })
+                .transpose()?;
             let previous = existing.map(|i| standings[i].3.clone());
-            changes.push(ConsentChange {
+            let previous_updated_at = existing.map(|i| standings[i].4);
+            committed.changes.push(ConsentChange {
                 event_id: event_id.clone(),
                 subject_id: subject.clone(),
                 purpose: plan.purpose.clone(),
                 channel: plan.channel,
                 state,
                 method: plan.method,
+                origin: plan.origin,
+                effective,
+                reaffirmed,
+                standing: after,
                 notice_version: plan.notice_version.clone(),
                 notice_hash,
                 integration_id: plan.integration.clone(),
@@ -660,15 +849,27 @@ impl Consents {
                 recorded_at: now,
                 expires_at,
                 previous,
+                previous_updated_at,
                 audit,
-                event: Some(event),
+                event,
             });
-            match existing {
-                Some(i) => standings[i] = (plan.purpose.clone(), plan.channel, after, event_id),
-                None => standings.push((plan.purpose.clone(), plan.channel, after, event_id)),
+            committed.outcomes.push(if effective {
+                PlanOutcome::Recorded
+            } else {
+                PlanOutcome::Stale
+            });
+            if effective {
+                match existing {
+                    Some(i) => {
+                        standings[i] = (plan.purpose.clone(), plan.channel, after, event_id, now);
+                    }
+                    None => {
+                        standings.push((plan.purpose.clone(), plan.channel, after, event_id, now));
+                    }
+                }
             }
         }
-        Ok(changes)
+        Ok(committed)
     }
 
     /// Herald's own integration (`admin`), for the messages it sends itself.

@@ -67,6 +67,37 @@ pub struct Purpose {
     /// Herald's own messages (opt-in confirmations, opt-out acknowledgements): never named by
     /// integrators.
     pub internal: bool,
+    /// What a subject's "STOP" ends for this purpose (default: the channel opt-in itself).
+    pub stop_withdraws: StopScope,
+}
+
+/// What an opt-out keyword (or the stop button) withdraws for a purpose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopScope {
+    /// The WhatsApp opt-in itself: after STOP no business-initiated message of this purpose
+    /// goes out until the subject opts in again (the default, and WhatsApp's policy).
+    Channel,
+    /// Only marketing: a non-marketing purpose with this setting keeps its business-initiated
+    /// messages after STOP, on its own (or another surviving) grant. For what a law or contract
+    /// requires to be sent (a legal notice the subject cannot object to on this channel).
+    Marketing,
+}
+
+impl StopScope {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "channel" => Some(StopScope::Channel),
+            "marketing" => Some(StopScope::Marketing),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StopScope::Channel => "channel",
+            StopScope::Marketing => "marketing",
+        }
+    }
 }
 
 impl Purpose {
@@ -81,11 +112,17 @@ impl Purpose {
             reopt_in_by_keyword: false,
             frequency_cap: None,
             internal: false,
+            stop_withdraws: StopScope::Channel,
         }
     }
 
     pub fn offers(&self, channel: super::Channel) -> bool {
         self.channels.contains(&channel)
+    }
+
+    /// Whether a subject's opt-out ("STOP") ends this purpose's business-initiated messages.
+    pub fn stopped_by_opt_out(&self) -> bool {
+        self.marketing || self.stop_withdraws == StopScope::Channel
     }
 
     pub fn notice(&self, version: &str) -> Option<&Notice> {

@@ -43,8 +43,12 @@ pub struct ClaimedMessage {
     pub phone_ciphertext: Option<Vec<u8>>,
     pub subject_restricted: bool,
     pub purpose: String,
-    /// The standing of the subject's record for this purpose and channel at the claim.
-    pub consent: Option<crate::consent::Standing>,
+    /// The subject's records on the message's channel at the claim (purpose, standing), the
+    /// channel opt-in included.
+    pub consents: Vec<(String, crate::consent::Standing)>,
+    /// Sent outside a conversation the subject started: the channel opt-in it relied on is
+    /// checked again.
+    pub business_initiated: bool,
 }
 
 /// One delivery attempt, as recorded.
@@ -291,9 +295,14 @@ impl Delivery {
         }
         // Consent is checked again before every attempt: a withdrawal since acceptance (a
         // "STOP", a DELETE) cancels the message, retries included.
+        let now = clock.now();
         if let Err(refusal) = crate::consent::model::decide_delivery(
             self.inner.catalog.purpose(&message.purpose),
-            message.consent.map(|s| s.at(clock.now())),
+            message
+                .consents
+                .iter()
+                .map(|(purpose, standing)| (purpose.as_str(), standing.at(now))),
+            message.business_initiated,
         ) {
             return Ok(self.failed(message, refusal.code(), None, Some(&key))?);
         }

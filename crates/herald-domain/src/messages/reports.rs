@@ -108,6 +108,8 @@ pub enum ProviderReport {
     Ignored {
         what: String,
     },
+    /// A report for a business number Herald is not configured for: ignored and counted.
+    ForeignNumber,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -120,6 +122,11 @@ pub struct CallbackError {
 pub trait CallbackParser: Send + Sync + std::fmt::Debug {
     fn provider(&self) -> &'static str;
     fn parse(&self, body: &[u8]) -> Result<Vec<ProviderReport>, CallbackError>;
+    /// The body without what it says about the number `e164` (its messages, statuses,
+    /// contacts and preferences), for an erasure: `None` if it does not mention the number;
+    /// `Some(None)` if nothing else would be left (or the body cannot be read: then it goes).
+    #[allow(clippy::option_option)]
+    fn redact(&self, body: &[u8], e164: &str) -> Option<Option<Vec<u8>>>;
 }
 
 /// A stored callback.
@@ -143,7 +150,7 @@ impl std::fmt::Debug for InboxEntry {
     }
 }
 
-/// A message a status report is about, as stored.
+/// A message a status report (or a customer's reply) is about, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReportTarget {
     pub id: MessageId,
@@ -151,6 +158,10 @@ pub struct ReportTarget {
     pub subject_id: SubjectId,
     pub status: MessageStatus,
     pub provider_ref_index: Option<[u8; 32]>,
+    pub purpose: String,
+    /// The consent event the message relied on (for a double opt-in's confirmation template:
+    /// the request it asks the subject to confirm).
+    pub consent_event_id: Option<crate::ids::ConsentEventId>,
 }
 
 /// One status change, applied only if the message is still in one of `from`.
@@ -181,6 +192,10 @@ pub struct NewInbound {
     pub received_at: Timestamp,
     pub purge_at: Timestamp,
     pub audit: AuditRecord,
+    /// The integration that owns the conversation (ADR 0012), linked to the subject with the
+    /// message; `None`: the message is stored and nobody is told.
+    pub owner: Option<IntegrationId>,
+    /// `message.inbound` for the owner only.
     pub event: Option<NewEvent>,
     /// What the message does to the subject's consents (a `STOP`, a confirmation), applied
     /// only with the message itself, and the acknowledgements it asks for.
@@ -282,6 +297,25 @@ pub struct ReportSettings {
     pub keep_content: TimeDelta,
     /// How long customers' messages are kept.
     pub keep_inbound: TimeDelta,
+    /// The integration (by name) that receives customers' messages no conversation claims
+    /// (the business number's default handler); `None`, or no integration of that name yet:
+    /// such messages are stored and nobody is told.
+    pub default_inbound: Option<String>,
+    /// Processing attempts after which a stored callback is set aside (dead-lettered).
+    pub max_attempts: u32,
+    /// How long a stored callback (dead-lettered ones included) is kept at most.
+    pub keep_callbacks: TimeDelta,
+}
+
+/// What callback processing skipped, for `/metrics` (counts since start).
+#[derive(Debug, Default)]
+pub struct CallbackStats {
+    /// Reports whose sender's number could not be used (not a valid phone number).
+    pub unusable_numbers: std::sync::atomic::AtomicU64,
+    /// Reports for a business number Herald is not configured for.
+    pub foreign_numbers: std::sync::atomic::AtomicU64,
+    /// Callbacks set aside after failing too often.
+    pub dead_lettered: std::sync::atomic::AtomicU64,
 }
 
 struct Inner {
@@ -295,6 +329,8 @@ struct Inner {
     settings: ReportSettings,
     owner: String,
     wake: Arc<Notify>,
+    stats: Arc<CallbackStats>,
+    default_inbound: std::sync::OnceLock<IntegrationId>,
 }
 
 /// Receiving and processing provider callbacks. Cheap to clone.
@@ -318,6 +354,8 @@ struct Counts {
     ignored: u64,
     preferences: u64,
     unknown_messages: u64,
+    unusable_numbers: u64,
+    foreign_numbers: u64,
 }
 
 impl Reports {
@@ -345,8 +383,15 @@ impl Reports {
                 settings,
                 owner,
                 wake: Arc::new(Notify::new()),
+                stats: Arc::default(),
+                default_inbound: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// What processing skipped so far.
+    pub fn stats(&self) -> Arc<CallbackStats> {
+        Arc::clone(&self.inner.stats)
     }
 
     pub fn settings(&self) -> &WorkerSettings {
@@ -392,7 +437,10 @@ impl Reports {
             received_at: now,
             attempts: 0,
         };
-        self.inner.store.insert_callback(&entry, &audit).await?;
+        self.inner
+            .store
+            .insert_callback(&entry, now + self.inner.settings.keep_callbacks, &audit)
+            .await?;
         self.inner.wake.notify_one();
         Ok(id)
     }
@@ -540,46 +588,163 @@ impl Reports {
         Ok(())
     }
 
+    /// The subject a report names, created if new; `None` (counted) when the number cannot be
+    /// used — one bad number must not hold back the rest of a batched callback.
+    async fn sender(
+        &self,
+        from: &str,
+        counts: &mut Counts,
+    ) -> Result<Option<crate::store::SubjectRecord>, ReportError> {
+        match self
+            .inner
+            .subjects
+            .resolve(from, &Initiator::system())
+            .await
+        {
+            Ok(subject) => Ok(Some(subject)),
+            Err(SubjectError::Phone(_)) => {
+                counts.unusable_numbers += 1;
+                self.inner
+                    .stats
+                    .unusable_numbers
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Who owns the conversation a customer's message belongs to (ADR 0012): the integration
+    /// whose message it replies to, else the last integration that wrote to the subject on
+    /// this channel within the service window, else the business number's default handler.
+    async fn conversation_owner(
+        &self,
+        subject: &SubjectId,
+        replied_to: Option<&ReportTarget>,
+        sent_at: Timestamp,
+    ) -> Result<Option<IntegrationId>, ReportError> {
+        if let Some(target) = replied_to {
+            return Ok(Some(target.integration_id.clone()));
+        }
+        if let Some(last) = self
+            .inner
+            .store
+            .last_sender(
+                subject,
+                Channel::Whatsapp,
+                sent_at - super::send::SERVICE_WINDOW,
+            )
+            .await?
+        {
+            return Ok(Some(last));
+        }
+        self.default_inbound().await
+    }
+
+    /// The configured default handler, once it exists (looked up by name until then, so it
+    /// can be configured before the integration is created).
+    async fn default_inbound(&self) -> Result<Option<IntegrationId>, ReportError> {
+        let Some(name) = &self.inner.settings.default_inbound else {
+            return Ok(None);
+        };
+        if let Some(id) = self.inner.default_inbound.get() {
+            return Ok(Some(id.clone()));
+        }
+        match self.inner.store.integration_by_name(name).await? {
+            Some(record) => Ok(Some(
+                self.inner.default_inbound.get_or_init(|| record.id).clone(),
+            )),
+            None => {
+                tracing::warn!(
+                    "inbound.default_integration names no integration; the message reaches nobody"
+                );
+                Ok(None)
+            }
+        }
+    }
+
+    /// The message of Herald's a customer's message replies to (`context.id`), if it was sent
+    /// to that same subject.
+    async fn replied_to(
+        &self,
+        subject: &SubjectId,
+        content: &InboundContent,
+    ) -> Result<Option<ReportTarget>, ReportError> {
+        let Some(context) = content.details.get("context_id").and_then(Value::as_str) else {
+            return Ok(None);
+        };
+        let index = self.inner.keys.provider_ref_index(context);
+        Ok(self
+            .inner
+            .store
+            .report_targets(&[index], &[])
+            .await?
+            .into_iter()
+            .find(|t| &t.subject_id == subject))
+    }
+
     async fn inbound(
         &self,
         report: InboundReport,
+        counts: &mut Counts,
         batch: &mut ReportBatch,
     ) -> Result<(), ReportError> {
         let now = self.inner.clock.now();
-        let subject = self
-            .inner
-            .subjects
-            .resolve(&report.from, &Initiator::system())
-            .await?;
+        let Some(subject) = self.sender(&report.from, counts).await? else {
+            return Ok(());
+        };
         let key = self.inner.keys.subject_key(&subject.id).await?;
         let id = MessageId::generate_ordered(now)?;
         let content = serde_json::to_vec(&report.content).unwrap_or_default();
         let content_ciphertext = Keyring::seal_for_subject(&key, &inbound_binding(&id), &content)?;
         // A provider clock ahead of ours must not stretch the 24-hour window.
         let sent_at = report.at.min(now);
-        let data = json!({
-            "message_id": id.as_str(),
-            "subject_id": subject.id.as_str(),
-            "channel": Channel::Whatsapp.as_str(),
-            "kind": report.content.kind,
-            "sent_at": rfc3339(sent_at),
-            "received_at": rfc3339(now),
-            "content": report.content,
-        });
-        let event = NewEvent::seal(
-            &key,
-            EventType::MessageInbound,
-            None,
-            &subject.id,
-            data,
-            now,
-        )?;
+        let replied_to = self.replied_to(&subject.id, &report.content).await?;
+        let owner = self
+            .conversation_owner(&subject.id, replied_to.as_ref(), sent_at)
+            .await?;
+        let event = owner
+            .as_ref()
+            .map(|owner| {
+                NewEvent::seal(
+                    &key,
+                    EventType::MessageInbound,
+                    Some(owner.clone()),
+                    &subject.id,
+                    json!({
+                        "message_id": id.as_str(),
+                        "subject_id": subject.id.as_str(),
+                        "channel": Channel::Whatsapp.as_str(),
+                        "kind": report.content.kind,
+                        "sent_at": rfc3339(sent_at),
+                        "received_at": rfc3339(now),
+                        "in_reply_to": replied_to.as_ref().map(|t| t.id.as_str()),
+                        "content": report.content,
+                    }),
+                    now,
+                )
+            })
+            .transpose()?;
         let kind_detail = crate::audit::Detail::name(&report.content.kind);
         let earlier = batch.consent_changes_of(&subject.id);
+        let answered = replied_to
+            .as_ref()
+            .map(|t| crate::consent::inbound::RepliedTo {
+                message_id: t.id.clone(),
+                purpose: t.purpose.clone(),
+                consent_event_id: t.consent_event_id.clone(),
+            });
         let consent = self
             .inner
             .consents
-            .on_inbound(&subject, &id, &report.content, sent_at, &earlier)
+            .on_inbound(
+                &subject,
+                &id,
+                &report.content,
+                sent_at,
+                &earlier,
+                answered.as_ref(),
+            )
             .await?;
         batch.inbound.push(NewInbound {
             id,
@@ -604,11 +769,13 @@ impl Reports {
                 .details(
                     Details::new()
                         .with_opt("kind", kind_detail)
-                        .with("channel", Channel::Whatsapp.as_str()),
+                        .with("channel", Channel::Whatsapp.as_str())
+                        .with_opt("owner_integration_id", owner.as_ref()),
                 ),
                 now,
             ),
-            event: Some(event),
+            owner,
+            event,
             consent: consent.changes,
             replies: consent.replies,
         });
@@ -618,13 +785,12 @@ impl Reports {
     async fn preference(
         &self,
         report: PreferenceReport,
+        counts: &mut Counts,
         batch: &mut ReportBatch,
     ) -> Result<(), ReportError> {
-        let subject = self
-            .inner
-            .subjects
-            .resolve(&report.from, &Initiator::system())
-            .await?;
+        let Some(subject) = self.sender(&report.from, counts).await? else {
+            return Ok(());
+        };
         let earlier = batch.consent_changes_of(&subject.id);
         let at = report.at.min(self.inner.clock.now());
         let changes = self
@@ -666,11 +832,20 @@ impl Reports {
                 ProviderReport::Status(status) => statuses.push(status),
                 ProviderReport::Inbound(inbound) => {
                     counts.inbound += 1;
-                    self.inbound(inbound, &mut batch).await?;
+                    self.inbound(inbound, &mut counts, &mut batch).await?;
                 }
                 ProviderReport::Preference(preference) => {
                     counts.preferences += 1;
-                    self.preference(preference, &mut batch).await?;
+                    self.preference(preference, &mut counts, &mut batch).await?;
+                }
+                ProviderReport::ForeignNumber => {
+                    // Another business number's traffic (a shared app, a misrouted
+                    // subscription): not ours to act on.
+                    counts.foreign_numbers += 1;
+                    self.inner
+                        .stats
+                        .foreign_numbers
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
                 ProviderReport::Ignored { what } => {
                     counts.ignored += 1;
@@ -697,12 +872,121 @@ impl Reports {
                     .with("ignored", counts.ignored)
                     .with("preferences", counts.preferences)
                     .with("unknown_messages", counts.unknown_messages)
+                    .with("unusable_numbers", counts.unusable_numbers)
+                    .with("foreign_numbers", counts.foreign_numbers)
                     .with("unparseable", unparseable),
             ),
             now,
         ));
         self.inner.store.apply_reports(&batch).await?;
         Ok(())
+    }
+}
+
+impl ReportError {
+    /// A stable, data-free name for why processing failed (the dead letter's reason).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ReportError::Store(StoreError::Conflict) => "conflict",
+            ReportError::Store(_) => "storage",
+            ReportError::Keys(_) => "keys",
+            ReportError::Subjects(_) => "subjects",
+            ReportError::Consent(_) => "consent",
+            ReportError::UnknownProvider(_) => "unknown_provider",
+        }
+    }
+}
+
+impl Reports {
+    /// Sets a callback aside after its last allowed attempt, with the reason and an audit
+    /// entry, so that it stops holding a worker (and is purged with the inbox retention).
+    async fn dead_letter(&self, entry: &InboxEntry, error: &ReportError) {
+        let now = self.inner.clock.now();
+        let reason = error.reason();
+        tracing::error!(callback_id = %entry.id, attempts = entry.attempts, reason, error = %error, "a provider callback failed too often and was dead-lettered");
+        let audit = AuditRecord::new(
+            &AuditEvent::new(
+                &Initiator::system(),
+                Action::ProviderWebhookDeadLettered,
+                Outcome::Failure,
+            )
+            .target(Target::Service)
+            .details(
+                Details::new()
+                    .with("callback_id", &entry.id)
+                    .with_opt("provider", crate::audit::Detail::name(&entry.provider))
+                    .with("attempts", u64::from(entry.attempts))
+                    .with("reason", reason),
+            ),
+            now,
+        );
+        match self
+            .inner
+            .store
+            .dead_letter_callback(&entry.id, &self.inner.owner, reason, now, &audit)
+            .await
+        {
+            Ok(()) => {
+                self.inner
+                    .stats
+                    .dead_lettered
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            Err(e) => {
+                tracing::error!(callback_id = %entry.id, error = %e, "could not dead-letter a provider callback");
+            }
+        }
+    }
+
+    /// Deletes stored callbacks (dead-lettered ones included) past the inbox retention.
+    pub async fn purge_inbox(&self) -> Result<u64, StoreError> {
+        let now = self.inner.clock.now();
+        let audit = |count: u64| {
+            AuditRecord::new(
+                &AuditEvent::new(
+                    &Initiator::system(),
+                    Action::ProviderInboxPurged,
+                    Outcome::Success,
+                )
+                .target(Target::Service)
+                .details(Details::new().with("count", count)),
+                now,
+            )
+        };
+        self.inner.store.purge_callbacks(now, 1000, &audit).await
+    }
+
+    /// Removes what stored callbacks (pending or dead-lettered) say about the number `e164`
+    /// before its subject is erased: each body that mentions it is rewritten without those
+    /// parts, or deleted when nothing else is left. Returns how many were changed.
+    pub async fn forget_number(&self, e164: &str) -> Result<u64, ReportError> {
+        let mut changed = 0;
+        for entry in self.inner.store.stored_callbacks().await? {
+            let Some(parser) = self.inner.parsers.get(entry.provider.as_str()) else {
+                continue;
+            };
+            let body = self
+                .inner
+                .keys
+                .open_system(&body_binding(&entry.id), &entry.body_ciphertext)?;
+            let Some(redacted) = parser.redact(&body, e164) else {
+                continue;
+            };
+            let ciphertext = match redacted {
+                Some(rest) => Some(
+                    self.inner
+                        .keys
+                        .seal_system(&body_binding(&entry.id), &rest)?,
+                ),
+                None => None,
+            };
+            self.inner
+                .store
+                .replace_callback(&entry.id, ciphertext.as_deref())
+                .await?;
+            changed += 1;
+        }
+        Ok(changed)
     }
 }
 
@@ -729,6 +1013,10 @@ impl LeasedWork for Reports {
 
     async fn handle(&self, entry: InboxEntry) {
         if let Err(e) = self.process(&entry).await {
+            if entry.attempts >= self.inner.settings.max_attempts {
+                self.dead_letter(&entry, &e).await;
+                return;
+            }
             // Kept, and tried again after a pause that grows with each failure.
             let pause = TimeDelta::seconds(5 * i64::from(entry.attempts.clamp(1, 720)));
             tracing::error!(callback_id = %entry.id, error = %e, "processing a provider callback failed; it will be retried");

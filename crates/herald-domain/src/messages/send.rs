@@ -18,13 +18,15 @@ use super::model::{Channel, Content, MAX_PARAMETER_CHARS, MAX_TEXT_CHARS};
 use crate::audit::{
     Action, Audit, AuditEvent, AuditRecord, Detail, Details, Initiator, Outcome, Target,
 };
+use crate::auth::Principal;
 use crate::batch::Batcher;
 use crate::clock::{Clock, Timestamp};
+use crate::consent::CHANNEL_OPT_IN;
 use crate::ids::{ConsentEventId, IntegrationId, MessageId, SubjectId};
 use crate::keys::{KeyError, Keyring};
 use crate::phone::PhoneError;
 use crate::store::{Store, StoreError, SubjectRecord};
-use crate::subjects::{SubjectError, Subjects};
+use crate::subjects::{Access, Resolved, SubjectError, Subjects};
 
 /// The customer-service window: free-form text only this long after the last inbound message.
 pub const SERVICE_WINDOW: TimeDelta = TimeDelta::hours(24);
@@ -107,6 +109,10 @@ pub enum SendError {
     Phone(#[from] PhoneError),
     #[error("no such subject")]
     SubjectNotFound,
+    /// Sending by number to a subject the caller is not linked to (or a new one) registers it:
+    /// that needs `subjects:write`.
+    #[error("sending to a number not yet linked to the caller requires the scope subjects:write")]
+    MayNotRegister,
     #[error("this Idempotency-Key was used with a different request")]
     IdempotencyKeyReused,
     #[error(transparent)]
@@ -124,6 +130,7 @@ impl From<SubjectError> for SendError {
             SubjectError::Store(e) => SendError::Store(e),
             SubjectError::Keys(e) => SendError::Keys(e),
             SubjectError::Random(e) => SendError::Random(e),
+            SubjectError::MayNotRegister => SendError::MayNotRegister,
         }
     }
 }
@@ -161,6 +168,9 @@ pub struct NewMessage {
     pub idempotency: Option<IdempotencyClaim>,
     /// The consent event the send relies on (see [`ConsentGate::check`]).
     pub consent_event_id: Option<ConsentEventId>,
+    /// A template outside a conversation the subject started: delivery re-checks the channel
+    /// opt-in it relied on.
+    pub business_initiated: bool,
     pub audit: AuditRecord,
 }
 
@@ -175,6 +185,7 @@ pub(crate) struct Draft<'a> {
     pub phi: bool,
     pub idempotency: Option<IdempotencyClaim>,
     pub consent_event_id: Option<ConsentEventId>,
+    pub business_initiated: bool,
 }
 
 impl Draft<'_> {
@@ -223,6 +234,7 @@ impl Draft<'_> {
             created_at: now,
             idempotency: self.idempotency,
             consent_event_id: self.consent_event_id,
+            business_initiated: self.business_initiated,
             audit: AuditRecord::new(&event, now),
         })
     }
@@ -446,11 +458,12 @@ impl Messages {
     pub async fn send(
         &self,
         command: SendCommand,
-        integration: &IntegrationId,
+        caller: &Principal,
         initiator: &Initiator,
         idempotency_key: Option<&str>,
     ) -> Result<Accepted, SendError> {
         validate(&command, idempotency_key)?;
+        let integration = &caller.integration_id;
         let now = self.clock.now();
         let claim = idempotency_key.map(|key| IdempotencyClaim {
             key_hash: key_hash(integration, key),
@@ -462,8 +475,8 @@ impl Messages {
         {
             return Ok(replay);
         }
-        let subject = match self.admit(&command, initiator).await {
-            Ok(subject) => subject,
+        let Resolved { subject, link } = match self.admit(&command, caller, initiator).await {
+            Ok(resolved) => resolved,
             Err(error) => {
                 if let SendError::Refused(refusal) = &error {
                     self.refuse(initiator, &command, None, refusal.code())
@@ -472,16 +485,22 @@ impl Messages {
                 return Err(error);
             }
         };
-        let consent_event_id = match self.check_subject(&command, &subject, now).await {
-            Ok(relied_on) => relied_on,
-            Err(error) => {
-                if let SendError::Refused(refusal) = &error {
-                    self.refuse(initiator, &command, Some(&subject.id), refusal.code())
-                        .await?;
+        let (consent_event_id, business_initiated) =
+            match self.check_subject(&command, &subject, now).await {
+                Ok(decided) => decided,
+                Err(error) => {
+                    if let SendError::Refused(refusal) = &error {
+                        self.refuse(initiator, &command, Some(&subject.id), refusal.code())
+                            .await?;
+                    }
+                    return Err(error);
                 }
-                return Err(error);
-            }
-        };
+            };
+        // The caller sends to a subject it did not know yet (it may register subjects): from
+        // now on it is linked, before the message can be accepted.
+        if let Some(reason) = link {
+            self.subjects.link(&subject.id, integration, reason).await?;
+        }
         let id = MessageId::generate_ordered(now)?;
         let key = self.keys.subject_key(&subject.id).await?;
         let message = Draft {
@@ -494,6 +513,7 @@ impl Messages {
             phi: command.phi,
             idempotency: claim.clone(),
             consent_event_id,
+            business_initiated,
         }
         .seal(&key, initiator, now)?;
         match self.committer.submit(message).await? {
@@ -542,12 +562,15 @@ impl Messages {
         }))
     }
 
-    /// The policy parts that need no subject, then the subject itself.
+    /// The policy parts that need no subject, then the subject itself: by id only one the
+    /// caller may see; by number one it is linked to, or any with `subjects:write` (found or
+    /// created — only now, after the checks that need no subject).
     async fn admit(
         &self,
         command: &SendCommand,
+        caller: &Principal,
         initiator: &Initiator,
-    ) -> Result<SubjectRecord, SendError> {
+    ) -> Result<Resolved, SendError> {
         let Some(purpose) = self.catalog.public_purpose(&command.purpose) else {
             return Err(Refusal::UnknownPurpose.into());
         };
@@ -579,13 +602,22 @@ impl Messages {
         if command.phi {
             return Err(Refusal::PhiRequiresBaa.into());
         }
+        let access = Access::of(caller);
         match (&command.to, &command.subject_id) {
-            (Some(to), None) => Ok(self.subjects.resolve(to, initiator).await?),
-            (None, Some(id)) => match self.subjects.with_erasure(id).await? {
-                None => Err(SendError::SubjectNotFound),
-                Some((_, Some(_erased_at))) => Err(Refusal::SubjectErased.into()),
-                Some((subject, None)) => Ok(subject),
-            },
+            (Some(to), None) => Ok(self.subjects.resolve_for(to, initiator, access).await?),
+            (None, Some(id)) => {
+                if !self.subjects.visible(id, access).await? {
+                    return Err(SendError::SubjectNotFound);
+                }
+                match self.subjects.with_erasure(id).await? {
+                    None => Err(SendError::SubjectNotFound),
+                    Some((_, Some(_erased_at))) => Err(Refusal::SubjectErased.into()),
+                    Some((subject, None)) => Ok(Resolved {
+                        subject,
+                        link: None,
+                    }),
+                }
+            }
             _ => Err(SendError::Invalid {
                 field: "to",
                 rule: "give exactly one of to or subject_id",
@@ -593,13 +625,14 @@ impl Messages {
         }
     }
 
-    /// The policy parts that depend on the subject; `Ok` names the consent event relied on.
+    /// The policy parts that depend on the subject; `Ok` names the consent event relied on
+    /// and whether the message is business-initiated.
     async fn check_subject(
         &self,
         command: &SendCommand,
         subject: &SubjectRecord,
         now: Timestamp,
-    ) -> Result<Option<ConsentEventId>, SendError> {
+    ) -> Result<(Option<ConsentEventId>, bool), SendError> {
         if subject.restricted {
             return Err(Refusal::SubjectRestricted.into());
         }
@@ -607,9 +640,20 @@ impl Messages {
             .catalog
             .public_purpose(&command.purpose)
             .ok_or(Refusal::UnknownPurpose)?;
-        let inside_window = subject
-            .last_inbound_at
-            .is_some_and(|at| now - at <= SERVICE_WINDOW);
+        // The subject's "STOP" opened a window too, but it starts no conversation: only a
+        // message after the opt-out does.
+        let opted_out_at = subject
+            .consents
+            .iter()
+            .find(|c| {
+                c.purpose == CHANNEL_OPT_IN
+                    && c.channel == command.channel
+                    && c.standing.opted_out()
+            })
+            .map(|c| c.standing.effective_at);
+        let inside_window = subject.last_inbound_at.is_some_and(|at| {
+            now - at <= SERVICE_WINDOW && opted_out_at.is_none_or(|stopped| at > stopped)
+        });
         if let Content::Text { .. } = command.content
             && !inside_window
         {
@@ -618,9 +662,11 @@ impl Messages {
         // Free-form text is only ever a reply inside the window; a template outside it is the
         // business starting the conversation.
         let business_initiated = !inside_window;
-        self.consent
+        let relied_on = self
+            .consent
             .check(subject, purpose, command.channel, business_initiated, now)
-            .await
+            .await?;
+        Ok((relied_on, business_initiated))
     }
 }
 

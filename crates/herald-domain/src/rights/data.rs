@@ -178,6 +178,14 @@ pub struct EventData {
     pub updated_at: Timestamp,
 }
 
+/// An integration that knows the subject, and how it came to (a recipient, Art. 15(1)(c)).
+#[derive(Debug, Clone)]
+pub struct LinkData {
+    pub integration_id: String,
+    pub reason: String,
+    pub linked_at: Timestamp,
+}
+
 /// An audit entry that names the subject.
 #[derive(Debug, Clone)]
 pub struct AuditData {
@@ -192,6 +200,8 @@ pub struct AuditData {
 pub struct SubjectData {
     pub standing: SubjectStanding,
     pub phone_ciphertext: Option<Vec<u8>>,
+    /// The integrations linked to the subject.
+    pub links: Vec<LinkData>,
     pub messages: Vec<MessageData>,
     pub inbound_messages: Vec<InboundData>,
     pub events: Vec<EventData>,
@@ -218,6 +228,17 @@ pub const SUBJECT_DATA_TABLES: &[(&str, Coverage)] = &[
     ("consent_events", Coverage::Exported("consents")),
     ("webhook_deliveries", Coverage::Exported("events")),
     ("rights_requests", Coverage::Exported("rights_requests")),
+    ("subject_links", Coverage::Exported("integrations")),
+    (
+        "suppressions",
+        Coverage::NotSubjectData(
+            "written only when an opted-out subject is erased (a blind index and a date), when there is no subject left to export; a subject created later for the number shows it as its consent state",
+        ),
+    ),
+    (
+        "audit_seal_mark",
+        Coverage::NotSubjectData("how far the audit trail is sealed"),
+    ),
     ("audit_log", Coverage::Exported("audit_entries")),
     ("audit_pending", Coverage::Exported("audit_entries")),
     (

@@ -171,7 +171,7 @@ impl SubjectRights {
         if data.standing.erased_at.is_some() {
             return Err(SubjectRightsError::Erased);
         }
-        let consents = self.inner.consents.overview(id).await?;
+        let consents = self.inner.consents.overview(id, None).await?;
         let document = self.document(&data, &consents).await?;
         let event = AuditEvent::new(initiator, Action::SubjectExported, Outcome::Success)
             .target(Target::Subject(id.clone()))
@@ -219,6 +219,8 @@ impl SubjectRights {
                 "channel": h.channel,
                 "state": h.state.as_str(),
                 "method": h.method.as_str(),
+                "origin": h.origin.as_str(),
+                "effective": h.effective,
                 "notice_version": h.notice_version,
                 "notice_sha256": h.notice_sha256,
                 "integration_id": h.integration_id.as_ref().map(|i| i.as_str()),
@@ -267,6 +269,21 @@ impl SubjectRights {
         document.insert(
             "events".into(),
             Value::Array(data.events.iter().map(event).collect()),
+        );
+        document.insert(
+            "integrations".into(),
+            Value::Array(
+                data.links
+                    .iter()
+                    .map(|l| {
+                        json!({
+                            "integration_id": l.integration_id,
+                            "reason": l.reason,
+                            "linked_at": rfc3339(l.linked_at),
+                        })
+                    })
+                    .collect(),
+            ),
         );
         document.insert(
             "rights_requests".into(),

@@ -15,8 +15,8 @@ use crate::keys::{KeyError, Keyring};
 pub enum EventType {
     MessageStatus,
     MessageInbound,
-    /// A consent record changed (granted, pending, withdrawn, expired): every subscribed
-    /// integration learns of it, since each must stop or may start messaging.
+    /// A consent record changed (granted, pending, withdrawn, expired): every integration
+    /// linked to the subject learns of it, since each must stop or may start messaging.
     ConsentChanged,
     /// The subject's phone number was corrected (GDPR Art. 19: recipients are told).
     SubjectRectified,
@@ -63,7 +63,8 @@ pub const CONTENT_FIELD: &str = "content";
 pub struct NewEvent {
     pub id: EventId,
     pub event_type: EventType,
-    /// Only this integration's endpoints receive it; `None`: every subscribed endpoint.
+    /// Only this integration's endpoints receive it; `None`: the endpoints of every
+    /// integration linked to the subject (those that know it), never anyone else's.
     pub integration: Option<IntegrationId>,
     pub subject_id: SubjectId,
     pub payload_ciphertext: Vec<u8>,

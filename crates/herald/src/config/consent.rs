@@ -95,9 +95,6 @@ pub struct ConsentConfig {
     /// Quick-reply button payloads meaning "stop" and "confirm".
     pub stop_button_payloads: Vec<String>,
     pub confirm_button_payloads: Vec<String>,
-    /// Purposes an opt-out withdraws. Absent: every marketing purpose.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub opt_out_purposes: Option<Vec<String>>,
     /// Sent after an opt-out ("" or absent: nothing).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub opt_out_reply: Option<String>,
@@ -110,6 +107,8 @@ pub struct ConsentConfig {
     /// How long a user-initiated opt-in code stays valid.
     #[serde(with = "humantime_serde")]
     pub code_expiry: Duration,
+    /// Confirmation requests one number receives in 30 days at most.
+    pub opt_in_max_requests: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub opt_in_template: Option<OptInTemplateConfig>,
 }
@@ -137,14 +136,8 @@ impl super::Config {
             );
         }
         let catalog = self.catalog()?;
-        if let Some(purposes) = &c.opt_out_purposes
-            && let Some(unknown) = purposes
-                .iter()
-                .find(|p| catalog.public_purpose(p).is_none())
-        {
-            return invalid(format!(
-                "consent.opt_out_purposes names {unknown:?}, which is not a configured purpose"
-            ));
+        if !(1..=10).contains(&c.opt_in_max_requests) {
+            return invalid("consent.opt_in_max_requests must be between 1 and 10".into());
         }
         for (name, text) in [
             ("opt_out_reply", &c.opt_out_reply),
@@ -192,12 +185,12 @@ impl super::Config {
             ),
             stop_payloads: c.stop_button_payloads.clone(),
             confirm_payloads: c.confirm_button_payloads.clone(),
-            opt_out_purposes: c.opt_out_purposes.clone(),
             opt_out_reply: reply(&c.opt_out_reply),
             opt_in_reply: reply(&c.opt_in_reply),
             opt_in_ttl,
             opt_in_template,
             code_ttl,
+            opt_in_max_requests: c.opt_in_max_requests,
         })
     }
 }

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use herald_domain::messages::catalog::StopScope;
 use herald_domain::messages::{Catalog, Channel, LawfulBasis, Purpose, Template, TemplateCategory};
 use serde::{Deserialize, Serialize};
 
@@ -79,6 +80,19 @@ pub struct PurposeConfig {
     pub reopt_in_by_keyword: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub frequency_cap: Option<super::consent::FrequencyCapConfig>,
+    /// What a subject's "STOP" ends: `channel` (default: every business-initiated message of
+    /// the purpose) or `marketing` (only if the purpose is marketing).
+    #[serde(default)]
+    pub stop_withdraws: StopWithdraws,
+}
+
+/// `stop_withdraws` of a purpose.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopWithdraws {
+    #[default]
+    Channel,
+    Marketing,
 }
 
 fn default_channels() -> Vec<Channel> {
@@ -95,6 +109,7 @@ impl PurposeConfig {
             notices: Vec::new(),
             reopt_in_by_keyword: false,
             frequency_cap: None,
+            stop_withdraws: StopWithdraws::Channel,
         }
     }
 }
@@ -140,6 +155,9 @@ pub struct RetentionConfig {
     /// How long customers' messages are kept (they reach integrators as events at once).
     #[serde(with = "humantime_serde")]
     pub inbound_bodies: Duration,
+    /// How long a stored provider callback is kept at most (dead-lettered ones included).
+    #[serde(with = "humantime_serde")]
+    pub callbacks: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -174,6 +192,10 @@ impl super::Config {
                     .collect::<Result<_, _>>()?,
                 reopt_in_by_keyword: p.reopt_in_by_keyword,
                 frequency_cap: p.frequency_cap.as_ref().map(|c| c.cap()),
+                stop_withdraws: match p.stop_withdraws {
+                    StopWithdraws::Channel => StopScope::Channel,
+                    StopWithdraws::Marketing => StopScope::Marketing,
+                },
                 ..Purpose::new(name, p.basis)
             });
         }

@@ -158,6 +158,27 @@ pub struct Config {
     pub webhooks: WebhooksConfig,
     pub consent: ConsentConfig,
     pub rights: RightsConfig,
+    pub inbound: InboundConfig,
+    pub callbacks: CallbacksConfig,
+}
+
+/// Customers' messages that no conversation claims.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboundConfig {
+    /// The integration (by name) that receives `message.inbound` for messages that reply to
+    /// nothing and follow no integration's message within the service window. Absent: such
+    /// messages are stored and nobody is told.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_integration: Option<String>,
+}
+
+/// Processing stored provider callbacks.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallbacksConfig {
+    /// Attempts after which a callback that keeps failing is set aside (dead-lettered).
+    pub max_attempts: u32,
 }
 
 /// Data-subject rights.

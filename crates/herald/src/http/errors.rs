@@ -89,6 +89,9 @@ pub fn send(error: SendError) -> Problem {
         }
         SendError::Phone(e) => phone(e, "to"),
         SendError::SubjectNotFound => Problem::not_found().detail("no such subject"),
+        SendError::MayNotRegister => Problem::new(Code::Forbidden).detail(
+            "sending to a number not linked to this integration requires the scope subjects:write",
+        ),
         SendError::IdempotencyKeyReused => Problem::new(Code::IdempotencyKeyReused),
         SendError::Store(e) => store(e),
         SendError::Keys(e) => keys(e),
@@ -110,6 +113,17 @@ pub fn consent(error: ConsentError) -> Problem {
         ConsentError::OptInNotConfigured => {
             Problem::new(Code::OptInNotConfigured).detail(error.to_string())
         }
+        ConsentError::Stale => Problem::new(Code::ConsentStale).detail(error.to_string()),
+        // The capability recorded the refusal.
+        ConsentError::SubjectOptedOut => Problem::new(Code::SubjectOptedOut)
+            .detail(error.to_string())
+            .audited(),
+        ConsentError::RateLimited {
+            retry_after_seconds,
+        } => Problem::new(Code::RateLimited)
+            .detail(error.to_string())
+            .retry_after(retry_after_seconds)
+            .audited(),
         ConsentError::Subject(e) => subjects(e),
         ConsentError::Store(e) => store(e),
         ConsentError::Keys(e) => keys(e),
@@ -154,6 +168,8 @@ pub fn phone(error: PhoneError, field: &'static str) -> Problem {
 pub fn subjects(error: SubjectError) -> Problem {
     match error {
         SubjectError::Phone(e) => phone(e, "phone"),
+        SubjectError::MayNotRegister => Problem::new(Code::Forbidden)
+            .detail("registering a subject requires the scope subjects:write"),
         SubjectError::Store(e) => store(e),
         SubjectError::Keys(e) => keys(e),
         SubjectError::Random(e) => {
@@ -181,6 +197,9 @@ pub fn auth(error: AuthError) -> Problem {
             ),
         )),
         AuthError::IntegrationNotFound | AuthError::KeyNotFound => Problem::not_found(),
+        AuthError::AdminGrantRefused => {
+            Problem::new(Code::Forbidden).detail("only an admin key may grant the admin scope")
+        }
         AuthError::Unauthorized(_) => Problem::new(Code::Unauthorized),
         AuthError::Store(e) => store(e),
         AuthError::Random(e) => {

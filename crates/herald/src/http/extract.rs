@@ -48,6 +48,9 @@ scopes! {
     SubjectsRead => Scope::SubjectsRead,
     SubjectsWrite => Scope::SubjectsWrite,
     SubjectsErase => Scope::SubjectsErase,
+    SubjectsExport => Scope::SubjectsExport,
+    SubjectsHold => Scope::SubjectsHold,
+    IntegrationsManage => Scope::IntegrationsManage,
 }
 
 /// The authenticated caller, holding scope `S`. Missing, malformed, unknown, revoked or expired
@@ -59,6 +62,16 @@ pub struct Authorized<S: RequiredScope> {
 }
 
 impl<S: RequiredScope> Authorized<S> {
+    /// Which subjects the caller may see and register.
+    pub fn access(&self) -> herald_domain::subjects::Access<'_> {
+        herald_domain::subjects::Access::of(&self.principal)
+    }
+
+    /// The caller as a manager of integrations and keys.
+    pub fn manager(&self) -> herald_domain::auth::Manager<'_> {
+        herald_domain::auth::Manager::Key(&self.principal)
+    }
+
     /// The caller and this request, for the audit entries of the actions it asks for.
     pub fn initiator(&self) -> Initiator {
         Initiator::integration(
@@ -119,6 +132,9 @@ impl<S: RequiredScope> FromRequestParts<AppState> for Authorized<S> {
         span.record("integration_id", principal.integration_id.as_str());
         span.record("key_id", principal.key_id.as_str());
         note.authenticated(&principal);
+        // For extractors after this one that scope what the caller may reach
+        // ([`LinkedSubject`]).
+        parts.extensions.insert(principal.clone());
         if !principal.scopes.allows(S::SCOPE) {
             tracing::info!(required = %S::SCOPE, "authorisation failed: missing scope");
             note.refused(Refusal::Forbidden(S::SCOPE));
@@ -286,6 +302,47 @@ impl<T: FromStr + Send, St: Send + Sync> FromRequestParts<St> for IdPath<T> {
             .await
             .map_err(|_| Problem::not_found())?;
         raw.parse().map(IdPath).map_err(|_| Problem::not_found())
+    }
+}
+
+/// The subject named by the path's `{id}`, which the caller (authenticated by the [`Authorized`]
+/// extractor before this one) may see: linked to it, or `admin`. Any other id — unknown,
+/// malformed or another integration's subject — is the same `404`, after the same look-up.
+#[derive(Debug)]
+pub struct LinkedSubject(pub herald_domain::ids::SubjectId);
+
+impl FromRequestParts<AppState> for LinkedSubject {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
+        // Fail closed: without an authenticated caller nothing is visible.
+        let principal = parts
+            .extensions
+            .get::<Principal>()
+            .cloned()
+            .ok_or_else(|| {
+                tracing::error!("LinkedSubject used without Authorized before it");
+                Problem::internal()
+            })?;
+        let Path(params) = Path::<Vec<(String, String)>>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| Problem::not_found())?;
+        let id = params
+            .iter()
+            .find(|(name, _)| name == "id")
+            .and_then(|(_, raw)| raw.parse::<herald_domain::ids::SubjectId>().ok())
+            .ok_or_else(Problem::not_found)?;
+        let access = herald_domain::subjects::Access::of(&principal);
+        if state
+            .subjects
+            .visible(&id, access)
+            .await
+            .map_err(super::errors::subjects)?
+        {
+            Ok(Self(id))
+        } else {
+            Err(Problem::not_found())
+        }
     }
 }
 

@@ -53,6 +53,8 @@ pub enum Code {
     LegalHold,
     PhoneInUse,
     SubjectChanged,
+    ConsentStale,
+    SubjectOptedOut,
 }
 
 impl Code {
@@ -88,7 +90,9 @@ impl Code {
             | Code::RequestChanged
             | Code::LegalHold
             | Code::PhoneInUse
-            | Code::SubjectChanged => StatusCode::CONFLICT,
+            | Code::SubjectChanged
+            | Code::ConsentStale
+            | Code::SubjectOptedOut => StatusCode::CONFLICT,
         }
     }
 
@@ -127,6 +131,8 @@ impl Code {
             Code::LegalHold => "legal_hold",
             Code::PhoneInUse => "phone_in_use",
             Code::SubjectChanged => "subject_changed",
+            Code::ConsentStale => "consent_stale",
+            Code::SubjectOptedOut => "subject_opted_out",
         }
     }
 
@@ -169,6 +175,10 @@ impl Code {
             Code::LegalHold => "A legal hold applies: the subject's data must be kept",
             Code::PhoneInUse => "Another subject holds this phone number",
             Code::SubjectChanged => "The subject changed meanwhile",
+            Code::ConsentStale => {
+                "The record has a later event; this one was kept as history and changed nothing"
+            }
+            Code::SubjectOptedOut => "The subject opted out; only the subject can opt in again",
         }
     }
 
@@ -350,7 +360,7 @@ impl IntoResponse for Problem {
 mod tests {
     use super::*;
 
-    const ALL: [Code; 22] = [
+    const ALL: [Code; 35] = [
         Code::MalformedJson,
         Code::InvalidRequest,
         Code::Unauthorized,
@@ -373,6 +383,19 @@ mod tests {
         Code::IdempotencyKeyReused,
         Code::SubjectErased,
         Code::SubjectRestricted,
+        Code::ConsentMissing,
+        Code::ConsentPending,
+        Code::ConsentWithdrawn,
+        Code::OptInNotConfigured,
+        Code::ExtensionTooLate,
+        Code::ExtensionExceedsLimit,
+        Code::RequestClosed,
+        Code::RequestChanged,
+        Code::LegalHold,
+        Code::PhoneInUse,
+        Code::SubjectChanged,
+        Code::ConsentStale,
+        Code::SubjectOptedOut,
     ];
 
     #[test]

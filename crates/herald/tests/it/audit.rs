@@ -234,7 +234,10 @@ async fn every_security_relevant_event_is_recorded_with_who_what_and_which_reque
     );
     let forbidden = with_action(&all, "auth.forbidden");
     assert_eq!(forbidden.len(), 1);
-    assert_eq!(forbidden[0]["details"]["required_scope"], "admin");
+    assert_eq!(
+        forbidden[0]["details"]["required_scope"],
+        "integrations:manage"
+    );
     assert_eq!(forbidden[0]["actor"]["key_id"], shop_key_id.as_str());
 
     let revocations = with_action(&all, "api_key.revoked");
@@ -668,7 +671,7 @@ async fn an_untouched_trail_verifies_in_herald_and_independently() {
 #[tokio::test]
 async fn a_modified_entry_is_found() {
     let (app, _) = stopped_trail().await;
-    app.execute_sql(
+    app.tamper_sql(
         "UPDATE audit_log SET body = REPLACE(body, '\"status\":200', '\"status\":201') WHERE seq = 17",
         &[],
     )
@@ -679,7 +682,7 @@ async fn a_modified_entry_is_found() {
 #[tokio::test]
 async fn a_deleted_entry_is_found() {
     let (app, _) = stopped_trail().await;
-    app.execute_sql("DELETE FROM audit_log WHERE seq = 12", &[])
+    app.tamper_sql("DELETE FROM audit_log WHERE seq = 12", &[])
         .await;
     assert_finding(&verdicts(&app).await, 12, Problem::Deleted);
 }
@@ -692,7 +695,7 @@ async fn reordered_entries_are_found() {
         "UPDATE audit_log SET seq = 15 WHERE seq = 16",
         "UPDATE audit_log SET seq = 16 WHERE seq = -15",
     ] {
-        app.execute_sql(sql, &[]).await;
+        app.tamper_sql(sql, &[]).await;
     }
     assert_finding(&verdicts(&app).await, 15, Problem::Reordered);
 }
@@ -702,9 +705,9 @@ async fn a_truncated_trail_is_found() {
     let (app, checkpoints) = stopped_trail().await;
     // The attacker removes the newest entries and the checkpoints that cover them.
     let cut = checkpoints[checkpoints.len() - 2];
-    app.execute_sql(&format!("DELETE FROM audit_log WHERE seq > {cut}"), &[])
+    app.tamper_sql(&format!("DELETE FROM audit_log WHERE seq > {cut}"), &[])
         .await;
-    app.execute_sql(
+    app.tamper_sql(
         &format!("DELETE FROM audit_checkpoints WHERE seq > {cut}"),
         &[],
     )
@@ -716,7 +719,7 @@ async fn a_truncated_trail_is_found() {
 async fn a_forged_checkpoint_signature_is_found() {
     let (app, checkpoints) = stopped_trail().await;
     let target = checkpoints[1];
-    app.execute_sql(
+    app.tamper_sql(
         &format!("UPDATE audit_checkpoints SET signature = $1 WHERE seq = {target}"),
         &[SqlValue::Bytes(vec![7; 64])],
     )
@@ -728,7 +731,7 @@ async fn a_forged_checkpoint_signature_is_found() {
 async fn a_checkpoint_missing_from_the_database_is_found_by_the_witness() {
     let (app, checkpoints) = stopped_trail().await;
     let target = checkpoints[2];
-    app.execute_sql(
+    app.tamper_sql(
         &format!("DELETE FROM audit_checkpoints WHERE seq = {target}"),
         &[],
     )
@@ -753,7 +756,7 @@ async fn a_consistently_rewritten_chain_is_found_by_its_signed_checkpoints() {
         let hash = chain::link(&previous, body.as_bytes());
         previous = hash;
         if entry.seq >= 10 {
-            app.execute_sql(
+            app.tamper_sql(
                 &format!(
                     "UPDATE audit_log SET body = $1, hash = $2 WHERE seq = {}",
                     entry.seq
@@ -822,7 +825,7 @@ async fn pruning_refuses_a_trail_that_does_not_verify() {
         app.get("/v1/integrations", &app.admin_key).await;
     }
     app.herald.audit().seal().await.unwrap();
-    app.execute_sql(
+    app.tamper_sql(
         "UPDATE audit_log SET body = REPLACE(body, '\"status\":200', '\"status\":201') WHERE seq = 8",
         &[],
     )

@@ -124,7 +124,8 @@ async fn unsigned_or_badly_signed_callbacks_are_refused_recorded_and_not_process
 #[tokio::test]
 async fn the_reference_fixtures_are_accepted_with_their_documented_signatures() {
     let (app, _fake) = whatsapp_app().await;
-    let (_, reader) = app.integration_with_key("crm", &["subjects:read"]).await;
+    // The sender is a new subject that no integration knows yet: only admin sees it.
+    let reader = app.admin_key.clone();
     for (file, signature) in [
         (
             "inbound_text.json",
@@ -183,7 +184,10 @@ async fn the_reference_fixtures_are_accepted_with_their_documented_signatures() 
 async fn an_inbound_message_opens_the_24_hour_window_and_redeliveries_count_once() {
     let (app, _fake) = whatsapp_app().await;
     let (_, key) = app
-        .integration_with_key("shop", &["messages:send", "messages:read"])
+        .integration_with_key(
+            "shop",
+            &["messages:send", "subjects:write", "messages:read"],
+        )
         .await;
     let text =
         json!({"to": "+4915112345678", "purpose": "order_updates", "text": "Ihr Paket ist da"});
@@ -210,6 +214,11 @@ async fn an_inbound_message_opens_the_24_hour_window_and_redeliveries_count_once
     assert_eq!(accepted.status(), 202, "the customer wrote a minute ago");
 }
 
+/// The `metadata` of a change for the configured business number.
+fn ours() -> serde_json::Value {
+    json!({"display_phone_number": "15550009876", "phone_number_id": crate::fakes::PHONE_NUMBER_ID})
+}
+
 #[tokio::test]
 async fn a_batched_callback_is_processed_whole() {
     let (app, _fake) = whatsapp_app().await;
@@ -218,17 +227,17 @@ async fn a_batched_callback_is_processed_whole() {
         "object": "whatsapp_business_account",
         "entry": [
             {"id": "1", "changes": [
-                {"field": "messages", "value": {"messages": [
+                {"field": "messages", "value": {"metadata": ours(), "messages": [
                     {"from": "4915100000001", "id": "wamid.B1", "timestamp": at.to_string(), "type": "text", "text": {"body": "eins"}},
                     {"from": "4915100000002", "id": "wamid.B2", "timestamp": at.to_string(), "type": "image", "image": {"id": "media-1", "mime_type": "image/jpeg"}}
                 ]}},
-                {"field": "messages", "value": {"messages": [
+                {"field": "messages", "value": {"metadata": ours(), "messages": [
                     {"from": "4915100000003", "id": "wamid.B3", "timestamp": at.to_string(), "type": "hologram"}
                 ]}}
             ]},
             {"id": "2", "changes": [
-                {"field": "user_preferences", "value": {"user_preferences": [{"wa_id": "4915100000001", "value": "stop", "category": "marketing_messages", "timestamp": at}]}},
-                {"field": "messages", "value": {"statuses": [{"id": "wamid.NOTOURS", "status": "delivered", "timestamp": at.to_string()}]}}
+                {"field": "user_preferences", "value": {"metadata": ours(), "user_preferences": [{"wa_id": "4915100000001", "value": "stop", "category": "marketing_messages", "timestamp": at}]}},
+                {"field": "messages", "value": {"metadata": ours(), "statuses": [{"id": "wamid.NOTOURS", "status": "delivered", "timestamp": at.to_string()}]}}
             ]}
         ]
     }))

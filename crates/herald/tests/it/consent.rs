@@ -387,11 +387,32 @@ async fn test_gdpr_7_3_stop_keyword_blocks_next_send_in_every_listed_language() 
             "withdrawn",
             "{word:?}"
         );
-        // The very next send is refused.
+        // STOP withdraws the WhatsApp opt-in itself…
+        assert_eq!(
+            state(&app, &who, "herald.channel").await,
+            "withdrawn",
+            "{word:?}"
+        );
+        // …so the very next send is refused, and no business-initiated message of any
+        // purpose goes out: marketing or not, recorded or not.
         refused(&app, &template("newsletter", &who), "consent_withdrawn").await;
-        // Every marketing purpose went, not the contractual ones.
+        refused(&app, &template("offers", &who), "consent_withdrawn").await;
+        refused(&app, &template("order_updates", &who), "consent_withdrawn").await;
+        // Every marketing purpose is withdrawn (an objection), recorded before or not.
         assert_eq!(state(&app, &who, "offers").await, "withdrawn", "{word:?}");
-        accepted(&app, &template("order_updates", &who)).await;
+        // The STOP itself starts no conversation…
+        let (status, code) = send_status(&app, &text("order_updates", &who)).await;
+        assert_eq!(
+            (status, code["code"].as_str()),
+            (422, Some("template_required_outside_window")),
+            "{word:?}"
+        );
+        // …but when the subject writes again, the conversation may be answered (not with
+        // marketing).
+        app.clock.advance(TimeDelta::minutes(1));
+        says(&app, &who, "Wo ist mein Paket?").await;
+        accepted(&app, &text("order_updates", &who)).await;
+        refused(&app, &text("offers", &who), "consent_withdrawn").await;
     }
     // One acknowledgement per opt-out, inside the window the message opened.
     let first = phone(100);
@@ -511,15 +532,43 @@ async fn test_doi_1_double_opt_in_confirms_from_the_same_number_only() {
     says(&app, &other, "JA").await;
     assert_eq!(state(&app, &anna, "newsletter").await, "pending");
     assert_eq!(state(&app, &other, "newsletter").await, "none");
-    // Starting again while pending does not send a second confirmation.
-    // The subject's own "Ja" does.
+    // Starting again while pending sends no second confirmation: 200 with the pending record.
+    let again = app
+        .post(
+            "/v1/opt-ins",
+            &app.admin_key,
+            &json!({"to": anna, "purpose": "newsletter", "notice_version": "v1"}),
+        )
+        .await;
+    assert_eq!(again.status(), 200);
+    let again = json(again).await;
+    assert_eq!(again["status"], "pending");
+    assert_eq!(again["expires_at"], started["expires_at"]);
+    assert!(again.get("message_id").is_none());
+    assert_eq!(
+        app.count(&format!(
+            "SELECT COUNT(*) FROM messages WHERE purpose = 'herald.opt_in_request' AND subject_id = '{}'",
+            subject_of(&app, &anna).await
+        ))
+        .await,
+        1
+    );
+    // The subject's own "Ja" confirms it.
     app.clock.advance(TimeDelta::hours(47));
     says(&app, &anna, "Ja").await;
     assert_eq!(state(&app, &anna, "newsletter").await, "granted");
+    // A confirmation is the subject's own opt-in on the channel, too.
+    assert_eq!(state(&app, &anna, "herald.channel").await, "granted");
     accepted(&app, &template("newsletter", &anna)).await;
     let subject = subject_of(&app, &anna).await;
     let history = consents(&app, &subject).await["history"].clone();
-    let history = history.as_array().unwrap();
+    let history: Vec<Value> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["purpose"] == "newsletter")
+        .cloned()
+        .collect();
     assert_eq!(history.len(), 2);
     assert_eq!(history[0]["state"], "pending");
     assert_eq!(history[0]["method"], "double_opt_in");
@@ -673,16 +722,24 @@ async fn consent_events_are_append_only_audited_and_reach_integrators() {
     let fake = FakeWhatsapp::start().await;
     let app = consent_app(&fake).await;
     let receiver = crate::fakes::Receiver::start().await;
-    let (integration, _) = app.integration_with_key("crm", &["consents:read"]).await;
-    let endpoint = app
-        .post(
-            &format!("/v1/integrations/{integration}/webhooks"),
-            &app.admin_key,
-            &json!({"url": receiver.url(), "events": ["consent.changed"]}),
-        )
+    let (integration, crm) = app
+        .integration_with_key("crm", &["consents:read", "subjects:write"])
         .await;
-    assert_eq!(endpoint.status(), 201);
+    // A second integration that never came to know the subject.
+    let (stranger, _) = app.integration_with_key("shop", &["consents:read"]).await;
+    for id in [&integration, &stranger] {
+        let endpoint = app
+            .post(
+                &format!("/v1/integrations/{id}/webhooks"),
+                &app.admin_key,
+                &json!({"url": receiver.url(), "events": ["consent.changed"]}),
+            )
+            .await;
+        assert_eq!(endpoint.status(), 201);
+    }
     let who = phone(1000);
+    let registered = app.post("/v1/subjects", &crm, &json!({"phone": who})).await;
+    assert_eq!(registered.status(), 201);
     let subject = grant(&app, &who, "newsletter").await;
     says(&app, &who, "STOP").await;
     let deliveries = eventually("two consent.changed events", || async {
@@ -700,10 +757,27 @@ async fn consent_events_are_append_only_audited_and_reach_integrators() {
         assert_eq!(body["type"], "consent.changed");
         assert_eq!(body["data"]["subject_id"], subject.as_str());
     }
+    // Events about the subject go to the integrations linked to it only.
+    let rows_for = |integration: String| {
+        let app = &app;
+        async move {
+            app.count(&format!(
+                "SELECT COUNT(*) FROM webhook_deliveries AS d JOIN webhook_endpoints AS e
+                 ON e.id = d.endpoint_id WHERE e.integration_id = '{integration}'"
+            ))
+            .await
+        }
+    };
+    assert_eq!(
+        rows_for(integration.clone()).await,
+        4,
+        "granted; the channel opt-in, newsletter and offers withdrawn"
+    );
+    assert_eq!(rows_for(stranger.clone()).await, 0);
     assert_eq!(
         audited(&app, "consent.changed").await,
-        3,
-        "granted; newsletter and offers withdrawn"
+        4,
+        "granted; the channel opt-in, newsletter and offers withdrawn"
     );
     // No UPDATE or DELETE on the ledger, whoever asks.
     for sql in [
@@ -712,14 +786,15 @@ async fn consent_events_are_append_only_audited_and_reach_integrators() {
     ] {
         assert!(app.try_execute_sql(sql).await.is_err(), "{sql}");
     }
-    assert_eq!(app.count("SELECT COUNT(*) FROM consent_events").await, 3);
+    assert_eq!(app.count("SELECT COUNT(*) FROM consent_events").await, 4);
 }
 
 #[tokio::test]
 async fn bad_consent_requests_are_refused_with_a_clear_code_and_change_nothing() {
     let fake = FakeWhatsapp::start().await;
     let app = consent_app(&fake).await;
-    let subject = subject_of(&app, &phone(1100)).await;
+    let who = phone(1100);
+    let subject = subject_of(&app, &who).await;
     let now = app.clock.now().to_rfc3339();
     let put = |purpose: &str, evidence: Value| {
         let path = format!("/v1/subjects/{subject}/consents/{purpose}");
@@ -813,8 +888,23 @@ async fn bad_consent_requests_are_refused_with_a_clear_code_and_change_nothing()
         "forbidden",
     )
     .await;
-    assert_eq!(
+    // Reading needs the subject to be the reader's own: not linked, it does not exist for it.
+    assert_problem(
         app.get(&format!("/v1/subjects/{subject}/consents"), &reader)
+            .await,
+        404,
+        "not_found",
+    )
+    .await;
+    let (_, linked_reader) = app
+        .integration_with_key("linked-reader", &["consents:read", "subjects:write"])
+        .await;
+    let registered = app
+        .post("/v1/subjects", &linked_reader, &json!({"phone": who}))
+        .await;
+    assert_eq!(registered.status(), 200);
+    assert_eq!(
+        app.get(&format!("/v1/subjects/{subject}/consents"), &linked_reader)
             .await
             .status(),
         200

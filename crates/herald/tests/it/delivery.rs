@@ -98,7 +98,10 @@ fn statuses(m: &Value) -> Vec<&str> {
 async fn the_sandbox_delivers_and_the_body_is_deleted_once_accepted() {
     let app = TestApp::spawn_with(configure_messaging).await;
     let (_, key) = app
-        .integration_with_key("shop", &["messages:send", "messages:read"])
+        .integration_with_key(
+            "shop",
+            &["messages:send", "subjects:write", "messages:read"],
+        )
         .await;
     let id = send(&app, &key, &template_send("+4915112345678")).await;
     let m = wait_status(&app, &key, &id, "delivered").await;
@@ -138,7 +141,10 @@ async fn bodies_kept_by_retention_are_purged_when_it_ends() {
     })
     .await;
     let (_, key) = app
-        .integration_with_key("shop", &["messages:send", "messages:read"])
+        .integration_with_key(
+            "shop",
+            &["messages:send", "subjects:write", "messages:read"],
+        )
         .await;
     let id = send(&app, &key, &template_send("+4915112345678")).await;
     wait_status(&app, &key, &id, "delivered").await;
@@ -208,7 +214,10 @@ async fn whatsapp_gets_the_documented_request_and_statuses_only_move_forward() {
     let fake = FakeWhatsapp::start().await;
     let app = whatsapp_app(&fake, |_| {}).await;
     let (_, key) = app
-        .integration_with_key("shop", &["messages:send", "messages:read"])
+        .integration_with_key(
+            "shop",
+            &["messages:send", "subjects:write", "messages:read"],
+        )
         .await;
     let id = send(&app, &key, &template_send("+49 151 1234 5678")).await;
     let m = wait_status(&app, &key, &id, "sent").await;
@@ -272,7 +281,10 @@ async fn a_status_arriving_before_the_send_is_recorded_finds_its_message_by_corr
     // No worker: the message stays queued, as if the send were still in flight.
     let app = whatsapp_app(&fake, |c| c.roles.worker = false).await;
     let (_, key) = app
-        .integration_with_key("shop", &["messages:send", "messages:read"])
+        .integration_with_key(
+            "shop",
+            &["messages:send", "subjects:write", "messages:read"],
+        )
         .await;
     let id = send(&app, &key, &template_send("+4915112345678")).await;
     let t = crate::helpers::epoch().timestamp();
@@ -292,7 +304,10 @@ async fn server_errors_are_retried_with_backoff_and_every_attempt_is_recorded() 
     fake.script([Behaviour::ServerError]);
     let app = whatsapp_app(&fake, |_| {}).await;
     let (_, key) = app
-        .integration_with_key("shop", &["messages:send", "messages:read"])
+        .integration_with_key(
+            "shop",
+            &["messages:send", "subjects:write", "messages:read"],
+        )
         .await;
     let id = send(&app, &key, &template_send("+4915112345678")).await;
     eventually("the first attempt", || async {
@@ -325,7 +340,10 @@ async fn a_send_held_back_by_recipient_pacing_waits_without_spending_an_attempt(
     })
     .await;
     let (_, key) = app
-        .integration_with_key("shop", &["messages:send", "messages:read"])
+        .integration_with_key(
+            "shop",
+            &["messages:send", "subjects:write", "messages:read"],
+        )
         .await;
     let first = send(&app, &key, &template_send("+4915112345678")).await;
     let m = wait_status(&app, &key, &first, "sent").await;
@@ -352,7 +370,10 @@ async fn a_rate_limit_is_retried_no_earlier_than_its_retry_after() {
     fake.script([Behaviour::RateLimited { retry_after: 30 }]);
     let app = whatsapp_app(&fake, |_| {}).await;
     let (_, key) = app
-        .integration_with_key("shop", &["messages:send", "messages:read"])
+        .integration_with_key(
+            "shop",
+            &["messages:send", "subjects:write", "messages:read"],
+        )
         .await;
     let id = send(&app, &key, &template_send("+4915112345678")).await;
     eventually("the throttled attempt", || async {
@@ -380,7 +401,10 @@ async fn permanent_errors_fail_at_once_with_the_provider_code() {
     }]);
     let app = whatsapp_app(&fake, |_| {}).await;
     let (_, key) = app
-        .integration_with_key("shop", &["messages:send", "messages:read"])
+        .integration_with_key(
+            "shop",
+            &["messages:send", "subjects:write", "messages:read"],
+        )
         .await;
     let id = send(&app, &key, &template_send("+4915112345678")).await;
     let m = wait_status(&app, &key, &id, "failed").await;
@@ -404,7 +428,10 @@ async fn a_hanging_provider_times_out_and_attempts_run_out() {
     ]);
     let app = whatsapp_app(&fake, |c| c.delivery.max_attempts = 2).await;
     let (_, key) = app
-        .integration_with_key("shop", &["messages:send", "messages:read"])
+        .integration_with_key(
+            "shop",
+            &["messages:send", "subjects:write", "messages:read"],
+        )
         .await;
     let id = send(&app, &key, &template_send("+4915112345678")).await;
     eventually("the timed-out attempt", || async {
@@ -424,7 +451,10 @@ async fn an_expired_lease_puts_the_message_back_in_the_queue() {
     let fake = FakeWhatsapp::start().await;
     let app = whatsapp_app(&fake, |c| c.roles.worker = false).await;
     let (_, key) = app
-        .integration_with_key("shop", &["messages:send", "messages:read"])
+        .integration_with_key(
+            "shop",
+            &["messages:send", "subjects:write", "messages:read"],
+        )
         .await;
     let id = send(&app, &key, &template_send("+4915112345678")).await;
     // A node claims the message and dies before recording anything.

@@ -263,7 +263,11 @@ async fn a_wrong_root_key_stops_start_up() {
     let herald = reopen(&app).await.unwrap();
     let found = herald
         .subjects()
-        .lookup(PHONES[0], &Initiator::admin())
+        .lookup(
+            PHONES[0],
+            &Initiator::admin(),
+            herald_domain::subjects::Access::operator(),
+        )
         .await
         .unwrap();
     assert!(found.is_some());

@@ -162,7 +162,15 @@ async fn test_gdpr_17_erasure_is_complete_irreversible_and_survives_a_restore() 
     let app = rights_app(&fake).await;
     let receiver = Receiver::start().await;
     let (shop, key) = app
-        .integration_with_key("shop", &["messages:send", "messages:read", "subjects:read"])
+        .integration_with_key(
+            "shop",
+            &[
+                "messages:send",
+                "subjects:write",
+                "messages:read",
+                "subjects:read",
+            ],
+        )
         .await;
     endpoint(
         &app,

@@ -72,7 +72,10 @@ async fn status_events_reach_the_sending_integration_signed_per_standard_webhook
     let receiver = Receiver::start().await;
     let other_receiver = Receiver::start().await;
     let (shop, key) = app
-        .integration_with_key("shop", &["messages:send", "messages:read"])
+        .integration_with_key(
+            "shop",
+            &["messages:send", "subjects:write", "messages:read"],
+        )
         .await;
     let (crm, _) = app.integration_with_key("crm", &["messages:read"]).await;
     let (_, secret) = endpoint(&app, &shop, &receiver.url(), &["message.status"]).await;
@@ -128,26 +131,25 @@ async fn inbound_events_carry_the_text_only_to_integrations_that_may_read_messag
     let app = app_with(|c| fake.configure(c)).await;
     let reader_hook = Receiver::start().await;
     let blind_hook = Receiver::start().await;
-    let (reader, _) = app.integration_with_key("crm", &["messages:read"]).await;
-    let (blind, _) = app
-        .integration_with_key("analytics", &["messages:send"])
+    let (reader, reader_key) = app
+        .integration_with_key("crm", &["messages:read", "messages:send", "subjects:write"])
+        .await;
+    let (blind, blind_key) = app
+        .integration_with_key("analytics", &["messages:send", "subjects:write"])
         .await;
     let (_, reader_secret) =
         endpoint(&app, &reader, &reader_hook.url(), &["message.inbound"]).await;
-    let (_, blind_secret) = endpoint(
-        &app,
-        &blind,
-        &blind_hook.url(),
-        &["message.inbound", "message.status"],
-    )
-    .await;
-    let body = inbound_callback(
-        "4915112345678",
-        "wamid.IN7",
-        "Bitte rufen Sie mich an",
-        epoch().timestamp() - 5,
-    );
-    assert_eq!(callback(&app, &body).await, 200);
+    let (_, blind_secret) = endpoint(&app, &blind, &blind_hook.url(), &["message.inbound"]).await;
+    // Each writes to its own customer; each customer answers.
+    send(&app, &reader_key, &template_send("+4915112345678")).await;
+    send(&app, &blind_key, &template_send("+4915112349999")).await;
+    for (from, id, text) in [
+        ("4915112345678", "wamid.IN7", "Bitte rufen Sie mich an"),
+        ("4915112349999", "wamid.IN8", "Bitte rufen Sie mich zurück"),
+    ] {
+        let body = inbound_callback(from, id, text, epoch().timestamp() - 5);
+        assert_eq!(callback(&app, &body).await, 200);
+    }
     let got = verified(
         &app,
         &reader_secret,
@@ -167,7 +169,20 @@ async fn inbound_events_carry_the_text_only_to_integrations_that_may_read_messag
     assert_eq!(stripped["type"], "message.inbound");
     assert!(stripped["data"].get("content").is_none());
     assert!(!String::from_utf8_lossy(&delivery.body).contains("rufen"));
-    assert_eq!(stripped["data"]["subject_id"], got["data"]["subject_id"]);
+    assert_ne!(stripped["data"]["subject_id"], got["data"]["subject_id"]);
+    // Each conversation's message went to its owner only (the rows are written with the
+    // message, so nothing can arrive later).
+    for integration in [&reader, &blind] {
+        assert_eq!(
+            app.count(&format!(
+                "SELECT COUNT(*) FROM webhook_deliveries AS d JOIN webhook_endpoints AS e
+                 ON e.id = d.endpoint_id
+                 WHERE e.integration_id = '{integration}' AND d.event_type = 'message.inbound'"
+            ))
+            .await,
+            1
+        );
+    }
 }
 
 #[tokio::test]
@@ -176,7 +191,10 @@ async fn failed_deliveries_are_retried_and_a_run_of_failures_disables_the_endpoi
     let receiver = Receiver::start().await;
     receiver.answer([500]);
     let (shop, key) = app
-        .integration_with_key("shop", &["messages:send", "messages:read"])
+        .integration_with_key(
+            "shop",
+            &["messages:send", "subjects:write", "messages:read"],
+        )
         .await;
     let (endpoint_id, secret) = endpoint(&app, &shop, &receiver.url(), &["message.status"]).await;
     let id = send(&app, &key, &template_send("+4915112345678")).await;
@@ -232,7 +250,10 @@ async fn a_410_gone_disables_the_endpoint_at_once() {
     let receiver = Receiver::start().await;
     receiver.answer([410, 410]);
     let (shop, key) = app
-        .integration_with_key("shop", &["messages:send", "messages:read"])
+        .integration_with_key(
+            "shop",
+            &["messages:send", "subjects:write", "messages:read"],
+        )
         .await;
     endpoint(&app, &shop, &receiver.url(), &["message.status"]).await;
     let id = send(&app, &key, &template_send("+4915112345678")).await;
@@ -252,7 +273,9 @@ async fn a_410_gone_disables_the_endpoint_at_once() {
 #[tokio::test]
 async fn endpoints_are_validated_and_internal_targets_refused_by_default() {
     let app = TestApp::spawn().await;
-    let (shop, _) = app.integration_with_key("shop", &["messages:send"]).await;
+    let (shop, _) = app
+        .integration_with_key("shop", &["messages:send", "subjects:write"])
+        .await;
     let path = format!("/v1/integrations/{shop}/webhooks");
     for (body, field) in [
         (

@@ -164,6 +164,18 @@ pub fn test_config(dir: &Path, db: &TestDb) -> Config {
 }
 
 /// Runs `$body` with a direct connection `$conn` to the app's database, whichever it is.
+/// The triggers that keep the audit tables from being rewritten (migration 0008).
+pub const AUDIT_GUARDS: [&str; 8] = [
+    "audit_pending_no_update",
+    "audit_pending_delete_sealed_only",
+    "audit_log_no_update",
+    "audit_log_delete_behind_horizon",
+    "audit_checkpoints_no_update",
+    "audit_checkpoints_no_delete",
+    "audit_seal_mark_forward",
+    "audit_seal_mark_kept",
+];
+
 macro_rules! with_connection {
     ($app:expr, |$conn:ident| $body:expr) => {
         match &$app.db.url {
@@ -347,6 +359,20 @@ impl TestApp {
         .await
     }
 
+    /// Registers `phone` with `key` (create-or-find): links the key's integration to the
+    /// subject, which it may then see. Returns the subject id.
+    pub async fn link(&self, key: &str, phone: &str) -> String {
+        let response = self
+            .post("/v1/subjects", key, &serde_json::json!({"phone": phone}))
+            .await;
+        assert!(
+            response.status() == 200 || response.status() == 201,
+            "{}",
+            response.status()
+        );
+        json(response).await["id"].as_str().unwrap().to_owned()
+    }
+
     /// Creates an integration and a key with `scopes` for it; returns (integration id, key).
     pub async fn integration_with_key(&self, name: &str, scopes: &[&str]) -> (String, String) {
         let integration = self
@@ -373,6 +399,38 @@ impl TestApp {
     /// Runs a statement directly on the app's database (for tampering tests).
     pub async fn execute_sql(&self, sql: &str, binds: &[SqlValue]) {
         with_connection!(self, |conn| {
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()));
+            for bind in binds {
+                query = match bind {
+                    SqlValue::Text(t) => query.bind(t.clone()),
+                    SqlValue::Bytes(b) => query.bind(b.clone()),
+                };
+            }
+            query.execute(&mut conn).await.unwrap();
+        });
+    }
+
+    /// Runs a statement as someone who controls the database and first takes the audit
+    /// tables' guards away (SQLite: drops the triggers; PostgreSQL: a session that fires
+    /// none) — the tampering the trail's verification must still find.
+    pub async fn tamper_sql(&self, sql: &str, binds: &[SqlValue]) {
+        let postgres = self.db.is_postgres();
+        with_connection!(self, |conn| {
+            if postgres {
+                sqlx::query("SET session_replication_role = replica")
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+            } else {
+                for guard in AUDIT_GUARDS {
+                    sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP TRIGGER IF EXISTS {guard}"
+                    )))
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                }
+            }
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()));
             for bind in binds {
                 query = match bind {

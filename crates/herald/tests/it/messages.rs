@@ -42,7 +42,10 @@ async fn count(app: &TestApp, table: &str) -> i64 {
 async fn a_template_message_is_accepted_durably_and_readable_by_its_sender_only() {
     let app = messaging_app().await;
     let (_, sender) = app
-        .integration_with_key("shop", &["messages:send", "messages:read"])
+        .integration_with_key(
+            "shop",
+            &["messages:send", "subjects:write", "messages:read"],
+        )
         .await;
     let (_, other) = app.integration_with_key("crm", &["messages:read"]).await;
     app.opt_in("+4915112345678", "order_updates").await;
@@ -252,7 +255,9 @@ async fn erased_restricted_and_unknown_subjects_are_refused() {
 #[tokio::test]
 async fn malformed_sends_are_400() {
     let app = messaging_app().await;
-    let (_, key) = app.integration_with_key("shop", &["messages:send"]).await;
+    let (_, key) = app
+        .integration_with_key("shop", &["messages:send", "subjects:write"])
+        .await;
     let cases = [
         (json!({"purpose": "order_updates", "text": "x"}), "to"),
         (
@@ -312,8 +317,12 @@ async fn malformed_sends_are_400() {
 #[tokio::test]
 async fn an_idempotency_key_replays_the_first_answer_for_24_hours() {
     let app = messaging_app().await;
-    let (_, key) = app.integration_with_key("shop", &["messages:send"]).await;
-    let (_, other) = app.integration_with_key("crm", &["messages:send"]).await;
+    let (_, key) = app
+        .integration_with_key("shop", &["messages:send", "subjects:write"])
+        .await;
+    let (_, other) = app
+        .integration_with_key("crm", &["messages:send", "subjects:write"])
+        .await;
     let send = |key: &str, idempotency: &str, body: &Value| {
         app.request(reqwest::Method::POST, "/v1/messages", key)
             .header("idempotency-key", idempotency)
@@ -365,7 +374,9 @@ async fn an_idempotency_key_replays_the_first_answer_for_24_hours() {
 #[tokio::test]
 async fn acceptance_is_recorded_with_the_message() {
     let app = messaging_app().await;
-    let (_, key) = app.integration_with_key("shop", &["messages:send"]).await;
+    let (_, key) = app
+        .integration_with_key("shop", &["messages:send", "subjects:write"])
+        .await;
     app.opt_in("+4915112345678", "order_updates").await;
     let response = app
         .post("/v1/messages", &key, &template_send("+4915112345678"))
@@ -429,7 +440,10 @@ async fn the_sandbox_offers_a_demo_purpose_out_of_the_box() {
 async fn concurrent_sends_in_shared_commits_are_each_written_once() {
     let app = messaging_app().await;
     let (_, key) = app
-        .integration_with_key("shop", &["messages:send", "messages:read"])
+        .integration_with_key(
+            "shop",
+            &["messages:send", "subjects:write", "messages:read"],
+        )
         .await;
     app.opt_in("+4915112345678", "order_updates").await;
     // The node's sandbox worker may deliver some of them meanwhile (adding `sent` and

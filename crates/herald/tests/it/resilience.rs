@@ -208,6 +208,9 @@ async fn sandbox_reply_feeds_an_inbound_message_through_to_integrators() {
         "true".into(),
     );
     env.insert("HERALD_DELIVERY__POLL_INTERVAL".into(), "50ms".into());
+    // A message from a new customer belongs to no conversation: it goes to the number's default
+    // handler (configured before the integration exists).
+    env.insert("HERALD_INBOUND__DEFAULT_INTEGRATION".into(), "crm".into());
     write_config(dir.path(), "");
     let server = Server::start(dir.path(), &env).await;
     let client = reqwest::Client::new();
@@ -217,7 +220,7 @@ async fn sandbox_reply_feeds_an_inbound_message_through_to_integrators() {
         &server,
         &admin,
         "crm",
-        &["messages:read", "messages:send"],
+        &["messages:read", "messages:send", "subjects:write"],
     )
     .await;
     let receiver = Receiver::start().await;
@@ -322,7 +325,14 @@ async fn a_killed_server_loses_no_accepted_message() {
     let server = Server::start(dir.path(), &env).await;
     let client = reqwest::Client::new();
     let admin = admin_key(&server.stdout.lock().unwrap().join("\n"));
-    let (_, key) = integration(&client, &server, &admin, "shop", &["messages:send"]).await;
+    let (_, key) = integration(
+        &client,
+        &server,
+        &admin,
+        "shop",
+        &["messages:send", "subjects:write"],
+    )
+    .await;
     opt_in_many(&server.url(""), &admin, 1000).await;
     let ids = send_many(&[server.url("")], &key, 1000).await;
     assert_eq!(ids.len(), 1000);
@@ -373,7 +383,14 @@ async fn two_processes_share_one_queue_without_sending_anything_twice() {
     let second = Server::start(dir.path(), &env).await;
     let client = reqwest::Client::new();
     let admin = admin_key(&first.stdout.lock().unwrap().join("\n"));
-    let (_, key) = integration(&client, &first, &admin, "shop", &["messages:send"]).await;
+    let (_, key) = integration(
+        &client,
+        &first,
+        &admin,
+        "shop",
+        &["messages:send", "subjects:write"],
+    )
+    .await;
     opt_in_many(&first.url(""), &admin, 2000).await;
     let ids = send_many(&[first.url(""), second.url("")], &key, 2000).await;
     let statuses = wait_until_final(&db, dir.path(), 2000, Duration::from_secs(90)).await;

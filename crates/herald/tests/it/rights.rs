@@ -124,6 +124,7 @@ async fn a_subject_with_history(app: &TestApp, receiver: &Receiver) -> (String, 
                 "messages:read",
                 "subjects:read",
                 "subjects:write",
+                "subjects:export",
             ],
         )
         .await;
@@ -241,9 +242,11 @@ async fn test_gdpr_15_20_the_export_holds_everything_and_matches_its_published_s
     extra["subject"]["nickname"] = json!("x");
     assert!(!validator.is_valid(&extra));
 
-    // Audited; readable only with subjects:read; unknown subjects are 404.
+    // Audited; readable only with subjects:export; unknown subjects are 404.
     assert_eq!(audited(&app, "subject.exported").await, 1);
-    let (_, sender_only) = app.integration_with_key("crm", &["messages:send"]).await;
+    let (_, sender_only) = app
+        .integration_with_key("crm", &["messages:send", "subjects:write"])
+        .await;
     let refused = app
         .get(&format!("/v1/subjects/{subject}/export"), &sender_only)
         .await;
@@ -349,6 +352,7 @@ async fn test_gdpr_16_rectification_moves_the_blind_index_and_needs_a_fresh_opt_
         .await;
     endpoint(&app, &shop, &receiver.url(), &["subject.rectified"]).await;
     let subject = app.opt_in(PHONE, "order_updates").await;
+    app.link(&key, PHONE).await;
     reply(&app, PHONE_DIGITS, "Hallo").await;
     let other = app.opt_in("+4915100000001", "order_updates").await;
     let before = app
@@ -455,6 +459,8 @@ async fn test_gdpr_18_restriction_stops_sends_and_holds_events_until_lifted() {
         .await;
     endpoint(&app, &shop, &receiver.url(), &["message.inbound"]).await;
     let subject = app.opt_in(PHONE, "order_updates").await;
+    // The shop writes to the customer: the customer's answers are the shop's conversation.
+    send(&app, &key, &template_send(PHONE)).await;
     let path = format!("/v1/subjects/{subject}/restriction");
 
     let restricted = app

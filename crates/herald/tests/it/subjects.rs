@@ -115,15 +115,53 @@ async fn lookup_finds_by_any_spelling_and_404s_otherwise() {
     )
     .await["id"]
         .clone();
-    let found = app
+    // Another integration's subject is not the reader's to find: the same 404 as an unknown
+    // number.
+    let withheld = app
         .post(
             "/v1/subjects/lookup",
             &reader,
             &json!({"phone": "+49 (151) 1234-5678"}),
         )
         .await;
+    let withheld = assert_problem(withheld, 404, "not_found").await;
+    let missing_again = app
+        .post(
+            "/v1/subjects/lookup",
+            &reader,
+            &json!({"phone": "+4915112340000"}),
+        )
+        .await;
+    let missing_again = assert_problem(missing_again, 404, "not_found").await;
+    for field in ["type", "title", "status", "code"] {
+        assert_eq!(withheld[field], missing_again[field], "{field}");
+    }
+    // A caller that may register the number finds it by any spelling, and is linked by it.
+    let (_, writer) = app
+        .integration_with_key("shop", &["subjects:read", "subjects:write"])
+        .await;
+    let found = app
+        .post(
+            "/v1/subjects/lookup",
+            &writer,
+            &json!({"phone": "+49 (151) 1234-5678"}),
+        )
+        .await;
     assert_eq!(found.status(), 200);
     assert_eq!(json(found).await["id"], id);
+    let id = id.as_str().unwrap();
+    assert_eq!(
+        app.get(&format!("/v1/subjects/{id}"), &writer)
+            .await
+            .status(),
+        200
+    );
+    assert_problem(
+        app.get(&format!("/v1/subjects/{id}"), &reader).await,
+        404,
+        "not_found",
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
-use herald_domain::consent::{ConsentOverview, ConsentState, ConsentView, EvidenceInput, Method};
+use herald_domain::consent::{ConsentOverview, ConsentView, EvidenceInput, Method};
 use herald_domain::ids::{MessageId, SubjectId};
 use herald_domain::messages::Channel;
 use serde::{Deserialize, Serialize};
@@ -17,7 +17,7 @@ use utoipa_axum::routes;
 use crate::http::AppState;
 use crate::http::access::ActionAudited;
 use crate::http::errors;
-use crate::http::extract::{ApiJson, Authorized, ConsentsRead, ConsentsWrite};
+use crate::http::extract::{ApiJson, Authorized, ConsentsRead, ConsentsWrite, LinkedSubject};
 use crate::http::problem::{Code, FieldError, Problem, ProblemBody};
 use crate::http::time::rfc3339;
 
@@ -42,10 +42,6 @@ fn channel(name: Option<&str>) -> Result<Channel, Problem> {
 }
 
 /// The subject and purpose from the path; a malformed subject id names nothing (404).
-fn subject_and_purpose(path: (String, String)) -> Result<(SubjectId, String), Problem> {
-    let subject = SubjectId::parse(&path.0).map_err(|_| Problem::not_found())?;
-    Ok((subject, path.1))
-}
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -118,16 +114,17 @@ impl From<ConsentView> for ConsentBody {
         (status = 200, description = "Recorded; the record's state", body = ConsentBody),
         (status = 400, description = "invalid_request (method, notice_version, captured_at, source, locale, prechecked)", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "No such subject", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "consent_stale (a later event stands; this one was kept as history), subject_opted_out (only the subject can opt in again)", body = ProblemBody, content_type = "application/problem+json"),
         (status = 410, description = "subject_erased", body = ProblemBody, content_type = "application/problem+json"),
         (status = 422, description = "unknown_purpose", body = ProblemBody, content_type = "application/problem+json"),
     ))]
 async fn record_consent(
     State(state): State<AppState>,
     caller: Authorized<ConsentsWrite>,
-    Path(path): Path<(String, String)>,
+    LinkedSubject(subject): LinkedSubject,
+    Path((_, purpose)): Path<(String, String)>,
     ApiJson(body): ApiJson<ConsentRequest>,
 ) -> Result<(Extension<ActionAudited>, Json<ConsentBody>), Problem> {
-    let (subject, purpose) = subject_and_purpose(path)?;
     let channel = channel(body.channel.as_deref())?;
     let e = body.evidence;
     let method =
@@ -180,10 +177,10 @@ struct ChannelQuery {
 async fn withdraw_consent(
     State(state): State<AppState>,
     caller: Authorized<ConsentsWrite>,
-    Path(path): Path<(String, String)>,
+    LinkedSubject(subject): LinkedSubject,
+    Path((_, purpose)): Path<(String, String)>,
     query: Result<Query<ChannelQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<(Extension<ActionAudited>, Json<ConsentBody>), Problem> {
-    let (subject, purpose) = subject_and_purpose(path)?;
     let Query(query) = query.map_err(|_| invalid("channel", "the only parameter is channel"))?;
     let channel = channel(query.channel.as_deref())?;
     let view = state
@@ -200,8 +197,9 @@ async fn withdraw_consent(
     Ok((Extension(ActionAudited), Json(view.into())))
 }
 
-/// The subject's consents: the current state per purpose and channel, and the full history
-/// with its evidence.
+/// The subject's consents: the current state per purpose and channel, and the full history.
+/// Evidence (source, locale, the confirming message…) is shown only for the events the
+/// caller's integration recorded (`admin`: all); other events carry `evidence: null`.
 #[utoipa::path(get, path = "/v1/subjects/{id}/consents", tag = "consents",
     params(("id" = String, Path, description = "Subject id (sub_…)")),
     security(("bearer" = ["consents:read"])),
@@ -212,13 +210,13 @@ async fn withdraw_consent(
     ))]
 async fn list_consents(
     State(state): State<AppState>,
-    _caller: Authorized<ConsentsRead>,
-    Path(id): Path<String>,
+    caller: Authorized<ConsentsRead>,
+    LinkedSubject(subject): LinkedSubject,
 ) -> Result<Json<ConsentsBody>, Problem> {
-    let subject = SubjectId::parse(&id).map_err(|_| Problem::not_found())?;
+    let evidence_of = (!caller.principal.is_admin()).then_some(&caller.principal.integration_id);
     let overview = state
         .consents
-        .overview(&subject)
+        .overview(&subject, evidence_of)
         .await
         .map_err(errors::consent)?;
     Ok(Json(overview.into()))
@@ -251,8 +249,15 @@ pub struct HistoryBody {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(format = DateTime)]
     expires_at: Option<String>,
-    /// Source, locale, confirming message, keyword…, decrypted.
-    #[schema(value_type = Object)]
+    /// Who made it: `subject` (a keyword, a button, a confirmation, an opt-in code,
+    /// WhatsApp's own control), `integration` or `system`.
+    origin: String,
+    /// Whether it changed the record: an event older than the record's latest effective one
+    /// (events arrive out of order) is kept but changes nothing.
+    effective: bool,
+    /// Source, locale, confirming message, keyword…, decrypted; `null` for events another
+    /// integration recorded (or the subject's own events, to anyone but `admin`).
+    #[schema(value_type = Option<Object>)]
     evidence: serde_json::Value,
 }
 
@@ -285,6 +290,8 @@ impl From<ConsentOverview> for ConsentsBody {
                     captured_at: h.captured_at,
                     recorded_at: h.recorded_at,
                     expires_at: h.expires_at,
+                    origin: h.origin.as_str().to_owned(),
+                    effective: h.effective,
                     evidence: h.evidence,
                 })
                 .collect(),
@@ -342,11 +349,13 @@ pub struct OptInCodeBody {
     security(("bearer" = ["consents:write"])),
     responses(
         (status = 202, description = "Pending: the confirmation template is queued", body = OptInStartedBody),
-        (status = 200, description = "Already granted: nothing sent", body = OptInStartedBody),
+        (status = 200, description = "Already granted, or already pending: nothing sent", body = OptInStartedBody),
         (status = 201, description = "A user-initiated opt-in code (no `to`)", body = OptInCodeBody),
         (status = 400, description = "invalid_request", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 409, description = "subject_restricted", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden: the scope, or subjects:write to reach a number not linked to the caller", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "subject_restricted, subject_opted_out", body = ProblemBody, content_type = "application/problem+json"),
         (status = 422, description = "unknown_purpose, invalid_phone_number, opt_in_not_configured", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "rate_limited: too many confirmation requests to this number in 30 days", body = ProblemBody, content_type = "application/problem+json"),
     ))]
 async fn start_opt_in(
     State(state): State<AppState>,
@@ -375,6 +384,7 @@ async fn start_opt_in(
             &body.purpose,
             &body.notice_version,
             integration,
+            caller.access(),
             &initiator,
         )
         .await
@@ -384,7 +394,9 @@ async fn start_opt_in(
             ) => errors::phone(p, "to"),
             other => errors::consent(other),
         })?;
-    let status = if started.state == ConsentState::Pending {
+    // 202 when a confirmation was sent now; 200 when nothing was (already granted, or a
+    // request already pending: asking again sends nothing).
+    let status = if started.message_id.is_some() {
         StatusCode::ACCEPTED
     } else {
         StatusCode::OK

@@ -1,4 +1,6 @@
-//! `/v1/integrations` and `/v1/keys`: connected systems and their API keys. Admin only.
+//! `/v1/integrations` and `/v1/keys`: connected systems and their API keys
+//! (`integrations:manage`: provisioning without access to personal data; only `admin` grants
+//! `admin` or reaches the `admin` integration).
 //! A key's token is in the creation answer and nowhere else, ever.
 
 use axum::extract::State;
@@ -15,7 +17,7 @@ use super::{Page, overfetch};
 use crate::http::AppState;
 use crate::http::access::ActionAudited;
 use crate::http::errors;
-use crate::http::extract::{AdminScope, ApiJson, Authorized, IdPath, PageQuery};
+use crate::http::extract::{ApiJson, Authorized, IdPath, IntegrationsManage, PageQuery};
 use crate::http::problem::{Code, FieldError, Problem, ProblemBody};
 use crate::http::time::{rfc3339, rfc3339_opt};
 
@@ -60,7 +62,8 @@ impl From<IntegrationRecord> for Integration {
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
     /// At least one of: messages:send, messages:read, consents:read, consents:write,
-    /// subjects:read, subjects:write, subjects:erase, audit:read, admin.
+    /// subjects:read, subjects:write, subjects:erase, subjects:export, subjects:hold,
+    /// audit:read, integrations:manage, admin (`admin` only from an admin key).
     #[schema(example = json!(["messages:send", "subjects:write"]))]
     scopes: Vec<String>,
     /// Lifetime in days (1–3650). Default: the configured `auth.default_key_lifetime_days`.
@@ -144,7 +147,7 @@ fn parse_scopes(raw: &[String]) -> Result<Scopes, Problem> {
 /// Create an integration.
 #[utoipa::path(post, path = "/v1/integrations", tag = "integrations",
     request_body = CreateIntegration,
-    security(("bearer" = ["admin"])),
+    security(("bearer" = ["integrations:manage"])),
     responses(
         (status = 201, description = "Created", body = Integration),
         (status = 400, description = "Invalid name", body = ProblemBody, content_type = "application/problem+json"),
@@ -152,7 +155,7 @@ fn parse_scopes(raw: &[String]) -> Result<Scopes, Problem> {
     ))]
 async fn create_integration(
     State(state): State<AppState>,
-    caller: Authorized<AdminScope>,
+    caller: Authorized<IntegrationsManage>,
     ApiJson(body): ApiJson<CreateIntegration>,
 ) -> Result<(StatusCode, Extension<ActionAudited>, Json<Integration>), Problem> {
     let record = state
@@ -174,11 +177,11 @@ async fn create_integration(
         ("limit" = Option<u32>, Query, description = "1–500, default 50"),
         ("after" = Option<String>, Query, description = "Cursor: the `next` of the previous page"),
     ),
-    security(("bearer" = ["admin"])),
+    security(("bearer" = ["integrations:manage"])),
     responses((status = 200, description = "A page of integrations", body = Page<Integration>)))]
 async fn list_integrations(
     State(state): State<AppState>,
-    _caller: Authorized<AdminScope>,
+    _caller: Authorized<IntegrationsManage>,
     PageQuery(page): PageQuery,
 ) -> Result<Json<Page<Integration>>, Problem> {
     let records = state
@@ -198,15 +201,16 @@ async fn list_integrations(
 #[utoipa::path(post, path = "/v1/integrations/{id}/keys", tag = "integrations",
     params(("id" = String, Path, description = "Integration id (int_…)")),
     request_body = CreateKey,
-    security(("bearer" = ["admin"])),
+    security(("bearer" = ["integrations:manage"])),
     responses(
         (status = 201, description = "Created; `key` holds the token, shown this once", body = CreatedKey),
         (status = 400, description = "Unknown scope, no scope, bad lifetime", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden: the scope, or granting admin without being admin", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "No such integration", body = ProblemBody, content_type = "application/problem+json"),
     ))]
 async fn create_key(
     State(state): State<AppState>,
-    caller: Authorized<AdminScope>,
+    caller: Authorized<IntegrationsManage>,
     IdPath(integration_id): IdPath<IntegrationId>,
     ApiJson(body): ApiJson<CreateKey>,
 ) -> Result<(StatusCode, Extension<ActionAudited>, Json<CreatedKey>), Problem> {
@@ -217,6 +221,7 @@ async fn create_key(
             &integration_id,
             scopes,
             body.expires_in_days,
+            caller.manager(),
             &caller.initiator(),
         )
         .await
@@ -239,20 +244,20 @@ async fn create_key(
         ("limit" = Option<u32>, Query, description = "1–500, default 50"),
         ("after" = Option<String>, Query, description = "Cursor: the `next` of the previous page"),
     ),
-    security(("bearer" = ["admin"])),
+    security(("bearer" = ["integrations:manage"])),
     responses(
         (status = 200, description = "A page of keys", body = Page<ApiKey>),
         (status = 404, description = "No such integration", body = ProblemBody, content_type = "application/problem+json"),
     ))]
 async fn list_keys(
     State(state): State<AppState>,
-    _caller: Authorized<AdminScope>,
+    caller: Authorized<IntegrationsManage>,
     IdPath(integration_id): IdPath<IntegrationId>,
     PageQuery(page): PageQuery,
 ) -> Result<Json<Page<ApiKey>>, Problem> {
     let records = state
         .auth
-        .keys(Some(&integration_id), &overfetch(&page))
+        .keys(Some(&integration_id), &overfetch(&page), caller.manager())
         .await
         .map_err(errors::auth)?;
     let items = records.into_iter().map(ApiKey::from).collect();
@@ -266,19 +271,19 @@ async fn list_keys(
 /// Revoke an API key. It is refused from the next request on, on every node.
 #[utoipa::path(delete, path = "/v1/keys/{id}", tag = "integrations",
     params(("id" = String, Path, description = "API key id (key_…)")),
-    security(("bearer" = ["admin"])),
+    security(("bearer" = ["integrations:manage"])),
     responses(
         (status = 200, description = "Revoked (revoking again keeps the first time)", body = ApiKey),
         (status = 404, description = "No such key", body = ProblemBody, content_type = "application/problem+json"),
     ))]
 async fn revoke_key(
     State(state): State<AppState>,
-    caller: Authorized<AdminScope>,
+    caller: Authorized<IntegrationsManage>,
     IdPath(key_id): IdPath<ApiKeyId>,
 ) -> Result<(Option<Extension<ActionAudited>>, Json<ApiKey>), Problem> {
     let (record, revoked_now) = state
         .auth
-        .revoke_key(&key_id, &caller.initiator())
+        .revoke_key(&key_id, caller.manager(), &caller.initiator())
         .await
         .map_err(errors::auth)?;
     tracing::info!(key_id = %record.id, revoked_now, "API key revoked");

@@ -147,7 +147,7 @@ async fn send(
         .messages
         .send(
             command,
-            &caller.principal.integration_id,
+            &caller.principal,
             &caller.initiator(),
             idempotency_key,
         )

@@ -16,7 +16,8 @@ use crate::http::AppState;
 use crate::http::access::ActionAudited;
 use crate::http::errors;
 use crate::http::extract::{
-    ApiJson, Authorized, IdPath, SubjectsErase, SubjectsRead, SubjectsWrite,
+    ApiJson, Authorized, LinkedSubject, SubjectsErase, SubjectsExport, SubjectsHold, SubjectsRead,
+    SubjectsWrite,
 };
 use crate::http::problem::{Code, FieldError, Problem, ProblemBody};
 use crate::http::time::rfc3339;
@@ -52,7 +53,7 @@ fn changed(standing: herald_domain::rights::SubjectStanding, changed: bool) -> C
 async fn get_subject(
     State(state): State<AppState>,
     _caller: Authorized<SubjectsRead>,
-    IdPath(id): IdPath<SubjectId>,
+    LinkedSubject(id): LinkedSubject,
 ) -> Result<Json<Subject>, Problem> {
     let standing = state
         .subject_rights
@@ -79,7 +80,7 @@ async fn get_subject(
 async fn rectify(
     State(state): State<AppState>,
     caller: Authorized<SubjectsWrite>,
-    IdPath(id): IdPath<SubjectId>,
+    LinkedSubject(id): LinkedSubject,
     ApiJson(body): ApiJson<PhoneRequest>,
 ) -> Result<Changed, Problem> {
     let (standing, done) = state
@@ -120,7 +121,7 @@ pub struct Erased {
 async fn erase(
     State(state): State<AppState>,
     caller: Authorized<SubjectsErase>,
-    IdPath(id): IdPath<SubjectId>,
+    LinkedSubject(id): LinkedSubject,
 ) -> Result<(Extension<ActionAudited>, Json<Erased>), Problem> {
     let receipt = state
         .subject_rights
@@ -168,7 +169,7 @@ pub struct RestrictRequest {
 async fn restrict(
     State(state): State<AppState>,
     caller: Authorized<SubjectsWrite>,
-    IdPath(id): IdPath<SubjectId>,
+    LinkedSubject(id): LinkedSubject,
     ApiJson(body): ApiJson<RestrictRequest>,
 ) -> Result<Changed, Problem> {
     let (standing, done) = state
@@ -202,7 +203,7 @@ pub struct LiftRequest {
 async fn lift_restriction(
     State(state): State<AppState>,
     caller: Authorized<SubjectsWrite>,
-    IdPath(id): IdPath<SubjectId>,
+    LinkedSubject(id): LinkedSubject,
     ApiJson(body): ApiJson<LiftRequest>,
 ) -> Result<Changed, Problem> {
     let notified = DateTime::parse_from_rfc3339(&body.subject_notified_at)
@@ -228,10 +229,11 @@ pub struct LegalHoldRequest {
 }
 
 /// Place a legal hold: while it stands, erasure answers `409 legal_hold` (GDPR Art. 17(3)(b),(e)).
+/// Its own scope: whoever may erase must not be able to lift what stops erasure.
 #[utoipa::path(put, path = "/v1/subjects/{id}/legal-hold", tag = "subjects",
     params(("id" = String, Path, description = "Subject id (sub_…)")),
     request_body = LegalHoldRequest,
-    security(("bearer" = ["subjects:erase"])),
+    security(("bearer" = ["subjects:hold"])),
     responses(
         (status = 200, description = "Held", body = Subject),
         (status = 400, description = "invalid_request (reason)", body = ProblemBody, content_type = "application/problem+json"),
@@ -240,8 +242,8 @@ pub struct LegalHoldRequest {
     ))]
 async fn place_legal_hold(
     State(state): State<AppState>,
-    caller: Authorized<SubjectsErase>,
-    IdPath(id): IdPath<SubjectId>,
+    caller: Authorized<SubjectsHold>,
+    LinkedSubject(id): LinkedSubject,
     ApiJson(body): ApiJson<LegalHoldRequest>,
 ) -> Result<Changed, Problem> {
     let (standing, done) = state
@@ -255,7 +257,7 @@ async fn place_legal_hold(
 /// Release the legal hold.
 #[utoipa::path(delete, path = "/v1/subjects/{id}/legal-hold", tag = "subjects",
     params(("id" = String, Path, description = "Subject id (sub_…)")),
-    security(("bearer" = ["subjects:erase"])),
+    security(("bearer" = ["subjects:hold"])),
     responses(
         (status = 200, description = "Released (or was not held)", body = Subject),
         (status = 404, description = "No such subject", body = ProblemBody, content_type = "application/problem+json"),
@@ -263,8 +265,8 @@ async fn place_legal_hold(
     ))]
 async fn release_legal_hold(
     State(state): State<AppState>,
-    caller: Authorized<SubjectsErase>,
-    IdPath(id): IdPath<SubjectId>,
+    caller: Authorized<SubjectsHold>,
+    LinkedSubject(id): LinkedSubject,
 ) -> Result<Changed, Problem> {
     let (standing, done) = state
         .subject_rights
@@ -278,10 +280,13 @@ async fn release_legal_hold(
 /// consents with their full history and evidence, messages with their statuses and attempts
 /// (and content where retention kept it), inbound messages, events to integrators, rights
 /// requests, the audit entries naming the subject, and the processing information. The
-/// document's JSON Schema is `docs/schemas/subject-export.schema.json`.
+/// document's JSON Schema is `docs/schemas/subject-export.schema.json`. It is complete — every
+/// integration's messages and evidence, as Art. 15 requires — which is why it has a scope of
+/// its own, held by the system that answers rights requests, and only for subjects it is
+/// linked to.
 #[utoipa::path(get, path = "/v1/subjects/{id}/export", tag = "subjects",
     params(("id" = String, Path, description = "Subject id (sub_…)")),
-    security(("bearer" = ["subjects:read"])),
+    security(("bearer" = ["subjects:export"])),
     responses(
         (status = 200, description = "The export", body = Object),
         (status = 404, description = "No such subject", body = ProblemBody, content_type = "application/problem+json"),
@@ -289,8 +294,8 @@ async fn release_legal_hold(
     ))]
 async fn export(
     State(state): State<AppState>,
-    caller: Authorized<SubjectsRead>,
-    IdPath(id): IdPath<SubjectId>,
+    caller: Authorized<SubjectsExport>,
+    LinkedSubject(id): LinkedSubject,
 ) -> Result<(Extension<ActionAudited>, Json<serde_json::Value>), Problem> {
     let document = state
         .subject_rights

@@ -114,7 +114,7 @@ async fn register(
 ) -> Result<(StatusCode, Extension<ActionAudited>, Json<SubjectRef>), Problem> {
     let registration = state
         .subjects
-        .register(&body.phone, &caller.initiator())
+        .register(&body.phone, &caller.initiator(), caller.access())
         .await
         .map_err(errors::subjects)?;
     let status = match registration {
@@ -125,13 +125,15 @@ async fn register(
     Ok((status, Extension(ActionAudited), Json(SubjectRef { id })))
 }
 
-/// Find the subject holding a phone number.
+/// Find the subject holding a phone number. Answers only for a subject the caller is linked to
+/// or, with `subjects:write`, may register (it is then linked); any other number is `404`,
+/// exactly as an unknown one.
 #[utoipa::path(post, path = "/v1/subjects/lookup", tag = "subjects",
     request_body = PhoneRequest,
     security(("bearer" = ["subjects:read"])),
     responses(
         (status = 200, description = "Found", body = SubjectRef),
-        (status = 404, description = "No subject has this number", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No subject the caller may know has this number", body = ProblemBody, content_type = "application/problem+json"),
         (status = 422, description = "invalid_phone_number", body = ProblemBody, content_type = "application/problem+json"),
     ))]
 async fn lookup(
@@ -141,7 +143,7 @@ async fn lookup(
 ) -> Result<(Extension<ActionAudited>, Json<SubjectRef>), Problem> {
     let subject = state
         .subjects
-        .lookup(&body.phone, &caller.initiator())
+        .lookup(&body.phone, &caller.initiator(), caller.access())
         .await
         .map_err(errors::subjects)?
         .ok_or_else(Problem::not_found)

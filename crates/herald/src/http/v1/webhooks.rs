@@ -14,7 +14,7 @@ use utoipa_axum::routes;
 use crate::http::AppState;
 use crate::http::access::ActionAudited;
 use crate::http::errors;
-use crate::http::extract::{AdminScope, ApiJson, Authorized, IdPath};
+use crate::http::extract::{ApiJson, Authorized, IdPath, IntegrationsManage};
 use crate::http::problem::{Code, FieldError, Problem, ProblemBody};
 use crate::http::time::{rfc3339, rfc3339_opt};
 
@@ -98,7 +98,7 @@ fn endpoint_error(error: EndpointError) -> Problem {
 #[utoipa::path(post, path = "/v1/integrations/{id}/webhooks", tag = "integrations",
     params(("id" = String, Path, description = "Integration id (int_…)")),
     request_body = CreateEndpoint,
-    security(("bearer" = ["admin"])),
+    security(("bearer" = ["integrations:manage"])),
     responses(
         (status = 201, description = "Created; `secret` is shown this once", body = CreatedEndpoint),
         (status = 400, description = "Bad URL (not https, not public) or events", body = ProblemBody, content_type = "application/problem+json"),
@@ -106,10 +106,15 @@ fn endpoint_error(error: EndpointError) -> Problem {
     ))]
 async fn create_endpoint(
     State(state): State<AppState>,
-    caller: Authorized<AdminScope>,
+    caller: Authorized<IntegrationsManage>,
     IdPath(integration_id): IdPath<IntegrationId>,
     ApiJson(body): ApiJson<CreateEndpoint>,
 ) -> Result<(StatusCode, Extension<ActionAudited>, Json<CreatedEndpoint>), Problem> {
+    state
+        .auth
+        .managed_integration(&integration_id, caller.manager())
+        .await
+        .map_err(errors::auth)?;
     let (record, secret) = state
         .endpoints
         .create(
@@ -134,15 +139,21 @@ async fn create_endpoint(
 /// List an integration's webhook endpoints (never their secrets).
 #[utoipa::path(get, path = "/v1/integrations/{id}/webhooks", tag = "integrations",
     params(("id" = String, Path, description = "Integration id (int_…)")),
-    security(("bearer" = ["admin"])),
+    security(("bearer" = ["integrations:manage"])),
     responses(
         (status = 200, description = "The endpoints", body = Vec<Endpoint>),
+        (status = 404, description = "No such integration", body = ProblemBody, content_type = "application/problem+json"),
     ))]
 async fn list_endpoints(
     State(state): State<AppState>,
-    _caller: Authorized<AdminScope>,
+    caller: Authorized<IntegrationsManage>,
     IdPath(integration_id): IdPath<IntegrationId>,
 ) -> Result<Json<Vec<Endpoint>>, Problem> {
+    state
+        .auth
+        .managed_integration(&integration_id, caller.manager())
+        .await
+        .map_err(errors::auth)?;
     let records = state
         .endpoints
         .list(&integration_id)

@@ -1,14 +1,20 @@
 //! Data subjects: the people Herald messages, each a random pseudonym (`sub_…`) with the phone
 //! number kept only as ciphertext (under the subject's own data key) and as a blind index.
+//! [`links`] says which integrations may see which subject.
+
+mod links;
 
 use std::sync::Arc;
+
+use links::KnownLinks;
+pub use links::{Access, LinkReason, SubjectLink};
 
 use herald_crypto::aead::Binding;
 
 use crate::audit::{Action, Audit, AuditEvent, AuditRecord, Details, Initiator, Outcome, Target};
 use crate::batch::Batcher;
 use crate::clock::{Clock, Timestamp};
-use crate::ids::SubjectId;
+use crate::ids::{IntegrationId, SubjectId};
 use crate::keys::{KeyError, Keyring};
 use crate::phone::{self, PhoneError, PhoneNumber, Region};
 use crate::phone_memo::PhoneIndexMemo;
@@ -24,6 +30,10 @@ pub enum SubjectError {
     Keys(#[from] KeyError),
     #[error("the random number generator failed")]
     Random(#[from] herald_crypto::CryptoError),
+    /// The caller may act only on subjects it is linked to, and this number is not one of
+    /// them (whether it is known at all is not said): registering needs `subjects:write`.
+    #[error("registering a subject requires the scope subjects:write")]
+    MayNotRegister,
 }
 
 /// The answer to create-or-find.
@@ -47,6 +57,14 @@ pub(crate) fn phone_binding(id: &SubjectId) -> Binding<'_> {
 
 type WithErasure = Option<(SubjectRecord, Option<Timestamp>)>;
 
+/// A subject found (or created) for a caller's send, and whether the send must link the
+/// caller to it once its checks pass.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub subject: SubjectRecord,
+    pub link: Option<LinkReason>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Subjects {
     store: Arc<dyn Store>,
@@ -59,6 +77,7 @@ pub struct Subjects {
     // Concurrent requests' look-ups share one query each (the send path's hot read).
     by_index: Batcher<[u8; 32], Option<SubjectRecord>>,
     by_id: Batcher<SubjectId, WithErasure>,
+    known_links: Arc<KnownLinks>,
 }
 
 /// Look-ups one query takes at most, and how many such queries may run at once.
@@ -107,6 +126,73 @@ impl Subjects {
             audit,
             default_region,
             parsed: Arc::new(PhoneIndexMemo::new()?),
+            known_links: Arc::new(KnownLinks::new()),
+        })
+    }
+
+    /// Whether `access` may see the subject: linked to it, or seeing every subject. Asked the
+    /// same way whether the subject exists or not.
+    pub async fn visible(&self, id: &SubjectId, access: Access<'_>) -> Result<bool, SubjectError> {
+        if access.every_subject {
+            return Ok(true);
+        }
+        let Some(integration) = access.integration else {
+            return Ok(false);
+        };
+        self.linked(id, integration).await
+    }
+
+    /// Whether the integration is linked to the subject.
+    pub async fn linked(
+        &self,
+        id: &SubjectId,
+        integration: &IntegrationId,
+    ) -> Result<bool, SubjectError> {
+        if self.known_links.contains(id, integration) {
+            return Ok(true);
+        }
+        let linked = self.store.subject_linked(id, integration).await?;
+        if linked {
+            self.known_links.remember(id, integration);
+        }
+        Ok(linked)
+    }
+
+    /// Links the integration to the subject (nothing happens if it already is).
+    pub async fn link(
+        &self,
+        id: &SubjectId,
+        integration: &IntegrationId,
+        reason: LinkReason,
+    ) -> Result<(), SubjectError> {
+        if self.known_links.contains(id, integration) {
+            return Ok(());
+        }
+        self.store
+            .link_subject(&SubjectLink {
+                subject_id: id.clone(),
+                integration_id: integration.clone(),
+                reason,
+                at: self.clock.now(),
+            })
+            .await?;
+        self.known_links.remember(id, integration);
+        Ok(())
+    }
+
+    /// A link the caller of `access` makes to a subject it just came to know (none for the
+    /// operator and for Herald's own processing).
+    fn link_for(
+        &self,
+        id: &SubjectId,
+        access: Access<'_>,
+        reason: LinkReason,
+    ) -> Option<SubjectLink> {
+        access.integration.map(|integration| SubjectLink {
+            subject_id: id.clone(),
+            integration_id: integration.clone(),
+            reason,
+            at: self.clock.now(),
         })
     }
 
@@ -125,40 +211,72 @@ impl Subjects {
         Ok(index)
     }
 
-    /// Finds the subject holding this phone number, or creates one. Either way it is recorded.
+    /// Finds the subject holding this phone number, or creates one; either way it is recorded
+    /// and the caller linked to it. Needs `access.may_register`.
     pub async fn register(
         &self,
         phone: &str,
         initiator: &Initiator,
+        access: Access<'_>,
     ) -> Result<Registration, SubjectError> {
+        if !access.may_register {
+            return Err(SubjectError::MayNotRegister);
+        }
         let phone = self.parse_phone(phone)?;
         let index = self.keys.phone_index(&phone);
         if let Some(existing) = self.by_index.submit(index).await? {
+            if let Some(integration) = access.integration {
+                self.link(&existing.id, integration, LinkReason::Registered)
+                    .await?;
+            }
             self.audit
                 .append(&registered(initiator, &existing.id, false))
                 .await?;
             return Ok(Registration::Existing(existing));
         }
+        self.create(&phone, index, initiator, access, LinkReason::Registered)
+            .await
+    }
+
+    /// Creates the subject (linked to the caller, if any) unless another request registered
+    /// the number first.
+    async fn create(
+        &self,
+        phone: &PhoneNumber,
+        index: [u8; 32],
+        initiator: &Initiator,
+        access: Access<'_>,
+        reason: LinkReason,
+    ) -> Result<Registration, SubjectError> {
         let id = SubjectId::generate()?;
         let (key, stored_key) = self.keys.new_subject_key(&id)?;
         let phone_ciphertext =
             Keyring::seal_for_subject(&key, &phone_binding(&id), phone.e164().as_bytes())?;
         let now = self.clock.now();
+        let link = self.link_for(&id, access, reason);
         let new = NewSubject {
             id: id.clone(),
             phone_index: index,
             phone_ciphertext,
             key: stored_key,
             created_at: now,
+            link: link.clone(),
         };
         let audit = AuditRecord::new(&registered(initiator, &id, true), now);
         match self.store.insert_subject(&new, &audit).await? {
             SubjectInsert::Inserted(record) => {
                 self.keys.remember_subject_key(&id, key);
+                if let Some(link) = link {
+                    self.known_links
+                        .remember(&link.subject_id, &link.integration_id);
+                }
                 Ok(Registration::Created(record))
             }
             // Registered concurrently by another request: that subject is the one.
             SubjectInsert::Existing(record) => {
+                if let Some(integration) = access.integration {
+                    self.link(&record.id, integration, reason).await?;
+                }
                 self.audit
                     .append(&registered(initiator, &record.id, false))
                     .await?;
@@ -167,9 +285,9 @@ impl Subjects {
         }
     }
 
-    /// Finds the subject holding this phone number, or creates one, for a capability that
-    /// records its own action (a send names the subject in its own audit entry): only a
-    /// creation is recorded here, in its transaction.
+    /// Finds the subject holding this phone number, or creates one, for Herald's own
+    /// processing (a customer's message names its sender): only a creation is recorded here,
+    /// in its transaction, and nobody is linked.
     pub async fn resolve(
         &self,
         phone: &str,
@@ -179,24 +297,95 @@ impl Subjects {
         if let Some(existing) = self.by_index.submit(index).await? {
             return Ok(existing);
         }
-        Ok(self.register(phone, initiator).await?.subject().clone())
+        let phone = self.parse_phone(phone)?;
+        Ok(self
+            .create(
+                &phone,
+                index,
+                initiator,
+                Access::operator(),
+                LinkReason::Inbound,
+            )
+            .await?
+            .subject()
+            .clone())
     }
 
-    /// The subject holding this phone number, if any. The look-up is recorded, found or not.
+    /// The subject a caller's send names by number: one it is linked to, or — with
+    /// `subjects:write` — any (found or created, the caller then to be linked). Without it,
+    /// an unknown number and another integration's subject answer alike
+    /// ([`SubjectError::MayNotRegister`]): a send is no oracle for who is a customer.
+    pub async fn resolve_for(
+        &self,
+        phone: &str,
+        initiator: &Initiator,
+        access: Access<'_>,
+    ) -> Result<Resolved, SubjectError> {
+        let index = self.phone_index(phone)?;
+        let found = self.by_index.submit(index).await?;
+        match found {
+            Some(subject) => {
+                let link = match access.integration {
+                    Some(integration) if !self.linked(&subject.id, integration).await? => {
+                        if !access.every_subject && !access.may_register {
+                            return Err(SubjectError::MayNotRegister);
+                        }
+                        Some(LinkReason::Messaged)
+                    }
+                    _ => None,
+                };
+                Ok(Resolved { subject, link })
+            }
+            None if !access.may_register => Err(SubjectError::MayNotRegister),
+            None => {
+                let phone = self.parse_phone(phone)?;
+                let subject = self
+                    .create(&phone, index, initiator, access, LinkReason::Messaged)
+                    .await?
+                    .subject()
+                    .clone();
+                Ok(Resolved {
+                    subject,
+                    link: None,
+                })
+            }
+        }
+    }
+
+    /// The subject holding this phone number, if the caller may know it: linked to it, or
+    /// allowed to register it (then linked now). Anything else answers `None`, exactly as an
+    /// unknown number does, after the same look-up. Recorded either way, with the subject when
+    /// one was answered.
     pub async fn lookup(
         &self,
         phone: &str,
         initiator: &Initiator,
+        access: Access<'_>,
     ) -> Result<Option<SubjectRecord>, SubjectError> {
         let index = self.phone_index(phone)?;
         let found = self.by_index.submit(index).await?;
+        let answered = match found {
+            Some(subject) => {
+                let visible = self.visible(&subject.id, access).await?;
+                match access.integration {
+                    Some(integration) if !visible && access.may_register => {
+                        self.link(&subject.id, integration, LinkReason::Lookup)
+                            .await?;
+                        Some(subject)
+                    }
+                    _ if visible => Some(subject),
+                    _ => None,
+                }
+            }
+            None => None,
+        };
         let mut event = AuditEvent::new(initiator, Action::SubjectLookedUp, Outcome::Success)
-            .details(Details::new().with("found", found.is_some()));
-        if let Some(subject) = &found {
+            .details(Details::new().with("found", answered.is_some()));
+        if let Some(subject) = &answered {
             event = event.target(Target::Subject(subject.id.clone()));
         }
         self.audit.append(&event).await?;
-        Ok(found)
+        Ok(answered)
     }
 
     /// The subject, even if erased, with the time of its erasure.
