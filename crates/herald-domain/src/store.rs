@@ -128,6 +128,9 @@ pub struct NewSubject {
     /// The integration that came to know the subject by creating it, linked in the same
     /// transaction.
     pub link: Option<crate::subjects::SubjectLink>,
+    /// Opt-outs the number was suppressed with (an erased subject's objection), written as the
+    /// new subject's consent records.
+    pub consents: Vec<crate::consent::ConsentChange>,
 }
 
 /// The result of create-or-find.
@@ -201,6 +204,11 @@ pub trait SubjectStore: Send + Sync {
     ) -> Result<Vec<Option<(SubjectRecord, Option<Timestamp>)>>, StoreError>;
     async fn subject_phone_ciphertext(&self, id: &SubjectId)
     -> Result<Option<Vec<u8>>, StoreError>;
+    /// The opt-outs kept for a number after its subject was erased: (channel, when).
+    async fn suppressions(
+        &self,
+        phone_index: &[u8; 32],
+    ) -> Result<Vec<(crate::messages::Channel, Timestamp)>, StoreError>;
     /// Whether the integration is linked to the subject.
     async fn subject_linked(
         &self,
@@ -531,13 +539,14 @@ pub trait RightsStore: Send + Sync {
         &self,
         id: &RightsRequestId,
     ) -> Result<Option<RightsRequest>, StoreError>;
-    /// Requests by status at `now` (overdue: open and past due), soonest due first, after the
-    /// cursor (a request id).
+    /// Requests by status at `now` (overdue: open and past due), in the order they were
+    /// logged, after the cursor (a request id); only `owner`'s when given.
     async fn rights_requests(
         &self,
         status: Option<RequestStatus>,
         now: Timestamp,
         page: &PageRequest,
+        owner: Option<&IntegrationId>,
     ) -> Result<Vec<RightsRequest>, StoreError>;
     /// Stores the extension if the request is still open with due date `previous_due`, with its
     /// audit entry; `false` when it changed meanwhile.

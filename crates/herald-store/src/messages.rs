@@ -121,7 +121,9 @@ impl MessageStore for Database {
         Ok(batch
             .iter()
             .map(|m| {
-                if written.contains(m.id.as_str()) {
+                if written.capped.contains(m.id.as_str()) {
+                    AcceptOutcome::CapReached
+                } else if written.written.contains(m.id.as_str()) {
                     AcceptOutcome::Accepted
                 } else {
                     AcceptOutcome::IdempotencyKeyTaken

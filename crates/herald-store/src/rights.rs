@@ -123,6 +123,7 @@ impl RightsStore for Database {
         status: Option<RequestStatus>,
         now: Timestamp,
         page: &PageRequest,
+        owner: Option<&IntegrationId>,
     ) -> Result<Vec<RightsRequest>, StoreError> {
         // Ordered by id (time-ordered: the order requests were logged in) so the cursor is
         // simple; the status filter is the caller's choice.
@@ -140,6 +141,7 @@ impl RightsStore for Database {
                 AND ((completed_at IS NOT NULL AND $2)
                   OR (completed_at IS NULL AND due_at >= $5 AND $3)
                   OR (completed_at IS NULL AND due_at < $5 AND $4))
+                AND ($7 IS NULL OR integration_id = $7)
               ORDER BY id LIMIT $6"
         ))
         .bind(page.after.as_deref().unwrap_or(""))
@@ -148,6 +150,7 @@ impl RightsStore for Database {
         .bind(overdue)
         .bind(millis(now))
         .bind(limit(page.limit))
+        .bind(owner.map(|o| o.as_str()))
         .fetch_all(pool)
         .await
         .map_err(from_sqlx)?);

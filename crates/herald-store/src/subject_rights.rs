@@ -395,6 +395,24 @@ impl SubjectRightsStore for Database {
             .await
             .map_err(from_sqlx)?
             .rows_affected();
+            // The subject's own opt-outs outlive the erasure as a bare suppression of the
+            // number: a subject created for it later starts opted out (GDPR Art. 21(3)).
+            tally.opt_outs_kept = sqlx::query(
+                "INSERT INTO suppressions (phone_index, channel, opted_out_at, recorded_at)
+                 SELECT s.phone_index, c.channel, MAX(c.effective_at), $2
+                 FROM subjects AS s JOIN consents AS c ON c.subject_id = s.id
+                 WHERE s.id = $1 AND s.phone_index IS NOT NULL AND c.state = 'withdrawn'
+                   AND c.by_subject = $3
+                 GROUP BY s.phone_index, c.channel
+                 ON CONFLICT (phone_index, channel) DO NOTHING",
+            )
+            .bind(subject)
+            .bind(at_ms)
+            .bind(true)
+            .execute(&mut *tx)
+            .await
+            .map_err(from_sqlx)?
+            .rows_affected();
             sqlx::query(
                 "UPDATE subjects SET phone_index = NULL, phone_ciphertext = NULL,
                    restricted = $3, restricted_at = NULL, restriction_reason_ciphertext = NULL,

@@ -2,6 +2,7 @@ use async_trait::async_trait;
 use herald_domain::audit::AuditRecord;
 use herald_domain::clock::Timestamp;
 use herald_domain::ids::{IntegrationId, SubjectId};
+use herald_domain::messages::Channel;
 use herald_domain::store::{NewSubject, StoreError, SubjectInsert, SubjectRecord, SubjectStore};
 use herald_domain::subjects::SubjectLink;
 
@@ -196,6 +197,7 @@ impl SubjectStore for Database {
                 if let Some(link) = &new.link {
                     insert_link!(&mut *tx, link)?;
                 }
+                crate::consent::write_consent_changes!(tx, &new.consents)?;
                 insert_audit!(&mut *tx, audit)?;
                 None
             } else {
@@ -216,7 +218,7 @@ impl SubjectStore for Database {
                 created_at: new.created_at,
                 restricted: false,
                 last_inbound_at: None,
-                consents: Vec::new(),
+                consents: new.consents.iter().map(|c| c.record_after()).collect(),
             })),
             Some(row) => Ok(SubjectInsert::Existing(subject(row)?)),
         }
@@ -295,6 +297,29 @@ impl SubjectStore for Database {
         .await
         .map_err(from_sqlx)?);
         Ok(row.and_then(|(c,)| c))
+    }
+
+    async fn suppressions(
+        &self,
+        phone_index: &[u8; 32],
+    ) -> Result<Vec<(Channel, Timestamp)>, StoreError> {
+        let rows: Vec<(String, i64)> = read!(self, |pool| sqlx::query_as(
+            "SELECT channel, opted_out_at FROM suppressions WHERE phone_index = $1"
+        )
+        .bind(&phone_index[..])
+        .fetch_all(pool)
+        .await
+        .map_err(from_sqlx)?);
+        rows.into_iter()
+            .map(|(channel, at)| {
+                Ok((
+                    Channel::parse(&channel).ok_or_else(|| {
+                        StoreError::Corrupt("a suppression's channel is unknown".into())
+                    })?,
+                    time(at)?,
+                ))
+            })
+            .collect()
     }
 
     async fn subject_linked(

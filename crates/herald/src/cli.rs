@@ -746,7 +746,7 @@ async fn requests_list(
         })
         .transpose()?;
     let now = rights.now();
-    let all = all_pages(|page| async move { rights.list(status, &page).await }).await?;
+    let all = all_pages(|page| async move { rights.list(status, &page, None).await }).await?;
     if output.json {
         let data: Vec<serde_json::Value> = all
             .iter()

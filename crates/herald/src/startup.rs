@@ -43,6 +43,8 @@ use crate::workers::{self, WorkerError, WorkerParts, delta};
 const ROOT_KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(60);
 /// How often the audit retention is applied.
 const AUDIT_PRUNE_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+/// How often the counts of aggregated authentication failures are written.
+const FAILURE_FLUSH_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The audit settings from the configuration.
 pub fn audit_settings(config: &Config) -> AuditSettings {
@@ -335,6 +337,7 @@ impl Herald {
             RightsSettings {
                 processing: config.processing_info(),
                 ledger: Arc::new(FileErasureLedger::new(config.erasure_ledger_file())),
+                callbacks: Some(reports.clone()),
             },
         );
         // Before anything is served: a restored database must not bring erased subjects back.
@@ -579,6 +582,9 @@ impl Herald {
         if let Err(e) = self.auth.flush_last_used().await {
             tracing::warn!(error = %e, "could not write API key usage times at shutdown");
         }
+        if let Err(e) = self.audit.flush_failures(true).await {
+            tracing::error!(error = %e, "could not write the counts of aggregated failures at shutdown");
+        }
         let stopped = AuditEvent::new(
             &Initiator::system(),
             Action::HeraldStopped,
@@ -588,8 +594,9 @@ impl Herald {
         if let Err(e) = self.audit.append(&stopped).await {
             tracing::error!(error = %e, "could not record the shutdown in the audit trail");
         }
-        // Leave nothing unsealed behind.
-        if let Err(e) = self.audit.seal().await {
+        // Leave nothing unsealed behind, and the head checkpointed (and witnessed): the last
+        // entries cannot be cut off unnoticed.
+        if let Err(e) = self.audit.seal_final().await {
             tracing::error!(error = %e, "could not seal the audit trail at shutdown");
         }
         self.store.close().await;
@@ -644,7 +651,8 @@ impl Herald {
                 tokio::time::interval_at(tokio::time::Instant::now() + flush_every, flush_every);
             let mut reload = tokio::time::interval(ROOT_KEY_RELOAD_INTERVAL);
             let mut prune = tokio::time::interval(AUDIT_PRUNE_INTERVAL);
-            for timer in [&mut flush, &mut reload, &mut prune] {
+            let mut failures = tokio::time::interval(FAILURE_FLUSH_INTERVAL);
+            for timer in [&mut flush, &mut reload, &mut prune, &mut failures] {
                 timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             }
             loop {
@@ -666,6 +674,11 @@ impl Herald {
                             ),
                             Ok(false) => {}
                             Err(e) => tracing::error!(error = %e, "could not reload the root keys; keeping the loaded ones"),
+                        }
+                    }
+                    _ = failures.tick() => {
+                        if let Err(e) = audit.flush_failures(false).await {
+                            tracing::warn!(error = %e, "could not write the counts of aggregated failures; will retry");
                         }
                     }
                     _ = prune.tick() => {
@@ -693,10 +706,17 @@ async fn serve_until<L>(
     grace: Duration,
 ) -> Result<(), StartupError>
 where
-    L: axum::serve::Listener,
-    L::Addr: std::fmt::Debug,
+    L: axum::serve::Listener<Addr = std::net::SocketAddr>,
+    crate::http::access::ClientAddr:
+        for<'a> axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
 {
-    let server = axum::serve(listener, router.into_make_service()).with_graceful_shutdown(signal);
+    // The caller's address is kept (as a request extension) only so that failures can be
+    // counted per source network; it is never logged or stored whole.
+    let server = axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<crate::http::access::ClientAddr>(),
+    )
+    .with_graceful_shutdown(signal);
     let grace_over = async move {
         let _ = stopped.wait_for(|stopped| *stopped).await;
         tokio::time::sleep(grace).await;

@@ -169,6 +169,7 @@ pub fn spawn(
     handles.push(tokio::spawn(purge_loop(
         Arc::clone(&parts.store),
         Arc::clone(&parts.clock),
+        parts.reports.clone(),
         stop.clone(),
     )));
     handles.push(tokio::spawn(opt_in_expiry_loop(
@@ -225,7 +226,13 @@ async fn opt_in_expiry_loop(consents: Consents, mut stop: watch::Receiver<bool>)
     }
 }
 
-async fn purge_loop(store: Arc<dyn Store>, clock: Arc<dyn Clock>, mut stop: watch::Receiver<bool>) {
+/// Deletes message bodies and stored provider callbacks past their retention.
+async fn purge_loop(
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    reports: Reports,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut timer = tokio::time::interval(PURGE_INTERVAL);
     timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -236,6 +243,11 @@ async fn purge_loop(store: Arc<dyn Store>, clock: Arc<dyn Clock>, mut stop: watc
                     Ok((0, 0)) => {}
                     Ok((outbound, inbound)) => tracing::info!(outbound, inbound, "deleted message bodies past their retention"),
                     Err(e) => tracing::warn!(error = %e, "purging message bodies failed; will retry"),
+                }
+                match reports.purge_inbox().await {
+                    Ok(0) => {}
+                    Ok(callbacks) => tracing::info!(callbacks, "deleted stored provider callbacks past their retention"),
+                    Err(e) => tracing::warn!(error = %e, "purging stored provider callbacks failed; will retry"),
                 }
             }
         }

@@ -75,7 +75,11 @@ fn detail(value: &Detail, out: &mut String) {
             }
             out.push(']');
         }
-        Detail::Id(s) | Detail::Route(s) | Detail::Digest(s) | Detail::Name(s) => {
+        Detail::Id(s)
+        | Detail::Route(s)
+        | Detail::Digest(s)
+        | Detail::Name(s)
+        | Detail::Network(s) => {
             write_string(s, out);
         }
         Detail::Time(t) => write_string(&t.to_rfc3339_opts(SecondsFormat::Millis, true), out),

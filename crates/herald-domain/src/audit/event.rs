@@ -224,6 +224,26 @@ impl fmt::Display for Action {
     }
 }
 
+/// The /24 (IPv4) or /48 (IPv6) network of an address, written as a prefix. An IPv4 address
+/// mapped into IPv6 counts as IPv4.
+pub fn network_of(address: std::net::IpAddr) -> String {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let address = match address {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    };
+    match address {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            format!("{}/24", Ipv4Addr::new(a, b, c, 0))
+        }
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!("{}/48", Ipv6Addr::new(s[0], s[1], s[2], 0, 0, 0, 0, 0))
+        }
+    }
+}
+
 /// What the action was done to: pseudonymous ids or named parts of the system only.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
@@ -305,6 +325,8 @@ pub enum Detail {
     /// A configured name (a purpose, a template): a plain identifier.
     Name(String),
     Time(Timestamp),
+    /// A caller's network, never its address: IPv4 truncated to /24, IPv6 to /48.
+    Network(String),
 }
 
 impl Detail {
@@ -328,6 +350,12 @@ impl Detail {
         Detail::Digest(data_encoding::HEXLOWER.encode(bytes))
     }
 
+    /// The network a caller's address is in (`203.0.113.0/24`, `2001:db8:1::/48`): enough to
+    /// see where failures come from, too coarse to name a household.
+    pub fn network(address: std::net::IpAddr) -> Self {
+        Detail::Network(network_of(address))
+    }
+
     /// The JSON tree the canonical form is defined over (tests compare `body.rs` with it).
     #[cfg(test)]
     fn json(&self) -> Value {
@@ -336,7 +364,11 @@ impl Detail {
             Detail::Int(i) => json!(i),
             Detail::Code(c) => json!(c),
             Detail::Codes(cs) => json!(cs),
-            Detail::Id(s) | Detail::Route(s) | Detail::Digest(s) | Detail::Name(s) => json!(s),
+            Detail::Id(s)
+            | Detail::Route(s)
+            | Detail::Digest(s)
+            | Detail::Name(s)
+            | Detail::Network(s) => json!(s),
             Detail::Time(t) => json!(t.to_rfc3339_opts(SecondsFormat::Millis, true)),
         }
     }

@@ -17,6 +17,7 @@
 mod body;
 pub mod chain;
 mod event;
+pub mod flood;
 mod service;
 mod witness;
 

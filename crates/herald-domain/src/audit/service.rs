@@ -12,7 +12,7 @@ use herald_crypto::signing::SigningKey;
 use super::chain::{
     self, ChainHead, ChainVerifier, Checkpoint, CheckpointKind, Report, SealedEntry,
 };
-use super::event::{Action, AuditEvent, Detail, Details, Initiator, Outcome, Target};
+use super::event::{Action, Actor, AuditEvent, Detail, Details, Initiator, Outcome, Target};
 use super::witness::Witness;
 use super::{AuditKeyRecord, AuditRecord, SealInput, SealPlan};
 use crate::batch::Batcher;
@@ -45,7 +45,7 @@ impl Default for AuditSettings {
     fn default() -> Self {
         Self {
             checkpoint_every: 1000,
-            checkpoint_interval: TimeDelta::seconds(60),
+            checkpoint_interval: TimeDelta::seconds(5),
             seal_batch: 10_000,
             retention: TimeDelta::days(6 * 365 + 2),
         }
@@ -114,6 +114,9 @@ pub struct PruneReport {
     pub removed: u64,
 }
 
+/// The window anonymous failures are aggregated over.
+pub const FAILURE_WINDOW: TimeDelta = TimeDelta::minutes(1);
+
 /// A checkpoint-signing public key, for verifiers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublicKey {
@@ -130,6 +133,7 @@ struct Inner {
     signing: SigningKey,
     key_id: String,
     appends: Batcher<AuditRecord, ()>,
+    failures: super::flood::FloodGate,
 }
 
 /// The audit trail. Cheap to clone.
@@ -228,8 +232,65 @@ impl Audit {
                 signing,
                 key_id,
                 appends,
+                failures: super::flood::FloodGate::new(FAILURE_WINDOW),
             }),
         })
+    }
+
+    /// Records a failure an anonymous caller can repeat at will (a bad credential, a badly
+    /// signed callback) — aggregated per source network, action and reason (see
+    /// [`super::flood`]): the first of a minute now, with `first` (what that request was); the
+    /// rest as one entry with their count once the minute is over ([`Audit::flush_failures`]).
+    pub async fn failure(
+        &self,
+        action: Action,
+        source: Option<std::net::IpAddr>,
+        reason: &'static str,
+        first: Details,
+    ) -> Result<(), StoreError> {
+        let now = self.inner.clock.now();
+        let records = self.inner.failures.failure(action, source, reason, now);
+        let mut first = Some(first);
+        for record in records {
+            let details = if record.count == 1 && record.since == now {
+                first.take().unwrap_or_default()
+            } else {
+                Details::new()
+            };
+            self.append(&self.failure_event(&record, details)).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes the counts of aggregated failures whose minute is over (`all`: every open one,
+    /// at shutdown). Returns how many entries were written.
+    pub async fn flush_failures(&self, all: bool) -> Result<usize, StoreError> {
+        let records = self.inner.failures.drain(self.inner.clock.now(), all);
+        for record in &records {
+            self.append(&self.failure_event(record, Details::new()))
+                .await?;
+        }
+        Ok(records.len())
+    }
+
+    fn failure_event(&self, record: &super::flood::FailureRecord, details: Details) -> AuditEvent {
+        let initiator = Initiator {
+            actor: Actor::Anonymous,
+            request_id: None,
+        };
+        let source = match record.key.source.as_str() {
+            "unknown" => Detail::Code("unknown"),
+            "other" => Detail::Code("other"),
+            network => Detail::Network(network.to_owned()),
+        };
+        AuditEvent::new(&initiator, record.key.action, Outcome::Denied).details(
+            details
+                .with("reason", record.key.reason)
+                .with("source", source)
+                .with("count", record.count)
+                .with("since", record.since)
+                .with("window_seconds", self.inner.failures.window().num_seconds()),
+        )
     }
 
     /// Prepares an entry to be written with the action it records (same transaction).
@@ -273,7 +334,7 @@ impl Audit {
 
     /// Seals the pending entries and signs a checkpoint at every `checkpoint_every`-th entry
     /// since the last one, plus one at the head when `checkpoint_interval` has passed.
-    fn plan(&self, input: SealInput, now: Timestamp) -> Result<SealPlan, String> {
+    fn plan(&self, input: SealInput, now: Timestamp, final_pass: bool) -> Result<SealPlan, String> {
         let settings = &self.inner.settings;
         let sealed = chain::seal(input.head, &input.pending).map_err(|e| e.to_string())?;
         let sign = |head: ChainHead| {
@@ -303,7 +364,7 @@ impl Audit {
         let interval_passed = match (checkpoints.last(), input.last_checkpoint) {
             (Some(_), _) => false,
             (None, None) => true,
-            (None, Some((_, at))) => now - at >= settings.checkpoint_interval,
+            (None, Some((_, at))) => final_pass || now - at >= settings.checkpoint_interval,
         };
         if head.seq > last && interval_passed {
             checkpoints.push(sign(head));
@@ -326,17 +387,27 @@ impl Audit {
     /// witness. Waits for another node's sealing pass to finish first, so that what was pending
     /// when this was called is sealed when it returns (for exports, verification, shutdown).
     pub async fn seal(&self) -> Result<SealReport, AuditError> {
-        self.seal_pass(true).await
+        self.seal_pass(true, false).await
+    }
+
+    /// Seals everything pending and signs a checkpoint at the head whatever the interval (a
+    /// graceful stop): nothing written before the stop can be cut off the end unnoticed.
+    pub async fn seal_final(&self) -> Result<SealReport, AuditError> {
+        self.seal_pass(true, true).await
     }
 
     /// One background pass: returns at once if another node is sealing (it will seal what is
     /// pending; waiting would only queue the nodes' sealers behind each other).
-    async fn seal_pass(&self, wait_for_lock: bool) -> Result<SealReport, AuditError> {
+    async fn seal_pass(
+        &self,
+        wait_for_lock: bool,
+        final_pass: bool,
+    ) -> Result<SealReport, AuditError> {
         let mut report = SealReport::default();
         let mut batch = SealBatches::new(self.inner.settings.seal_batch);
         loop {
             let now = self.inner.clock.now();
-            let plan = |input: SealInput| self.plan(input, now);
+            let plan = |input: SealInput| self.plan(input, now, final_pass);
             let limit = batch.size();
             let Some(done) = self
                 .inner
@@ -370,7 +441,7 @@ impl Audit {
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) {
         loop {
-            if let Err(e) = self.seal_pass(false).await {
+            if let Err(e) = self.seal_pass(false, false).await {
                 tracing::error!(error = %e, "sealing the audit trail failed; will retry");
             }
             tokio::select! {

@@ -131,3 +131,74 @@ pub struct OptInCode {
 pub(crate) fn evidence_binding(id: &ConsentEventId) -> Binding<'_> {
     Binding::new("consent_events", "evidence_ciphertext", id.as_str())
 }
+
+/// The channel opt-out a subject created for a suppressed number starts with: the objection of
+/// an erased subject who had opted out, carried over (only the subject reopens it).
+pub(crate) fn kept_opt_out(
+    key: &herald_crypto::SymmetricKey,
+    subject: &SubjectId,
+    channel: Channel,
+    opted_out_at: Timestamp,
+    now: Timestamp,
+) -> Result<ConsentChange, crate::keys::KeyError> {
+    use crate::audit::{Action, AuditEvent, Detail, Details, Initiator, Outcome, Target};
+    let event_id = ConsentEventId::generate_ordered(now)?;
+    let evidence = serde_json::json!({
+        "reason": "opt_out_kept_after_erasure",
+        "opted_out_at": crate::webhooks::event::rfc3339(opted_out_at),
+    });
+    let evidence_ciphertext = crate::keys::Keyring::seal_for_subject(
+        key,
+        &evidence_binding(&event_id),
+        evidence.to_string().as_bytes(),
+    )?;
+    let standing = Standing {
+        state: ConsentState::Withdrawn,
+        expires_at: None,
+        effective_at: opted_out_at.min(now),
+        by_subject: true,
+    };
+    let audit = AuditRecord::new(
+        &AuditEvent::new(
+            &Initiator::system(),
+            Action::ConsentChanged,
+            Outcome::Success,
+        )
+        .target(Target::Subject(subject.clone()))
+        .details(
+            Details::new()
+                .with_opt("purpose", Detail::name(super::model::CHANNEL_OPT_IN))
+                .with("channel", channel.as_str())
+                .with("state", ConsentState::Withdrawn.as_str())
+                .with("method", Method::System.as_str())
+                .with("origin", Origin::Subject.as_str())
+                .with("effective", true)
+                .with("reaffirmed", false)
+                .with("consent_event_id", &event_id),
+        ),
+        now,
+    );
+    Ok(ConsentChange {
+        event_id,
+        subject_id: subject.clone(),
+        purpose: super::model::CHANNEL_OPT_IN.to_owned(),
+        channel,
+        state: ConsentState::Withdrawn,
+        method: Method::System,
+        origin: Origin::Subject,
+        effective: true,
+        reaffirmed: false,
+        standing,
+        notice_version: None,
+        notice_hash: None,
+        integration_id: None,
+        evidence_ciphertext,
+        captured_at: opted_out_at.min(now),
+        recorded_at: now,
+        expires_at: None,
+        previous: None,
+        previous_updated_at: None,
+        audit,
+        event: None,
+    })
+}

@@ -445,26 +445,21 @@ impl Reports {
         Ok(id)
     }
 
-    /// Records a callback that failed authentication; its body is never read.
+    /// Records a callback that failed authentication; its body is never read. Anyone can send
+    /// those: aggregated per source network and reason (see [`crate::audit::flood`]).
     pub async fn reject(
         &self,
         provider: &'static str,
         reason: &'static str,
+        source: Option<std::net::IpAddr>,
     ) -> Result<(), StoreError> {
         self.inner
             .audit
-            .append(
-                &AuditEvent::new(
-                    &Initiator::system(),
-                    Action::ProviderWebhookRejected,
-                    Outcome::Denied,
-                )
-                .target(Target::Service)
-                .details(
-                    Details::new()
-                        .with("provider", provider)
-                        .with("reason", reason),
-                ),
+            .failure(
+                Action::ProviderWebhookRejected,
+                source,
+                reason,
+                Details::new().with("provider", provider),
             )
             .await
     }

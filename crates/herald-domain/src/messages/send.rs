@@ -171,7 +171,18 @@ pub struct NewMessage {
     /// A template outside a conversation the subject started: delivery re-checks the channel
     /// opt-in it relied on.
     pub business_initiated: bool,
+    /// The purpose's frequency cap, enforced in the commit itself (so concurrent sends cannot
+    /// exceed it).
+    pub cap: Option<CapClaim>,
     pub audit: AuditRecord,
+}
+
+/// A frequency cap a message must fit: at most `max` accepted (not failed) messages of its
+/// subject and purpose after `since`, this one included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CapClaim {
+    pub max: u32,
+    pub since: Timestamp,
 }
 
 /// A message about to be accepted, before its content is sealed.
@@ -235,6 +246,7 @@ impl Draft<'_> {
             idempotency: self.idempotency,
             consent_event_id: self.consent_event_id,
             business_initiated: self.business_initiated,
+            cap: None,
             audit: AuditRecord::new(&event, now),
         })
     }
@@ -255,6 +267,9 @@ pub enum AcceptOutcome {
     Accepted,
     /// Another request holding the same Idempotency-Key got there first; nothing was written.
     IdempotencyKeyTaken,
+    /// The purpose's frequency cap for the subject was reached (by sends committed meanwhile);
+    /// nothing was written.
+    CapReached,
 }
 
 /// An accepted (or replayed) send.
@@ -516,6 +531,17 @@ impl Messages {
             business_initiated,
         }
         .seal(&key, initiator, now)?;
+        let purpose_cap = self
+            .catalog
+            .public_purpose(&command.purpose)
+            .and_then(|p| p.frequency_cap);
+        let message = NewMessage {
+            cap: purpose_cap.map(|cap| CapClaim {
+                max: cap.max,
+                since: now - cap.per,
+            }),
+            ..message
+        };
         match self.committer.submit(message).await? {
             AcceptOutcome::Accepted => Ok(Accepted {
                 id,
@@ -523,6 +549,29 @@ impl Messages {
                 created_at: now,
                 replayed: false,
             }),
+            AcceptOutcome::CapReached => {
+                let refusal = match purpose_cap {
+                    Some(cap) => {
+                        let (_, oldest) = self
+                            .store
+                            .messages_since(&subject.id, &command.purpose, now - cap.per)
+                            .await?;
+                        let free_at = oldest.map_or(now + cap.per, |t| t + cap.per);
+                        Refusal::RateLimited {
+                            retry_after_seconds: u64::try_from(
+                                (free_at - now).num_seconds().max(1),
+                            )
+                            .unwrap_or(1),
+                        }
+                    }
+                    None => Refusal::RateLimited {
+                        retry_after_seconds: 1,
+                    },
+                };
+                self.refuse(initiator, &command, Some(&subject.id), refusal.code())
+                    .await?;
+                Err(refusal.into())
+            }
             AcceptOutcome::IdempotencyKeyTaken => {
                 // A concurrent request with the same key won; answer as it did.
                 let claim = claim.ok_or(SendError::IdempotencyKeyReused)?;

@@ -90,6 +90,9 @@ pub struct ErasureTally {
     pub consent_evidence_shredded: u64,
     /// Events to integrators not yet delivered.
     pub events_cancelled: u64,
+    /// Opt-outs kept as a suppression (the number's blind index, the channel, the date) so
+    /// that the subject's objection outlives the erasure.
+    pub opt_outs_kept: u64,
 }
 
 /// What the erasure transaction writes besides its deletions, built from its tally.

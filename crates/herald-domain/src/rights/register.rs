@@ -215,11 +215,13 @@ impl RightsRequests {
         self.clock.now()
     }
 
-    /// Logs a request; its due date is one calendar month after receipt.
+    /// Logs a request; its due date is one calendar month after receipt. A subject it names
+    /// must be one the integration may see (linked to it, or `every_subject`).
     pub async fn log(
         &self,
         new: NewRightsRequest,
         integration: &IntegrationId,
+        every_subject: bool,
         initiator: &Initiator,
     ) -> Result<RightsRequest, RightsError> {
         let now = self.clock.now();
@@ -229,10 +231,11 @@ impl RightsRequests {
                 rule: "is in the future",
             });
         }
-        if let Some(subject) = &new.subject_id
-            && self.store.subject(subject).await?.is_none()
-        {
-            return Err(RightsError::SubjectNotFound);
+        if let Some(subject) = &new.subject_id {
+            let visible = every_subject || self.store.subject_linked(subject, integration).await?;
+            if !visible || self.store.subject(subject).await?.is_none() {
+                return Err(RightsError::SubjectNotFound);
+            }
         }
         let request = RightsRequest {
             id: RightsRequestId::generate_ordered(now)?,
@@ -253,22 +256,31 @@ impl RightsRequests {
         Ok(request)
     }
 
-    pub async fn get(&self, id: &RightsRequestId) -> Result<RightsRequest, RightsError> {
+    /// A request, if `owner` logged it (`None`: the operator or `admin`, who see the whole
+    /// register); another integration's request does not exist for it.
+    pub async fn get(
+        &self,
+        id: &RightsRequestId,
+        owner: Option<&IntegrationId>,
+    ) -> Result<RightsRequest, RightsError> {
         self.store
             .rights_request(id)
             .await?
+            .filter(|r| owner.is_none_or(|o| &r.integration_id == o))
             .ok_or(RightsError::NotFound)
     }
 
-    /// The register, oldest due first, filtered by status.
+    /// The register in the order requests were logged, filtered by status; only `owner`'s
+    /// requests when given.
     pub async fn list(
         &self,
         status: Option<RequestStatus>,
         page: &PageRequest,
+        owner: Option<&IntegrationId>,
     ) -> Result<Vec<RightsRequest>, RightsError> {
         Ok(self
             .store
-            .rights_requests(status, self.clock.now(), page)
+            .rights_requests(status, self.clock.now(), page, owner)
             .await?)
     }
 
@@ -279,6 +291,7 @@ impl RightsRequests {
         id: &RightsRequestId,
         months: u32,
         reason: &str,
+        owner: Option<&IntegrationId>,
         initiator: &Initiator,
     ) -> Result<RightsRequest, RightsError> {
         let reason = reason.trim();
@@ -295,7 +308,7 @@ impl RightsRequests {
             });
         }
         let now = self.clock.now();
-        let current = self.get(id).await?;
+        let current = self.get(id, owner).await?;
         if current.completed_at.is_some() {
             return Err(RightsError::Refused {
                 code: "request_closed",
@@ -355,10 +368,11 @@ impl RightsRequests {
     pub async fn complete(
         &self,
         id: &RightsRequestId,
+        owner: Option<&IntegrationId>,
         initiator: &Initiator,
     ) -> Result<RightsRequest, RightsError> {
         let now = self.clock.now();
-        let current = self.get(id).await?;
+        let current = self.get(id, owner).await?;
         if current.completed_at.is_some() {
             return Ok(current);
         }
@@ -368,7 +382,7 @@ impl RightsRequests {
         };
         let record = audit(initiator, Action::RightsRequestCompleted, &done, now);
         if !self.store.complete_rights_request(id, now, &record).await? {
-            return self.get(id).await;
+            return self.get(id, owner).await;
         }
         Ok(done)
     }

@@ -101,6 +101,7 @@ pub(crate) struct Inner {
     pub consents: Consents,
     pub processing: ProcessingInfo,
     pub ledger: Arc<dyn ErasureLedger>,
+    pub callbacks: Option<crate::messages::Reports>,
 }
 
 /// What the rights capability is configured with.
@@ -110,6 +111,8 @@ pub struct RightsSettings {
     pub processing: ProcessingInfo,
     /// The erasure ledger outside the database.
     pub ledger: Arc<dyn ErasureLedger>,
+    /// The stored provider callbacks an erasure redacts (`None`: no callbacks are processed).
+    pub callbacks: Option<crate::messages::Reports>,
 }
 
 /// The rights capability. Cheap to clone.
@@ -153,7 +156,11 @@ impl SubjectRights {
         consents: Consents,
         settings: RightsSettings,
     ) -> Self {
-        let RightsSettings { processing, ledger } = settings;
+        let RightsSettings {
+            processing,
+            ledger,
+            callbacks,
+        } = settings;
         Self {
             inner: Arc::new(Inner {
                 store,
@@ -164,6 +171,7 @@ impl SubjectRights {
                 consents,
                 processing,
                 ledger,
+                callbacks,
             }),
         }
     }
@@ -458,6 +466,7 @@ impl SubjectRights {
         initiator: &Initiator,
         reapplied: bool,
     ) -> Result<ErasureReceipt, SubjectRightsError> {
+        self.forget_stored_callbacks(id, reapplied).await?;
         let now = self.now();
         let keys = Arc::clone(&self.inner.keys);
         let audit = self.inner.audit.clone();
@@ -474,6 +483,7 @@ impl SubjectRights {
                         .with("inbound_messages_deleted", tally.inbound_messages_deleted)
                         .with("consent_evidence_shredded", tally.consent_evidence_shredded)
                         .with("events_cancelled", tally.events_cancelled)
+                        .with("opt_outs_kept", tally.opt_outs_kept)
                         .with("reapplied", reapplied),
                 ),
                 now,
@@ -532,6 +542,39 @@ impl SubjectRights {
                 Err(SubjectRightsError::LegalHold)
             }
         }
+    }
+}
+
+impl SubjectRights {
+    /// Removes what provider callbacks still stored (not yet processed, or dead-lettered) say
+    /// about the subject's number, while the number can still be read — unless a legal hold
+    /// keeps everything (the erasure will be refused).
+    async fn forget_stored_callbacks(
+        &self,
+        id: &SubjectId,
+        despite_hold: bool,
+    ) -> Result<(), SubjectRightsError> {
+        let Some(callbacks) = &self.inner.callbacks else {
+            return Ok(());
+        };
+        let Some(standing) = self.inner.store.subject_standing(id).await? else {
+            return Ok(());
+        };
+        if standing.erased_at.is_some() || (standing.legal_hold_at.is_some() && !despite_hold) {
+            return Ok(());
+        }
+        let Some(phone) = self.inner.subjects.phone(id).await? else {
+            return Ok(());
+        };
+        let changed = callbacks.forget_number(phone.e164()).await.map_err(|e| {
+            SubjectRightsError::Store(StoreError::Unavailable(
+                format!("stored callbacks could not be redacted: {}", e.reason()).into(),
+            ))
+        })?;
+        if changed > 0 {
+            tracing::info!(subject_id = %id, callbacks = changed, "removed the subject from stored provider callbacks");
+        }
+        Ok(())
     }
 }
 
@@ -611,11 +654,13 @@ pub fn receipt_statement(subject: &SubjectId, at: Timestamp, tally: &ErasureTall
             "consent_evidence_shredded": tally.consent_evidence_shredded,
             "events_cancelled": tally.events_cancelled,
         },
+        "opt_outs_kept": tally.opt_outs_kept,
         "kept": [
             "message metadata without content (ids, purposes, statuses, times)",
             "consent events without evidence",
             "the audit trail (pseudonymous)",
             "the erasure ledger entry",
+            "the subject's opt-out, if any, as the number's blind index and its date (so that the objection outlives the erasure)",
         ],
     })
 }

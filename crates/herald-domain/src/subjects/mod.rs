@@ -254,6 +254,14 @@ impl Subjects {
             Keyring::seal_for_subject(&key, &phone_binding(&id), phone.e164().as_bytes())?;
         let now = self.clock.now();
         let link = self.link_for(&id, access, reason);
+        // A number whose earlier subject opted out and was erased starts opted out.
+        let consents = self
+            .store
+            .suppressions(&index)
+            .await?
+            .into_iter()
+            .map(|(channel, at)| crate::consent::ledger::kept_opt_out(&key, &id, channel, at, now))
+            .collect::<Result<Vec<_>, _>>()?;
         let new = NewSubject {
             id: id.clone(),
             phone_index: index,
@@ -261,6 +269,7 @@ impl Subjects {
             key: stored_key,
             created_at: now,
             link: link.clone(),
+            consents,
         };
         let audit = AuditRecord::new(&registered(initiator, &id, true), now);
         match self.store.insert_subject(&new, &audit).await? {
@@ -272,8 +281,10 @@ impl Subjects {
                 }
                 Ok(Registration::Created(record))
             }
-            // Registered concurrently by another request: that subject is the one.
+            // Registered concurrently by another request: that subject is the one (read again,
+            // with its consent records, for the checks that follow).
             SubjectInsert::Existing(record) => {
+                let record = self.by_index.submit(index).await?.unwrap_or(record);
                 if let Some(integration) = access.integration {
                     self.link(&record.id, integration, reason).await?;
                 }

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use axum::response::{IntoResponse, Response};
 use herald_domain::audit::{
-    Action, Actor, Audit, AuditEvent, Detail, Details, Initiator, Outcome, RequestId,
+    Action, Actor, Audit, AuditEvent, Detail, Details, Initiator, Outcome, RequestId, Target,
 };
 use herald_domain::auth::{Principal, Scope, Unauthorized};
 
@@ -31,6 +31,39 @@ pub enum Refusal {
 struct Noted {
     principal: Option<Principal>,
     refusal: Option<Refusal>,
+    /// What the request reads or acts on (a subject, a message): every read of personal data
+    /// names what was read.
+    target: Option<Target>,
+}
+
+/// The peer address of a connection (plain or TLS), as the server hands it to each request.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub std::net::SocketAddr);
+
+impl
+    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>>
+    for ClientAddr
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Self {
+        ClientAddr(*stream.remote_addr())
+    }
+}
+
+impl
+    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, crate::tls::TlsListener>>
+    for ClientAddr
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, crate::tls::TlsListener>) -> Self {
+        ClientAddr(*stream.remote_addr())
+    }
+}
+
+/// The caller's address, where the server knows it: only ever used truncated to its network,
+/// to aggregate failures per source.
+pub fn client_address(extensions: &axum::http::Extensions) -> Option<std::net::IpAddr> {
+    extensions
+        .get::<axum::extract::ConnectInfo<ClientAddr>>()
+        .map(|info| info.0.0.ip())
 }
 
 /// What the auth extractor learnt about the caller, for the middleware to record. One per
@@ -45,6 +78,11 @@ impl AccessNote {
 
     pub fn refused(&self, refusal: Refusal) {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).refusal = Some(refusal);
+    }
+
+    /// The resource the request reads or acts on, for its access entry.
+    pub fn target(&self, target: Target) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).target = Some(target);
     }
 
     fn take(&self) -> Noted {
@@ -70,7 +108,8 @@ fn outcome_of(status: u16) -> Outcome {
     }
 }
 
-/// The audit entry for this request, if it needs one.
+/// The audit entry for this request, if it needs one (authentication failures go through the
+/// flood gate instead: see [`record`]).
 fn event(
     noted: Noted,
     audited: bool,
@@ -92,14 +131,7 @@ fn event(
         key_id: p.key_id.clone(),
     };
     match (noted.principal, noted.refusal) {
-        (_, Some(Refusal::Unauthenticated(reason))) => Some(
-            AuditEvent::new(
-                &initiator(Actor::Anonymous),
-                Action::AuthFailed,
-                Outcome::Denied,
-            )
-            .details(details.with("reason", reason)),
-        ),
+        (_, Some(Refusal::Unauthenticated(_))) => None,
         (Some(principal), Some(Refusal::Forbidden(scope))) => Some(
             AuditEvent::new(
                 &initiator(actor_of(&principal)),
@@ -108,19 +140,25 @@ fn event(
             )
             .details(details.with("required_scope", scope.as_str())),
         ),
-        (Some(principal), None) if !audited => Some(
-            AuditEvent::new(
+        (Some(principal), None) if !audited => {
+            let mut event = AuditEvent::new(
                 &initiator(actor_of(&principal)),
                 Action::ApiRequest,
                 outcome_of(status),
             )
-            .details(details),
-        ),
+            .details(details);
+            if let Some(target) = noted.target {
+                event = event.target(target);
+            }
+            Some(event)
+        }
         _ => None,
     }
 }
 
 /// Writes the request's access entry; on failure the answer becomes `503 audit_unavailable`.
+/// A failed authentication is an anonymous caller's doing and can be repeated at will: it is
+/// aggregated per source network and reason (at most two entries a minute).
 pub async fn record(
     audit: &Audit,
     note: &AccessNote,
@@ -128,20 +166,33 @@ pub async fn record(
     request_id: &str,
     method: &'static str,
     route: &str,
+    source: Option<std::net::IpAddr>,
 ) -> Response {
     let audited = response.extensions().get::<ActionAudited>().is_some();
     let status = response.status().as_u16();
-    let Some(event) = event(
-        note.take(),
-        audited,
-        RequestId::parse(request_id),
-        method,
-        route,
-        status,
-    ) else {
-        return response;
+    let noted = note.take();
+    let written = if let Some(Refusal::Unauthenticated(reason)) = noted.refusal {
+        let first = Details::new()
+            .with("method", method)
+            .with_opt("route", Detail::route(route))
+            .with("status", u32::from(status));
+        audit
+            .failure(Action::AuthFailed, source, reason, first)
+            .await
+    } else {
+        let Some(event) = event(
+            noted,
+            audited,
+            RequestId::parse(request_id),
+            method,
+            route,
+            status,
+        ) else {
+            return response;
+        };
+        audit.append(&event).await
     };
-    match audit.append(&event).await {
+    match written {
         Ok(()) => response,
         Err(e) => {
             tracing::error!(error = %e, "cannot record the API access; withholding the answer");

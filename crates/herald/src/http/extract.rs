@@ -339,6 +339,10 @@ impl FromRequestParts<AppState> for LinkedSubject {
             .await
             .map_err(super::errors::subjects)?
         {
+            // The access entry names the subject read or acted on.
+            if let Some(note) = parts.extensions.get::<AccessNote>() {
+                note.target(herald_domain::audit::Target::Subject(id.clone()));
+            }
             Ok(Self(id))
         } else {
             Err(Problem::not_found())

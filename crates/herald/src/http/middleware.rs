@@ -28,6 +28,7 @@ pub async fn request_context(
     let method = crate::metrics::method_label(request.method().as_str());
     let note = AccessNote::default();
     request.extensions_mut().insert(note.clone());
+    let source = access::client_address(request.extensions());
     // The route template (`/v1/subjects/{id}`), never the concrete path or the query string.
     let route = request
         .extensions()
@@ -44,7 +45,7 @@ pub async fn request_context(
     );
     let response = request_id::scope(id.clone(), async {
         let response = problem_for_bare_errors(next.run(request).await);
-        access::record(&state.audit, &note, response, &id, method, &route).await
+        access::record(&state.audit, &note, response, &id, method, &route, source).await
     })
     .instrument(span.clone())
     .await;

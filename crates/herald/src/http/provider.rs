@@ -93,6 +93,9 @@ async fn handshake(
     ))]
 async fn receive(
     State(state): State<AppState>,
+    connection: Option<
+        axum::Extension<axum::extract::ConnectInfo<crate::http::access::ClientAddr>>,
+    >,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<StatusCode, Problem> {
@@ -113,7 +116,11 @@ async fn receive(
         );
         state
             .reports
-            .reject(herald_whatsapp::PROVIDER, e.code())
+            .reject(
+                herald_whatsapp::PROVIDER,
+                e.code(),
+                connection.map(|c| c.0.0.0.ip()),
+            )
             .await
             .map_err(errors::store)?;
         return Err(Problem::new(Code::Unauthorized)

@@ -118,7 +118,19 @@ async fn unsigned_or_badly_signed_callbacks_are_refused_recorded_and_not_process
     assert_eq!(app.count("SELECT COUNT(*) FROM provider_inbox").await, 0);
     assert_eq!(app.count("SELECT COUNT(*) FROM inbound_messages").await, 0);
     assert_eq!(app.count("SELECT COUNT(*) FROM subjects").await, 0);
+    // Recorded per source and reason: the first of each reason now (missing, malformed,
+    // mismatch), the second mismatch with the count once the minute is over.
+    assert_eq!(audited(&app, "provider_webhook.rejected").await, 3);
+    app.clock.advance(chrono::TimeDelta::seconds(61));
+    assert_eq!(app.herald.audit().flush_failures(false).await.unwrap(), 1);
     assert_eq!(audited(&app, "provider_webhook.rejected").await, 4);
+    let total: i64 = app
+        .count(
+            "SELECT COUNT(*) FROM audit_log WHERE body LIKE '%provider_webhook.rejected%'
+               AND body LIKE '%\"reason\":\"signature_mismatch\"%' AND body LIKE '%\"count\":1%'",
+        )
+        .await;
+    assert_eq!(total, 2, "two mismatch entries, one request each");
 }
 
 #[tokio::test]

@@ -14,7 +14,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::http::AppState;
-use crate::http::access::ActionAudited;
+use crate::http::access::{AccessNote, ActionAudited};
 use crate::http::errors;
 use crate::http::extract::{ApiJson, Authorized, IdPath, MessagesRead, MessagesSend};
 use crate::http::problem::{Code, FieldError, Problem, ProblemBody};
@@ -271,6 +271,7 @@ impl MessageView {
 async fn get_message(
     State(state): State<AppState>,
     caller: Authorized<MessagesRead>,
+    note: Option<axum::Extension<AccessNote>>,
     IdPath(id): IdPath<MessageId>,
 ) -> Result<Json<MessageView>, Problem> {
     let message = state
@@ -279,5 +280,9 @@ async fn get_message(
         .await
         .map_err(errors::store)?
         .ok_or_else(Problem::not_found)?;
+    // The access entry names the message read (only once it is the caller's).
+    if let Some(axum::Extension(note)) = note {
+        note.target(herald_domain::audit::Target::Message(id));
+    }
     Ok(Json(MessageView::new(message, state.messages.catalog())))
 }

@@ -92,7 +92,15 @@ fn view(state: &AppState, r: RightsRequest) -> Result<RequestView, Problem> {
     })
 }
 
-/// Log a rights request; its due date is computed.
+/// Whose requests the caller sees: its integration's own (`admin`: the whole register).
+fn owner<S: crate::http::extract::RequiredScope>(
+    caller: &Authorized<S>,
+) -> Option<&herald_domain::ids::IntegrationId> {
+    (!caller.principal.is_admin()).then_some(&caller.principal.integration_id)
+}
+
+/// Log a rights request; its due date is computed. A subject it names must be one the caller
+/// is linked to.
 #[utoipa::path(post, path = "/v1/requests", tag = "rights",
     request_body = LogRequest,
     security(("bearer" = ["subjects:write"])),
@@ -140,6 +148,7 @@ async fn log_request(
                 received_at,
             },
             &caller.principal.integration_id,
+            caller.principal.is_admin(),
             &caller.initiator(),
         )
         .await
@@ -151,7 +160,8 @@ async fn log_request(
     ))
 }
 
-/// The register: open, overdue or done requests (all without `status`).
+/// The register: open, overdue or done requests (all without `status`) — the caller's
+/// integration's own (`admin`: every integration's).
 #[utoipa::path(get, path = "/v1/requests", tag = "rights",
     params(("status" = Option<String>, Query, description = "open (includes overdue), overdue or done"),
            ("limit" = Option<u32>, Query, description = "1–500, default 50"),
@@ -163,7 +173,7 @@ async fn log_request(
     ))]
 async fn list_requests(
     State(state): State<AppState>,
-    _caller: Authorized<SubjectsRead>,
+    caller: Authorized<SubjectsRead>,
     StatusPageQuery(page, status): StatusPageQuery,
 ) -> Result<Json<Page<RequestView>>, Problem> {
     let status = status
@@ -172,7 +182,7 @@ async fn list_requests(
         .transpose()?;
     let records = state
         .rights
-        .list(status, &overfetch(&page))
+        .list(status, &overfetch(&page), owner(&caller))
         .await
         .map_err(errors::rights)?;
     let items = records
@@ -215,7 +225,13 @@ async fn extend_request(
 ) -> Result<(Extension<ActionAudited>, Json<RequestView>), Problem> {
     let request = state
         .rights
-        .extend(&id, body.months, &body.reason, &caller.initiator())
+        .extend(
+            &id,
+            body.months,
+            &body.reason,
+            owner(&caller),
+            &caller.initiator(),
+        )
         .await
         .map_err(errors::rights)?;
     Ok((Extension(ActionAudited), Json(view(&state, request)?)))
@@ -236,7 +252,7 @@ async fn complete_request(
 ) -> Result<(Extension<ActionAudited>, Json<RequestView>), Problem> {
     let request = state
         .rights
-        .complete(&id, &caller.initiator())
+        .complete(&id, owner(&caller), &caller.initiator())
         .await
         .map_err(errors::rights)?;
     Ok((Extension(ActionAudited), Json(view(&state, request)?)))
