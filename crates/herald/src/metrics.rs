@@ -63,9 +63,58 @@ impl Default for Metrics {
     }
 }
 
+/// What callback processing skipped, read at each scrape from the domain's counters.
+#[derive(Debug)]
+struct CallbackCollector(Arc<herald_domain::messages::CallbackStats>);
+
+impl prometheus_client::collector::Collector for CallbackCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::counter::ConstCounter;
+        use std::sync::atomic::Ordering::Relaxed;
+        for (name, help, value) in [
+            (
+                "callback_reports_unusable_number",
+                "Provider reports skipped because the sender's number is not a valid phone number",
+                self.0.unusable_numbers.load(Relaxed),
+            ),
+            (
+                "callback_reports_foreign_number",
+                "Provider reports ignored because they are for a business number Herald is not configured for",
+                self.0.foreign_numbers.load(Relaxed),
+            ),
+            (
+                "callbacks_dead_lettered",
+                "Stored provider callbacks set aside after failing processing too often",
+                self.0.dead_lettered.load(Relaxed),
+            ),
+        ] {
+            let counter = ConstCounter::new(value);
+            let metric = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
+            counter.encode(metric)?;
+        }
+        Ok(())
+    }
+}
+
 impl Metrics {
+    /// Metrics with the callback processor's counters (`/metrics` of `herald serve`).
+    pub fn with_callbacks(stats: Arc<herald_domain::messages::CallbackStats>) -> Self {
+        Self::build(Some(stats))
+    }
+
     pub fn new() -> Self {
+        Self::build(None)
+    }
+
+    fn build(callbacks: Option<Arc<herald_domain::messages::CallbackStats>>) -> Self {
         let mut registry = Registry::with_prefix("herald");
+        if let Some(stats) = callbacks {
+            registry.register_collector(Box::new(CallbackCollector(stats)));
+        }
         let requests = Family::<RequestLabels, Counter>::default();
         let latency: HistogramFamily = Family::new_with_constructor(latency_histogram);
         registry.register(

@@ -357,6 +357,7 @@ impl Herald {
             Arc::clone(&clock),
             config.webhooks.allow_insecure_targets,
         );
+        let metrics = Metrics::with_callbacks(reports.stats());
         Ok(Self {
             config: Arc::new(config),
             database,
@@ -374,7 +375,7 @@ impl Herald {
             endpoints,
             clock,
             owner,
-            metrics: Metrics::new(),
+            metrics,
         })
     }
 
@@ -428,6 +429,22 @@ impl Herald {
 
     pub fn endpoints(&self) -> &WebhookEndpoints {
         &self.endpoints
+    }
+
+    /// A delivery worker of this node's configuration, for driving deliveries step by step
+    /// (tests, tools); `herald serve` starts its own.
+    pub fn delivery(&self) -> Result<herald_domain::messages::Delivery, workers::WorkerError> {
+        let (provider, pacer) = workers::provider(&self.config, &self.clock)?;
+        Ok(herald_domain::messages::Delivery::new(
+            Arc::clone(&self.store),
+            Arc::clone(&self.keyring),
+            Arc::clone(&self.clock),
+            provider,
+            pacer,
+            Arc::clone(&self.catalog),
+            workers::delivery_settings(&self.config),
+            self.owner.clone(),
+        ))
     }
 
     pub fn clock(&self) -> &Arc<dyn Clock> {

@@ -336,6 +336,18 @@ impl Audit {
     /// since the last one, plus one at the head when `checkpoint_interval` has passed.
     fn plan(&self, input: SealInput, now: Timestamp, final_pass: bool) -> Result<SealPlan, String> {
         let settings = &self.inner.settings;
+        // A head behind the last signed checkpoint means entries were cut off the end of the
+        // trail. Sealing on would write new entries under the removed sequence numbers and
+        // blur the evidence, so sealing stops until someone has looked (verification reports it).
+        if let Some((checkpointed, _)) = input.last_checkpoint
+            && checkpointed > input.head.seq
+        {
+            return Err(format!(
+                "the chain head (entry {}) is behind the last signed checkpoint (entry {checkpointed}): \
+                 entries were removed from the end of the trail",
+                input.head.seq
+            ));
+        }
         let sealed = chain::seal(input.head, &input.pending).map_err(|e| e.to_string())?;
         let sign = |head: ChainHead| {
             Checkpoint::sign(
@@ -349,7 +361,7 @@ impl Audit {
         let mut last = input.last_checkpoint.map_or(0, |(seq, _)| seq);
         let mut checkpoints = Vec::new();
         for entry in &sealed {
-            if entry.seq - last >= settings.checkpoint_every {
+            if entry.seq.saturating_sub(last) >= settings.checkpoint_every {
                 checkpoints.push(sign(ChainHead {
                     seq: entry.seq,
                     hash: entry.hash,

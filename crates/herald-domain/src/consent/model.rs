@@ -187,11 +187,11 @@ pub enum Applied {
 /// What `event` does to the record standing at `current` (already read at the event's
 /// processing time: a lapsed request counts as expired).
 ///
-/// - After the subject's own opt-out, a grant or request that the subject did not make is
-///   refused ([`Applied::OptedOut`]).
 /// - An event older than the latest effective one is stale — except the subject's own
 ///   withdrawal, which no integration's claim outranks whenever it was made, and the subject's
 ///   confirmation of a pending request (it answers that request, whatever the clocks say).
+/// - After the subject's own opt-out, a later grant or request that the subject did not make
+///   is refused ([`Applied::OptedOut`]).
 /// - Otherwise: a grant or withdrawal decides; a request makes a record pending unless it is
 ///   granted or already pending; an expiry ends only a pending request; a lapse ends a granted
 ///   or pending record.
@@ -206,13 +206,6 @@ pub fn apply(current: Option<Standing>, event: Event) -> Applied {
         })
     };
     if let Some(now) = current {
-        let reopening = matches!(
-            event.transition,
-            Transition::Grant | Transition::Request { .. }
-        );
-        if now.opted_out() && reopening && !by_subject {
-            return Applied::OptedOut;
-        }
         let objection_over_a_claim =
             by_subject && event.transition == Transition::Withdraw && !now.by_subject;
         let confirmation = by_subject
@@ -220,6 +213,13 @@ pub fn apply(current: Option<Standing>, event: Event) -> Applied {
             && now.state == ConsentState::Pending;
         if event.at < now.effective_at && !objection_over_a_claim && !confirmation {
             return Applied::Stale;
+        }
+        let reopening = matches!(
+            event.transition,
+            Transition::Grant | Transition::Request { .. }
+        );
+        if now.opted_out() && reopening && !by_subject {
+            return Applied::OptedOut;
         }
     }
     let state = current.map(|s| s.state);
@@ -679,10 +679,10 @@ mod tests {
     #[test]
     fn an_older_event_is_stale_and_changes_nothing() {
         let stop = derive([subject(Transition::Withdraw, 10)]).unwrap();
-        // A grant "captured" before the STOP, recorded after it.
+        // A grant "captured" before the STOP, recorded after it: history only.
         assert_eq!(
             apply(Some(stop), integration(Transition::Grant, 5)),
-            Applied::OptedOut
+            Applied::Stale
         );
         let withdrawn_by_api = derive([integration(Transition::Withdraw, 10)]).unwrap();
         assert_eq!(

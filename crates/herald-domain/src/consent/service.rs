@@ -739,10 +739,14 @@ impl Consents {
                 && standings.iter().any(|(p, ch, st, ..)| {
                     p == CHANNEL_OPT_IN && *ch == plan.channel && st.opted_out()
                 });
-            let applied = if channel_opted_out {
-                Applied::OptedOut
-            } else {
-                apply(before, event)
+            // Staleness first: an older claim is history either way; a newer one the
+            // subject's opt-out refuses.
+            let applied = match apply(before, event) {
+                Applied::Changed(_) | Applied::Reaffirmed(_) if channel_opted_out => {
+                    Applied::OptedOut
+                }
+                Applied::Stale if stored.is_none() && channel_opted_out => Applied::OptedOut,
+                other => other,
             };
             let (after, effective, reaffirmed) = match applied {
                 Applied::Changed(after) => {

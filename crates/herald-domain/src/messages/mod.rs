@@ -30,9 +30,9 @@ pub use provider::{
     Outgoing, Provider, ProviderFailure, SandboxCallbacks, SandboxProvider, SandboxReply, Sent,
 };
 pub use reports::{
-    CallbackError, CallbackParser, InboundContent, InboundReport, InboxEntry, NewInbound,
-    ProviderReport, ReportBatch, ReportError, ReportSettings, ReportTarget, Reports, StatusChange,
-    StatusReport,
+    CallbackError, CallbackParser, CallbackStats, InboundContent, InboundReport, InboxEntry,
+    NewInbound, ProviderReport, ReportBatch, ReportError, ReportSettings, ReportTarget, Reports,
+    StatusChange, StatusReport,
 };
 pub use retry::RetryPolicy;
 pub use send::{

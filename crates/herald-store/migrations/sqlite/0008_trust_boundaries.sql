@@ -89,6 +89,19 @@ CREATE INDEX provider_inbox_purge ON provider_inbox (purge_at);
 -- The audit tables refuse to be rewritten: sealed entries and checkpoints are never updated;
 -- sealed entries are deleted only behind a signed horizon (retention); pending entries only
 -- once sealed (the sealer moves `sealed_through` forward in the transaction that seals them).
+-- SQLite reuses the ids of an emptied rowid table (the sealer empties audit_pending on every
+-- pass), which would put new pending entries below the mark and let them be deleted unsealed:
+-- the table is rebuilt with AUTOINCREMENT, whose ids never go back.
+CREATE TABLE audit_pending_rebuilt (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    recorded_at  INTEGER NOT NULL,
+    body         TEXT    NOT NULL
+) STRICT;
+INSERT INTO audit_pending_rebuilt (id, recorded_at, body)
+    SELECT id, recorded_at, body FROM audit_pending ORDER BY id;
+DROP TABLE audit_pending;
+ALTER TABLE audit_pending_rebuilt RENAME TO audit_pending;
+
 CREATE TABLE audit_seal_mark (
     id              INTEGER PRIMARY KEY CHECK (id = 1),
     sealed_through  INTEGER NOT NULL

@@ -22,7 +22,7 @@ pub use consent::{ConsentConfig, FrequencyCapConfig, NoticeConfig, OptInTemplate
 
 pub use messaging::{
     DeliveryConfig, PurposeConfig, Purposes, RetentionConfig, RolesConfig, SANDBOX_DEMO_PURPOSE,
-    SANDBOX_DEMO_TEMPLATE, TemplateConfig, WebhooksConfig, WhatsappConfig,
+    SANDBOX_DEMO_TEMPLATE, StopWithdraws, TemplateConfig, WebhooksConfig, WhatsappConfig,
 };
 
 /// The defaults, compiled in; also the commented configuration reference.

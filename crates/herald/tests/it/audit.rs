@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use crate::helpers::{SqlValue, TestApp, assert_problem, json};
 
 /// Every sealed entry, through the API.
-async fn entries(app: &TestApp) -> Vec<Value> {
+pub(crate) async fn entries(app: &TestApp) -> Vec<Value> {
     app.herald.audit().seal().await.unwrap();
     let mut all = Vec::new();
     let mut after = 0u64;

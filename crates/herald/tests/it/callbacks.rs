@@ -1,6 +1,7 @@
 //! `/webhooks/whatsapp` (issue 4 item 6): the set-up handshake, signatures over the raw bytes,
 //! the reference fixtures, inbound messages opening the 24-hour window, redeliveries.
 
+use herald_domain::clock::Clock;
 use serde_json::json;
 
 use crate::delivery::{audited, callback, eventually};
@@ -280,4 +281,206 @@ async fn a_callback_that_is_not_json_is_acknowledged_and_recorded_as_unparseable
         .await,
         1
     );
+}
+
+/// A batched callback with one change for `phone_number_id` carrying `messages`.
+fn batch_for(phone_number_id: &str, messages: serde_json::Value) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "1", "changes": [{"field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15550009876", "phone_number_id": phone_number_id},
+            "messages": messages
+        }}]}]
+    }))
+    .unwrap()
+}
+
+async fn metric(app: &TestApp, name: &str) -> u64 {
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("herald_{name}_total ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
+}
+
+#[tokio::test]
+async fn an_unusable_number_between_two_good_messages_is_skipped_and_the_rest_applied() {
+    let (app, _fake) = whatsapp_app().await;
+    let at = (epoch().timestamp() - 5).to_string();
+    let body = batch_for(
+        crate::fakes::PHONE_NUMBER_ID,
+        json!([
+            {"from": "4915100000011", "id": "wamid.P1", "timestamp": at, "type": "text", "text": {"body": "eins"}},
+            // Digits, but no phone number: before, this failed the whole callback for ever.
+            {"from": "0000000", "id": "wamid.P2", "timestamp": at, "type": "text", "text": {"body": "STOP"}},
+            {"from": "4915100000012", "id": "wamid.P3", "timestamp": at, "type": "text", "text": {"body": "STOP"}}
+        ]),
+    );
+    assert_eq!(callback(&app, &body).await, 200);
+    processed(&app).await;
+    assert_eq!(app.count("SELECT COUNT(*) FROM inbound_messages").await, 2);
+    assert_eq!(app.count("SELECT COUNT(*) FROM subjects").await, 2);
+    // The good STOP took effect.
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM consents WHERE state = 'withdrawn' AND by_subject = TRUE")
+            .await,
+        1
+    );
+    app.herald.audit().seal().await.unwrap();
+    assert_eq!(
+        app.count(
+            "SELECT COUNT(*) FROM audit_log WHERE body LIKE '%provider_webhook.processed%'
+               AND body LIKE '%\"unusable_numbers\":1%' AND body LIKE '%\"inbound\":3%'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(metric(&app, "callback_reports_unusable_number").await, 1);
+}
+
+#[tokio::test]
+async fn callbacks_for_another_business_number_are_ignored_and_counted() {
+    let (app, _fake) = whatsapp_app().await;
+    let at = (epoch().timestamp() - 5).to_string();
+    let body = batch_for(
+        "1099999999999999",
+        json!([
+            {"from": "4915100000021", "id": "wamid.F1", "timestamp": at, "type": "text", "text": {"body": "STOP"}},
+            {"from": "4915100000022", "id": "wamid.F2", "timestamp": at, "type": "text", "text": {"body": "Hallo"}}
+        ]),
+    );
+    assert_eq!(callback(&app, &body).await, 200);
+    processed(&app).await;
+    assert_eq!(app.count("SELECT COUNT(*) FROM inbound_messages").await, 0);
+    assert_eq!(app.count("SELECT COUNT(*) FROM subjects").await, 0);
+    assert_eq!(app.count("SELECT COUNT(*) FROM consent_events").await, 0);
+    app.herald.audit().seal().await.unwrap();
+    assert_eq!(
+        app.count(
+            "SELECT COUNT(*) FROM audit_log WHERE body LIKE '%provider_webhook.processed%'
+               AND body LIKE '%\"foreign_numbers\":2%'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(metric(&app, "callback_reports_foreign_number").await, 2);
+}
+
+#[tokio::test]
+async fn a_callback_that_keeps_failing_is_dead_lettered_then_purged() {
+    let fake = FakeWhatsapp::start().await;
+    let app = TestApp::spawn_with(|c| {
+        configure_messaging(c);
+        fake.configure(c);
+        c.roles.worker = false;
+        c.callbacks.max_attempts = 3;
+    })
+    .await;
+    // A stored callback whose body cannot be opened (as after a bad restore): every attempt
+    // fails the same way.
+    let now = app.clock.now().timestamp_millis();
+    let id = herald_domain::ids::CallbackId::generate().unwrap();
+    app.execute_sql(
+        &format!(
+            "INSERT INTO provider_inbox (id, provider, body_ciphertext, received_at, attempts, due_at, purge_at)
+             VALUES ('{id}', 'whatsapp', $1, {now}, 0, {now}, {})",
+            now + 30 * 86_400_000
+        ),
+        &[crate::helpers::SqlValue::Bytes(vec![1, 2, 3])],
+    )
+    .await;
+    let reports = app.herald.reports();
+    for attempt in 1..=3 {
+        assert_eq!(
+            herald_domain::worker::run_once(reports, 10).await.unwrap(),
+            1,
+            "attempt {attempt}"
+        );
+        app.clock.advance(chrono::TimeDelta::hours(1));
+    }
+    // Set aside with its reason: claimed no more.
+    assert_eq!(
+        herald_domain::worker::run_once(reports, 10).await.unwrap(),
+        0
+    );
+    assert_eq!(
+        app.count(
+            "SELECT COUNT(*) FROM provider_inbox WHERE dead_at IS NOT NULL AND dead_reason = 'keys'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(audited(&app, "provider_webhook.dead_lettered").await, 1);
+    assert_eq!(metric(&app, "callbacks_dead_lettered").await, 1);
+    // Purged once the inbox retention ends.
+    assert_eq!(reports.purge_inbox().await.unwrap(), 0);
+    app.clock.advance(chrono::TimeDelta::days(30));
+    assert_eq!(reports.purge_inbox().await.unwrap(), 1);
+    assert_eq!(app.count("SELECT COUNT(*) FROM provider_inbox").await, 0);
+    assert_eq!(audited(&app, "provider_inbox.purged").await, 1);
+}
+
+#[tokio::test]
+async fn erasure_removes_the_subject_from_callbacks_not_yet_processed() {
+    let fake = FakeWhatsapp::start().await;
+    let app = TestApp::spawn_with(|c| {
+        configure_messaging(c);
+        fake.configure(c);
+        c.roles.worker = false;
+    })
+    .await;
+    let erased = "+4915100000031";
+    let kept = "+4915100000032";
+    let subject = json(
+        app.post("/v1/subjects", &app.admin_key, &json!({"phone": erased}))
+            .await,
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let at = (epoch().timestamp() - 5).to_string();
+    let body = batch_for(
+        crate::fakes::PHONE_NUMBER_ID,
+        json!([
+            {"from": "4915100000031", "id": "wamid.E1", "timestamp": at, "type": "text", "text": {"body": "Bitte löschen Sie mich"}},
+            {"from": "4915100000032", "id": "wamid.E2", "timestamp": at, "type": "text", "text": {"body": "Hallo"}}
+        ]),
+    );
+    assert_eq!(callback(&app, &body).await, 200);
+    let response = app
+        .delete(&format!("/v1/subjects/{subject}"), &app.admin_key)
+        .await;
+    assert_eq!(response.status(), 200);
+    // Processed after the erasure: only the other customer's message is left in it.
+    herald_domain::worker::run_once(app.herald.reports(), 10)
+        .await
+        .unwrap();
+    assert_eq!(app.count("SELECT COUNT(*) FROM provider_inbox").await, 0);
+    assert_eq!(app.count("SELECT COUNT(*) FROM inbound_messages").await, 1);
+    let found = app
+        .post(
+            "/v1/subjects/lookup",
+            &app.admin_key,
+            &json!({"phone": erased}),
+        )
+        .await;
+    assert_problem(found, 404, "not_found").await;
+    let other = app
+        .post(
+            "/v1/subjects/lookup",
+            &app.admin_key,
+            &json!({"phone": kept}),
+        )
+        .await;
+    assert_eq!(other.status(), 200);
 }

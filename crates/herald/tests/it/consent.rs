@@ -3,279 +3,16 @@
 //! provider preferences, double opt-in (confirm, expire, another number), user-initiated codes,
 //! withdrawal cancelling queued messages, frequency caps, evidence across a restart.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use chrono::TimeDelta;
-use herald::config::{
-    FrequencyCapConfig, NoticeConfig, OptInTemplateConfig, PurposeConfig, TemplateConfig,
-};
 use herald_crypto::hash::sha256;
 use herald_domain::clock::Clock;
-use herald_domain::messages::{LawfulBasis, TemplateCategory};
 use serde_json::{Value, json};
 
-use crate::delivery::{audited, callback, eventually, message, wait_status};
+use crate::consent_kit::*;
+use crate::delivery::{audited, eventually, message, wait_status};
 use crate::fakes::{Behaviour, FakeWhatsapp};
 use crate::helpers::{TestApp, assert_problem, json};
 use crate::messages::configure_messaging;
-
-const NOTICE: &str = "Acme may send you offers on WhatsApp. Reply STOP to stop.";
-const OPT_OUT_REPLY: &str =
-    "You will get no more offers from Acme. Reply START to subscribe again.";
-const OPT_IN_REPLY: &str = "Thank you, you are subscribed.";
-
-/// Purposes of every basis, marketing ones among them, a capped one, and double opt-in.
-fn configure_consent(c: &mut herald::Config) {
-    configure_messaging(c);
-    let notices = vec![NoticeConfig {
-        version: "v1".into(),
-        text: Some(NOTICE.into()),
-        sha256: None,
-    }];
-    c.purposes.insert(
-        "newsletter".into(),
-        PurposeConfig {
-            marketing: true,
-            notices: notices.clone(),
-            reopt_in_by_keyword: true,
-            ..PurposeConfig::basis(LawfulBasis::Consent)
-        },
-    );
-    c.purposes.insert(
-        "offers".into(),
-        PurposeConfig {
-            marketing: true,
-            notices,
-            ..PurposeConfig::basis(LawfulBasis::LegitimateInterests)
-        },
-    );
-    c.purposes.insert(
-        "alerts".into(),
-        PurposeConfig::basis(LawfulBasis::LegalObligation),
-    );
-    c.purposes.insert(
-        "safety".into(),
-        PurposeConfig::basis(LawfulBasis::VitalInterests),
-    );
-    c.purposes.insert(
-        "reminders".into(),
-        PurposeConfig {
-            frequency_cap: Some(FrequencyCapConfig {
-                max: 2,
-                per: std::time::Duration::from_secs(24 * 3600),
-            }),
-            ..PurposeConfig::basis(LawfulBasis::Contract)
-        },
-    );
-    c.templates.push(TemplateConfig {
-        name: "newsletter_confirm".into(),
-        language: "de".into(),
-        parameters: 1,
-        category: TemplateCategory::Utility,
-    });
-    c.consent.opt_in_template = Some(OptInTemplateConfig {
-        name: "newsletter_confirm".into(),
-        language: "de".into(),
-        parameters: vec!["Acme".into()],
-    });
-    c.consent.opt_out_reply = Some(OPT_OUT_REPLY.into());
-    c.consent.opt_in_reply = Some(OPT_IN_REPLY.into());
-    c.webhooks.allow_insecure_targets = true;
-}
-
-async fn consent_app(fake: &FakeWhatsapp) -> TestApp {
-    TestApp::spawn_with(|c| {
-        configure_consent(c);
-        fake.configure(c);
-    })
-    .await
-}
-
-/// A number of its own for each scenario.
-fn phone(n: u64) -> String {
-    format!("+49151{:08}", 20_000_000 + n)
-}
-
-fn template(purpose: &str, to: &str) -> Value {
-    json!({"to": to, "purpose": purpose,
-           "template": {"name": "order_shipped", "language": "de", "parameters": ["Anna", "#1"]}})
-}
-
-fn text(purpose: &str, to: &str) -> Value {
-    json!({"to": to, "purpose": purpose, "text": "Ihr Paket ist da"})
-}
-
-static WAMID: AtomicU64 = AtomicU64::new(1);
-
-fn change(from: &str, message: Value) -> Vec<u8> {
-    let digits = from.trim_start_matches('+');
-    serde_json::to_vec(&json!({
-        "object": "whatsapp_business_account",
-        "entry": [{"id": "1093456789012345", "changes": [{"field": "messages", "value": {
-            "messaging_product": "whatsapp",
-            "metadata": {"display_phone_number": "15550009876", "phone_number_id": crate::fakes::PHONE_NUMBER_ID},
-            "contacts": [{"profile": {"name": "Klara"}, "wa_id": digits}],
-            "messages": [message]
-        }}]}]
-    }))
-    .unwrap()
-}
-
-/// Feeds a customer's message through the signed webhook and waits until it is processed.
-async fn inbound(app: &TestApp, from: &str, body: Value) {
-    let n = WAMID.fetch_add(1, Ordering::Relaxed);
-    let mut message = json!({"from": from.trim_start_matches('+'), "id": format!("wamid.consent{n}"),
-        "timestamp": app.clock.now().timestamp().to_string()});
-    for (k, v) in body.as_object().unwrap() {
-        message[k] = v.clone();
-    }
-    assert_eq!(callback(app, &change(from, message)).await, 200);
-    processed(app).await;
-}
-
-async fn says(app: &TestApp, from: &str, words: &str) {
-    inbound(app, from, json!({"type": "text", "text": {"body": words}})).await;
-}
-
-async fn presses(app: &TestApp, from: &str, payload: &str) {
-    inbound(
-        app,
-        from,
-        json!({"type": "button", "button": {"payload": payload, "text": "Ja"}}),
-    )
-    .await;
-}
-
-async fn preference(app: &TestApp, from: &str, value: &str) {
-    let body = serde_json::to_vec(&json!({
-        "object": "whatsapp_business_account",
-        "entry": [{"id": "1093456789012345", "changes": [{"field": "user_preferences", "value": {
-            "messaging_product": "whatsapp",
-            "metadata": {"display_phone_number": "15550009876", "phone_number_id": crate::fakes::PHONE_NUMBER_ID},
-            "contacts": [{"wa_id": from.trim_start_matches('+'), "profile": {"name": "Klara"}}],
-            "user_preferences": [{"wa_id": from.trim_start_matches('+'), "detail": "User requested to stop marketing messages",
-                "category": "marketing_messages", "value": value, "timestamp": app.clock.now().timestamp()}]
-        }}]}]
-    }))
-    .unwrap();
-    assert_eq!(callback(app, &body).await, 200);
-    processed(app).await;
-}
-
-async fn processed(app: &TestApp) {
-    eventually("stored callbacks to be processed", || async {
-        (app.count("SELECT COUNT(*) FROM provider_inbox").await == 0).then_some(())
-    })
-    .await;
-}
-
-async fn subject_of(app: &TestApp, phone: &str) -> String {
-    let found = app
-        .post("/v1/subjects", &app.admin_key, &json!({"phone": phone}))
-        .await;
-    json(found).await["id"].as_str().unwrap().to_owned()
-}
-
-async fn consents(app: &TestApp, subject: &str) -> Value {
-    let response = app
-        .get(&format!("/v1/subjects/{subject}/consents"), &app.admin_key)
-        .await;
-    assert_eq!(response.status(), 200);
-    json(response).await
-}
-
-/// The state of `purpose` on WhatsApp, or "none".
-async fn state(app: &TestApp, phone: &str, purpose: &str) -> String {
-    let subject = subject_of(app, phone).await;
-    consents(app, &subject).await["consents"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["purpose"] == purpose && c["channel"] == "whatsapp")
-        .map_or("none".into(), |c| c["state"].as_str().unwrap().to_owned())
-}
-
-async fn grant(app: &TestApp, phone: &str, purpose: &str) -> String {
-    let subject = subject_of(app, phone).await;
-    let mut evidence = json!({"method": "web_form", "captured_at": app.clock.now().to_rfc3339(),
-        "source": "https://shop.example/newsletter", "locale": "de"});
-    if !app.herald.config().purposes[purpose].notices.is_empty() {
-        evidence["notice_version"] = json!("v1");
-    }
-    let response = app
-        .put(
-            &format!("/v1/subjects/{subject}/consents/{purpose}"),
-            &app.admin_key,
-            &json!({"evidence": evidence}),
-        )
-        .await;
-    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
-    subject
-}
-
-async fn withdraw(app: &TestApp, phone: &str, purpose: &str) {
-    let subject = subject_of(app, phone).await;
-    let response = app
-        .delete(
-            &format!("/v1/subjects/{subject}/consents/{purpose}"),
-            &app.admin_key,
-        )
-        .await;
-    assert_eq!(response.status(), 200);
-    assert_eq!(json(response).await["state"], "withdrawn");
-}
-
-async fn start_opt_in(app: &TestApp, phone: &str, purpose: &str) -> Value {
-    let response = app
-        .post(
-            "/v1/opt-ins",
-            &app.admin_key,
-            &json!({"to": phone, "purpose": purpose, "notice_version": "v1"}),
-        )
-        .await;
-    assert_eq!(response.status(), 202);
-    json(response).await
-}
-
-async fn send_status(app: &TestApp, body: &Value) -> (u16, Value) {
-    let response = app.post("/v1/messages", &app.admin_key, body).await;
-    let status = response.status().as_u16();
-    (status, json(response).await)
-}
-
-async fn refused(app: &TestApp, body: &Value, code: &str) {
-    let (status, problem) = send_status(app, body).await;
-    assert_eq!(
-        (status, problem["code"].as_str().unwrap_or("")),
-        (409, code),
-        "{body}"
-    );
-}
-
-async fn accepted(app: &TestApp, body: &Value) -> String {
-    let (status, answer) = send_status(app, body).await;
-    assert_eq!(status, 202, "{body}: {answer}");
-    answer["id"].as_str().unwrap().to_owned()
-}
-
-/// Messages the fake provider received for `phone`.
-fn sent_to(fake: &FakeWhatsapp, phone: &str) -> Vec<Value> {
-    fake.received()
-        .into_iter()
-        .map(|r| r.body)
-        .filter(|b| {
-            b["to"].as_str().unwrap_or("").trim_start_matches('+') == phone.trim_start_matches('+')
-        })
-        .collect()
-}
-
-const BASES: [(&str, bool); 5] = [
-    ("newsletter", true),
-    ("order_updates", false),
-    ("alerts", false),
-    ("safety", false),
-    ("offers", false),
-];
 
 #[tokio::test]
 async fn test_gdpr_6_1_every_state_times_every_basis_at_send() {
@@ -953,6 +690,35 @@ async fn a_frequency_cap_answers_429_with_retry_after() {
     accepted(&app, &template("order_updates", &who)).await;
     app.clock.advance(TimeDelta::hours(23));
     accepted(&app, &template("reminders", &who)).await;
+}
+
+#[tokio::test]
+async fn a_frequency_cap_holds_under_50_concurrent_sends() {
+    let fake = FakeWhatsapp::start().await;
+    let app = consent_app(&fake).await;
+    let who = phone(1210);
+    grant(&app, &who, "reminders").await;
+    let sends: Vec<_> = (0..50)
+        .map(|_| {
+            let request = app
+                .request(reqwest::Method::POST, "/v1/messages", &app.admin_key)
+                .json(&template("reminders", &who));
+            tokio::spawn(async move { request.send().await.unwrap().status().as_u16() })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for send in sends {
+        statuses.push(send.await.unwrap());
+    }
+    let accepted = statuses.iter().filter(|s| **s == 202).count();
+    let limited = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!((accepted, limited), (2, 48), "{statuses:?}");
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM messages WHERE purpose = 'reminders'")
+            .await,
+        2
+    );
+    assert_eq!(audited(&app, "message.refused").await, 48);
 }
 
 #[tokio::test]

@@ -12,9 +12,11 @@
 )]
 
 mod audit;
+mod audit_guard;
 mod auth;
 mod callbacks;
 mod consent;
+mod consent_kit;
 mod conventions;
 mod delivery;
 mod encryption;
@@ -24,9 +26,11 @@ mod fakes;
 mod helpers;
 mod messages;
 mod ops;
+mod ownership;
 mod process;
 mod requests;
 mod resilience;
 mod rights;
 mod storage;
+mod subject_word;
 mod subjects;
