@@ -447,6 +447,14 @@ impl Herald {
         ))
     }
 
+    /// An event dispatcher of this node's configuration, for driving event deliveries step
+    /// by step (tests, tools); `herald serve` starts its own.
+    pub fn dispatcher(
+        &self,
+    ) -> Result<herald_domain::webhooks::dispatch::Dispatcher, workers::WorkerError> {
+        workers::dispatcher(&self.config, &self.worker_parts())
+    }
+
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.clock
     }

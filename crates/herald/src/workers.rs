@@ -105,6 +105,32 @@ pub struct WorkerParts {
     pub owner: String,
 }
 
+/// The event dispatcher of this node's configuration.
+pub fn dispatcher(config: &Config, parts: &WorkerParts) -> Result<Dispatcher, WorkerError> {
+    let transport = HttpEventTransport::new(
+        config.webhooks.timeout,
+        config.webhooks.allow_insecure_targets,
+    )?;
+    Ok(Dispatcher::new(
+        Arc::clone(&parts.store),
+        Arc::clone(&parts.keyring),
+        Arc::clone(&parts.clock),
+        Arc::new(transport),
+        DispatchSettings {
+            worker: WorkerSettings {
+                concurrency: config.webhooks.concurrency,
+                claim_batch: 32,
+                poll_interval: config.delivery.poll_interval,
+            },
+            // Longer than one attempt can take, so a live attempt is never taken over.
+            lease: delta(config.webhooks.timeout * 2 + Duration::from_secs(10)),
+            retry: DispatchSettings::retry_policy(),
+            disable_after_failures: config.webhooks.disable_after_failures,
+        },
+        parts.owner.clone(),
+    ))
+}
+
 /// Starts every worker; they stop (finishing what they hold) when `stop` turns true.
 pub fn spawn(
     config: &Config,
@@ -123,28 +149,7 @@ pub fn spawn(
         delivery_settings(config),
         parts.owner.clone(),
     );
-    let transport = HttpEventTransport::new(
-        config.webhooks.timeout,
-        config.webhooks.allow_insecure_targets,
-    )?;
-    let dispatcher = Dispatcher::new(
-        Arc::clone(&parts.store),
-        Arc::clone(&parts.keyring),
-        Arc::clone(&parts.clock),
-        Arc::new(transport),
-        DispatchSettings {
-            worker: WorkerSettings {
-                concurrency: config.webhooks.concurrency,
-                claim_batch: 32,
-                poll_interval: config.delivery.poll_interval,
-            },
-            // Longer than one attempt can take, so a live attempt is never taken over.
-            lease: delta(config.webhooks.timeout * 2 + Duration::from_secs(10)),
-            retry: DispatchSettings::retry_policy(),
-            disable_after_failures: config.webhooks.disable_after_failures,
-        },
-        parts.owner.clone(),
-    );
+    let dispatcher = dispatcher(config, &parts)?;
     let reports = parts.reports.clone();
     let mut handles = vec![
         tokio::spawn(worker::run(

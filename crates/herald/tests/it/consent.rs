@@ -160,9 +160,13 @@ async fn test_gdpr_7_3_stop_keyword_blocks_next_send_in_every_listed_language() 
             .then_some(())
     })
     .await;
-    // Saying it again changes nothing and sends nothing more.
+    // Saying it again changes nothing and sends nothing more: an acknowledgement would be a
+    // message row written while the STOP is processed, and `says` waits for that.
+    let subject = subject_of(&app, &first).await;
+    let messages_to_first = format!("SELECT COUNT(*) FROM messages WHERE subject_id = '{subject}'");
+    let before = app.count(&messages_to_first).await;
     says(&app, &first, "STOP").await;
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(app.count(&messages_to_first).await, before);
     let acknowledgements = sent_to(&fake, &first)
         .iter()
         .filter(|b| b["text"]["body"] == OPT_OUT_REPLY)
@@ -412,7 +416,8 @@ async fn a_withdrawal_cancels_a_queued_message_before_its_next_attempt() {
     app.clock.advance(TimeDelta::seconds(5));
     let m = wait_status(&app, &app.admin_key, &id, "failed").await;
     assert_eq!(m["error"]["code"], "consent_withdrawn");
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // Failed is final: a delivery pass finds nothing to send.
+    crate::delivery::nothing_due(&app).await;
     assert_eq!(fake.received().len(), 1, "never sent after the withdrawal");
     assert_eq!(message(&app, &app.admin_key, &id).await["status"], "failed");
 }

@@ -94,6 +94,27 @@ fn statuses(m: &Value) -> Vec<&str> {
         .collect()
 }
 
+/// How far in the future (by the test clock) a message is next due; negative when due.
+async fn due_in_millis(app: &TestApp, id: &str) -> i64 {
+    let now = app.clock.now().timestamp_millis();
+    app.count(&format!(
+        "SELECT due_at - {now} FROM messages WHERE id = '{id}'"
+    ))
+    .await
+}
+
+/// One delivery pass, driven by the test: nothing is due, so nothing is claimed.
+pub async fn nothing_due(app: &TestApp) {
+    let delivery = app.herald.delivery().unwrap();
+    assert_eq!(
+        herald_domain::worker::run_once(&delivery, 10)
+            .await
+            .unwrap(),
+        0,
+        "a message was due"
+    );
+}
+
 #[tokio::test]
 async fn the_sandbox_delivers_and_the_body_is_deleted_once_accepted() {
     let app = TestApp::spawn_with(configure_messaging).await;
@@ -321,7 +342,8 @@ async fn server_errors_are_retried_with_backoff_and_every_attempt_is_recorded() 
     );
     assert_eq!(m["attempts"], 1);
     // The clock stands still: nothing happens until the backoff (1–2 s for attempt 1) passes.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(due_in_millis(&app, &id).await >= 1000);
+    nothing_due(&app).await;
     assert_eq!(fake.received().len(), 1);
     app.clock.advance(TimeDelta::seconds(3));
     let m = wait_status(&app, &key, &id, "sent").await;
@@ -350,8 +372,12 @@ async fn a_send_held_back_by_recipient_pacing_waits_without_spending_an_attempt(
     assert_eq!(m["attempts"], 1);
     let second = send(&app, &key, &template_send("+4915112345678")).await;
     // The worker claims it, finds the recipient's bucket empty and puts it back until the
-    // bucket refills: no provider call, and the claim's attempt is given back.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // bucket refills: no provider call, and the claim's attempt is given back. The row shows
+    // the deferral (due later, though the clock stands still).
+    eventually("the deferral", || async {
+        (due_in_millis(&app, &second).await > 0).then_some(())
+    })
+    .await;
     assert_eq!(fake.received().len(), 1);
     let m = message(&app, &key, &second).await;
     assert_eq!(m["status"], "queued");
@@ -381,7 +407,9 @@ async fn a_rate_limit_is_retried_no_earlier_than_its_retry_after() {
     })
     .await;
     app.clock.advance(TimeDelta::seconds(20));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(due_in_millis(&app, &id).await >= 10_000);
+    nothing_due(&app).await;
+    assert_eq!(fake.received().len(), 1);
     assert_eq!(
         message(&app, &key, &id).await["status"],
         "queued",

@@ -2,8 +2,6 @@
 //! signed receipt, tried through every path afterwards and after restoring a backup taken before
 //! it; legal holds; the command line.
 
-use std::time::Duration;
-
 use herald_domain::ids::SubjectId;
 use herald_domain::keys::KeyError;
 use serde_json::{Value, json};
@@ -275,7 +273,7 @@ async fn test_gdpr_17_erasure_is_complete_irreversible_and_survives_a_restore() 
     let cancelled = wait_status(&app, &key, &queued, "failed").await;
     assert_eq!(cancelled["error"]["code"], "subject_erased");
     app.clock.advance(chrono::TimeDelta::minutes(10));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    crate::delivery::nothing_due(&app).await;
     assert_eq!(
         fake.accepted().len(),
         1,

@@ -24,6 +24,7 @@ mod erasure;
 mod events;
 mod fakes;
 mod helpers;
+mod isolation;
 mod messages;
 mod ops;
 mod ownership;

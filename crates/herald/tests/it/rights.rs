@@ -489,14 +489,21 @@ async fn test_gdpr_18_restriction_stops_sends_and_holds_events_until_lifted() {
     // …and no events about the subject while restricted: the customer's message is stored, its
     // event held.
     reply(&app, PHONE_DIGITS, "Bitte nicht mehr schreiben").await;
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // A dispatcher pass, driven here, claims nothing: the event stays pending, unattempted.
+    let dispatcher = app.herald.dispatcher().unwrap();
+    assert_eq!(
+        herald_domain::worker::run_once(&dispatcher, 32)
+            .await
+            .unwrap(),
+        0
+    );
     assert!(
         receiver.deliveries().is_empty(),
         "an event left while restricted"
     );
     assert_eq!(
         app.count(&format!(
-            "SELECT COUNT(*) FROM webhook_deliveries WHERE subject_id = '{subject}' AND status = 'pending'"
+            "SELECT COUNT(*) FROM webhook_deliveries WHERE subject_id = '{subject}' AND status = 'pending' AND attempts = 0"
         ))
         .await,
         1
