@@ -67,7 +67,9 @@ INSERT OR IGNORE INTO temp.accepting (position, id, integration_id, subject_id, 
   fingerprint, expires, audit_at, audit_body, consent_event_id, business_initiated, cap_max,
   cap_since) VALUES ";
 
-const SQLITE_ACCEPT_TAIL: &str = ";
+// Only in the scripts for batches holding a capped message: most batches have none, and the
+// statement (with its RETURNING) is not free.
+const SQLITE_ACCEPT_CAPS: &str = "
 DELETE FROM temp.accepting
   WHERE cap_max IS NOT NULL
     AND (SELECT COUNT(*) FROM messages AS m
@@ -77,7 +79,9 @@ DELETE FROM temp.accepting
          WHERE earlier.subject_id = accepting.subject_id AND earlier.purpose = accepting.purpose
            AND earlier.cap_max IS NOT NULL AND earlier.position < accepting.position)
       >= cap_max
-  RETURNING 'capped', id;
+  RETURNING 'capped', id;";
+
+const SQLITE_ACCEPT_TAIL: &str = "
 INSERT INTO idempotency_keys (integration_id, key_hash, fingerprint, message_id, expires_at)
   SELECT integration_id, key_hash, fingerprint, id, expires FROM temp.accepting
   WHERE key_hash IS NOT NULL
@@ -105,23 +109,29 @@ INSERT INTO audit_pending (recorded_at, body)
 COMMIT;
 ";
 
-/// The script for `rows` rows (a power of two up to [`MAX_BATCH`]), built once per size.
-fn sqlite_script(rows: usize) -> &'static str {
+/// The script for `rows` rows (a power of two up to [`MAX_BATCH`]), with or without the
+/// frequency-cap statement, built once per size.
+fn sqlite_script(rows: usize, caps: bool) -> &'static str {
     static SCRIPTS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let sizes = MAX_BATCH.trailing_zeros() as usize + 1;
     let scripts = SCRIPTS.get_or_init(|| {
-        (0..=MAX_BATCH.trailing_zeros())
-            .map(|power| {
-                let rows = 1usize << power;
-                let cut_off = format!("?{}", rows * ROW_PARAMS + 1);
-                format!(
-                    "{SQLITE_ACCEPT_HEAD}{}{}",
-                    anonymous_rows(rows, ROW_PARAMS),
-                    SQLITE_ACCEPT_TAIL.replace("?CUT_OFF", &cut_off)
-                )
+        [false, true]
+            .into_iter()
+            .flat_map(|caps| {
+                (0..sizes).map(move |power| {
+                    let rows = 1usize << power;
+                    let cut_off = format!("?{}", rows * ROW_PARAMS + 1);
+                    format!(
+                        "{SQLITE_ACCEPT_HEAD}{};{}{}",
+                        anonymous_rows(rows, ROW_PARAMS),
+                        if caps { SQLITE_ACCEPT_CAPS } else { "" },
+                        SQLITE_ACCEPT_TAIL.replace("?CUT_OFF", &cut_off)
+                    )
+                })
             })
             .collect()
     });
-    &scripts[rows.trailing_zeros() as usize]
+    &scripts[usize::from(caps) * sizes + rows.trailing_zeros() as usize]
 }
 
 /// What a batch's commit wrote: the messages written, and those refused because their
@@ -190,7 +200,8 @@ pub(crate) async fn sqlite(
         .min()
         .unwrap_or(0);
     let padded = batch.len().next_power_of_two();
-    let mut query = sqlx::query_as::<_, (String, String)>(sqlite_script(padded));
+    let caps = batch.iter().any(|m| m.cap.is_some());
+    let mut query = sqlx::query_as::<_, (String, String)>(sqlite_script(padded, caps));
     for i in 0..padded {
         // Padding repeats the last row, position included: `INSERT OR IGNORE` drops it.
         let position = i.min(last);

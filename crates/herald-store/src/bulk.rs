@@ -148,6 +148,15 @@ const SEAL_MARK_FORWARD: &str = "UPDATE audit_seal_mark
      SET sealed_through = CASE WHEN sealed_through > $1 THEN sealed_through ELSE $1 END
      WHERE id = 1";
 
+/// SQLite: the same, opening the gate its guard checks (SQLite reuses the ids of an emptied
+/// table, so the mark alone cannot tell sealed from unsealed there; migration 0008).
+const SQLITE_SEAL_GATE_OPEN: &str = "UPDATE audit_seal_mark
+     SET sealed_through = CASE WHEN sealed_through > $1 THEN sealed_through ELSE $1 END, open = 1
+     WHERE id = 1";
+
+/// …and closing it again before the sealing transaction commits.
+const SQLITE_SEAL_GATE_CLOSE: &str = "UPDATE audit_seal_mark SET open = 0 WHERE id = 1";
+
 static DELETE_PENDING: PaddedRows = PaddedRows::new(
     "DELETE FROM audit_pending WHERE id IN (SELECT column1 FROM (VALUES {rows}))",
     1,
@@ -191,12 +200,15 @@ impl AuditBulk for SqliteConnection {
             return Ok(());
         };
         // The audit tables refuse to delete an unsealed entry: this transaction sealed these.
-        sqlx::query(SEAL_MARK_FORWARD)
+        sqlx::query(SQLITE_SEAL_GATE_OPEN)
             .bind(*high)
             .execute(&mut *self)
             .await?;
         DELETE_PENDING
             .run(self, None, ids, |arguments, id| arguments.add(*id))
+            .await?;
+        sqlx::query(SQLITE_SEAL_GATE_CLOSE)
+            .execute(&mut *self)
             .await?;
         Ok(())
     }

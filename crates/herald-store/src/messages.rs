@@ -115,7 +115,9 @@ impl MessageStore for Database {
             .collect();
         let written = match &self.pools {
             Pools::Sqlite { writer, .. } => accept::sqlite(writer, &candidates).await,
-            Pools::Postgres(pool) => accept::postgres(pool, &candidates).await,
+            // Boxed: its state (every column's array, the advisory locks) would otherwise make
+            // this future, which the SQLite path also builds and moves, several KiB larger.
+            Pools::Postgres(pool) => Box::pin(accept::postgres(pool, &candidates)).await,
         }
         .map_err(from_sqlx)?;
         Ok(batch

@@ -337,10 +337,18 @@ async fn sandbox_reply(
     let body = serde_json::to_vec(&reply)?;
     let callback = herald.reports().receive("sandbox", &body).await?;
     herald_domain::worker::run_once(herald.reports(), 64).await?;
-    let subject = herald
-        .store()
-        .subject_by_phone_index(&herald.keyring().phone_index(&parsed))
-        .await?
+    // A running Herald's own worker may have claimed the callback first: give it a few seconds
+    // to finish before saying it was not processed.
+    let index = herald.keyring().phone_index(&parsed);
+    let mut subject = None;
+    for _ in 0..50 {
+        subject = herald.store().subject_by_phone_index(&index).await?;
+        if subject.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let subject = subject
         .context("the reply was stored but not processed; a running Herald will process it")?;
     if output.json {
         emit_json(&json!({"callback_id": callback.as_str(), "subject_id": subject.id.as_str()}))

@@ -90,21 +90,13 @@ CREATE INDEX provider_inbox_purge ON provider_inbox (purge_at);
 -- sealed entries are deleted only behind a signed horizon (retention); pending entries only
 -- once sealed (the sealer moves `sealed_through` forward in the transaction that seals them).
 -- SQLite reuses the ids of an emptied rowid table (the sealer empties audit_pending on every
--- pass), which would put new pending entries below the mark and let them be deleted unsealed:
--- the table is rebuilt with AUTOINCREMENT, whose ids never go back.
-CREATE TABLE audit_pending_rebuilt (
-    id           INTEGER PRIMARY KEY AUTOINCREMENT,
-    recorded_at  INTEGER NOT NULL,
-    body         TEXT    NOT NULL
-) STRICT;
-INSERT INTO audit_pending_rebuilt (id, recorded_at, body)
-    SELECT id, recorded_at, body FROM audit_pending ORDER BY id;
-DROP TABLE audit_pending;
-ALTER TABLE audit_pending_rebuilt RENAME TO audit_pending;
-
+-- pass), so ids alone cannot tell sealed from unsealed here (AUTOINCREMENT would, at one more
+-- page written per commit): the sealer opens a gate (`open`) in the transaction that seals and
+-- closes it before committing; outside it no pending entry can be deleted.
 CREATE TABLE audit_seal_mark (
     id              INTEGER PRIMARY KEY CHECK (id = 1),
-    sealed_through  INTEGER NOT NULL
+    sealed_through  INTEGER NOT NULL,
+    open            INTEGER NOT NULL DEFAULT 0 CHECK (open IN (0, 1))
 ) STRICT;
 INSERT INTO audit_seal_mark (id, sealed_through) VALUES (1, 0);
 
@@ -122,7 +114,7 @@ BEGIN
     SELECT RAISE(ABORT, 'audit entries are never changed');
 END;
 CREATE TRIGGER audit_pending_delete_sealed_only BEFORE DELETE ON audit_pending
-WHEN old.id > (SELECT sealed_through FROM audit_seal_mark WHERE id = 1)
+WHEN (SELECT open FROM audit_seal_mark WHERE id = 1) = 0
 BEGIN
     SELECT RAISE(ABORT, 'an unsealed audit entry cannot be deleted');
 END;

@@ -139,11 +139,46 @@ impl Modify for BearerAuth {
             SecurityScheme::Http(
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
-                    .description(Some("An API key (hk_…) with the scope the operation names"))
+                    .description(Some(scopes_description()))
                     .build(),
             ),
         );
     }
+}
+
+/// The bearer scheme's description: what each scope grants (docs/api.md, "Scopes"). An
+/// exhaustive match, so a new scope cannot go undocumented.
+fn scopes_description() -> String {
+    use herald_domain::auth::Scope;
+    let mut text = String::from(
+        "An API key (hk_…) holding the scope the operation names. No scope implies another \
+         except admin. Subjects are visible only to integrations linked to them (404 \
+         otherwise).\n",
+    );
+    for scope in Scope::ALL {
+        let grants = match scope {
+            Scope::MessagesSend => "send messages",
+            Scope::MessagesRead => "read the integration's own messages and inbound content",
+            Scope::ConsentsRead => {
+                "read linked subjects' consent, and the integration's own evidence"
+            }
+            Scope::ConsentsWrite => "record and withdraw consent, start double opt-ins",
+            Scope::SubjectsRead => "resolve ids and read linked subjects' pseudonymous standing",
+            Scope::SubjectsWrite => {
+                "register numbers (also implicitly when sending), rectify, restrict, log requests"
+            }
+            Scope::SubjectsErase => "erase subjects (not legal holds)",
+            Scope::SubjectsExport => "the decrypted export of a linked subject (Art. 15/20)",
+            Scope::SubjectsHold => "place and release legal holds",
+            Scope::AuditRead => "read and verify the audit trail (no personal data)",
+            Scope::IntegrationsManage => {
+                "an operator's provisioning of integrations, keys and webhooks (no personal data)"
+            }
+            Scope::Admin => "everything, for every integration and subject",
+        };
+        text.push_str(&format!("\n- {scope}: {grants}"));
+    }
+    text
 }
 
 /// Every route with its OpenAPI description, before state and middleware.
