@@ -144,15 +144,22 @@ static INSERT_SEALED: PaddedRows = PaddedRows::new(
 
 /// Moves the audit tables' "sealed through" mark forward (never back) inside the sealing
 /// transaction, which lets its delete of the pending entries it sealed through the guard.
-const SEAL_MARK_FORWARD: &str = "UPDATE audit_seal_mark
-     SET sealed_through = CASE WHEN sealed_through > $1 THEN sealed_through ELSE $1 END
-     WHERE id = 1";
+macro_rules! seal_mark_forward {
+    ($also:literal) => {
+        concat!(
+            "UPDATE audit_seal_mark
+             SET sealed_through = CASE WHEN sealed_through > $1 THEN sealed_through ELSE $1 END",
+            $also,
+            " WHERE id = 1"
+        )
+    };
+}
+
+const SEAL_MARK_FORWARD: &str = seal_mark_forward!("");
 
 /// SQLite: the same, opening the gate its guard checks (SQLite reuses the ids of an emptied
 /// table, so the mark alone cannot tell sealed from unsealed there; migration 0008).
-const SQLITE_SEAL_GATE_OPEN: &str = "UPDATE audit_seal_mark
-     SET sealed_through = CASE WHEN sealed_through > $1 THEN sealed_through ELSE $1 END, open = 1
-     WHERE id = 1";
+const SQLITE_SEAL_GATE_OPEN: &str = seal_mark_forward!(", open = 1");
 
 /// …and closing it again before the sealing transaction commits.
 const SQLITE_SEAL_GATE_CLOSE: &str = "UPDATE audit_seal_mark SET open = 0 WHERE id = 1";

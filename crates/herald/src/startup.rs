@@ -434,17 +434,7 @@ impl Herald {
     /// A delivery worker of this node's configuration, for driving deliveries step by step
     /// (tests, tools); `herald serve` starts its own.
     pub fn delivery(&self) -> Result<herald_domain::messages::Delivery, workers::WorkerError> {
-        let (provider, pacer) = workers::provider(&self.config, &self.clock)?;
-        Ok(herald_domain::messages::Delivery::new(
-            Arc::clone(&self.store),
-            Arc::clone(&self.keyring),
-            Arc::clone(&self.clock),
-            provider,
-            pacer,
-            Arc::clone(&self.catalog),
-            workers::delivery_settings(&self.config),
-            self.owner.clone(),
-        ))
+        workers::delivery(&self.config, &self.worker_parts())
     }
 
     /// An event dispatcher of this node's configuration, for driving event deliveries step

@@ -105,6 +105,21 @@ pub struct WorkerParts {
     pub owner: String,
 }
 
+/// The delivery worker of this node's configuration.
+pub fn delivery(config: &Config, parts: &WorkerParts) -> Result<Delivery, WorkerError> {
+    let (provider, pacer) = provider(config, &parts.clock)?;
+    Ok(Delivery::new(
+        Arc::clone(&parts.store),
+        Arc::clone(&parts.keyring),
+        Arc::clone(&parts.clock),
+        provider,
+        pacer,
+        Arc::clone(&parts.catalog),
+        delivery_settings(config),
+        parts.owner.clone(),
+    ))
+}
+
 /// The event dispatcher of this node's configuration.
 pub fn dispatcher(config: &Config, parts: &WorkerParts) -> Result<Dispatcher, WorkerError> {
     let transport = HttpEventTransport::new(
@@ -137,18 +152,8 @@ pub fn spawn(
     parts: WorkerParts,
     stop: &watch::Receiver<bool>,
 ) -> Result<Vec<JoinHandle<()>>, WorkerError> {
-    let (provider, pacer) = provider(config, &parts.clock)?;
-    tracing::info!(channel = provider.name(), owner = %parts.owner, "starting the delivery workers");
-    let delivery = Delivery::new(
-        Arc::clone(&parts.store),
-        Arc::clone(&parts.keyring),
-        Arc::clone(&parts.clock),
-        provider,
-        pacer,
-        Arc::clone(&parts.catalog),
-        delivery_settings(config),
-        parts.owner.clone(),
-    );
+    let delivery = delivery(config, &parts)?;
+    tracing::info!(channel = delivery.provider_name(), owner = %parts.owner, "starting the delivery workers");
     let dispatcher = dispatcher(config, &parts)?;
     let reports = parts.reports.clone();
     let mut handles = vec![
@@ -178,7 +183,7 @@ pub fn spawn(
         stop.clone(),
     )));
     handles.push(tokio::spawn(opt_in_expiry_loop(
-        parts.consents.clone(),
+        parts.consents,
         stop.clone(),
     )));
     Ok(handles)

@@ -215,6 +215,11 @@ impl Delivery {
         }
     }
 
+    /// The channel this worker delivers through (for logs).
+    pub fn provider_name(&self) -> &'static str {
+        self.inner.provider.name()
+    }
+
     pub fn settings(&self) -> &WorkerSettings {
         &self.inner.settings.worker
     }

@@ -7,7 +7,7 @@ use chrono::TimeDelta;
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, json};
-use crate::process::{Server, admin_key, base_env, run};
+use crate::process::{Server, admin_key, base_env, past_the_guards, run};
 
 async fn entries(app: &TestApp, action: &str) -> Vec<Value> {
     crate::audit::entries(app)
@@ -182,32 +182,7 @@ async fn after_a_graceful_stop_cutting_off_the_last_entries_is_found() {
 
     // Someone in control of the database removes the last entries (past the guards).
     let cut = "DELETE FROM audit_log WHERE seq > (SELECT MAX(seq) - 3 FROM audit_log)";
-    match &db.url {
-        Some(url) => {
-            let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(url)
-                .await
-                .unwrap();
-            sqlx::query("SET session_replication_role = replica")
-                .execute(&mut conn)
-                .await
-                .unwrap();
-            sqlx::query(cut).execute(&mut conn).await.unwrap();
-        }
-        None => {
-            let url = format!(
-                "sqlite://{}",
-                dir.path().join("herald-data/herald.db").display()
-            );
-            let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
-                .await
-                .unwrap();
-            sqlx::query("DROP TRIGGER audit_log_delete_behind_horizon")
-                .execute(&mut conn)
-                .await
-                .unwrap();
-            sqlx::query(cut).execute(&mut conn).await.unwrap();
-        }
-    }
+    past_the_guards(&db, dir.path(), "audit_log_delete_behind_horizon", cut).await;
     let (code, stdout, stderr) = run(dir.path(), &env, &["audit", "verify"]).await;
     assert_eq!(code, Some(1), "{stdout}{stderr}");
     assert!(stdout.contains("does NOT verify"), "{stdout}");

@@ -297,15 +297,7 @@ fn batch_for(phone_number_id: &str, messages: serde_json::Value) -> Vec<u8> {
 }
 
 async fn metric(app: &TestApp, name: &str) -> u64 {
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics_text().await;
     text.lines()
         .find_map(|l| l.strip_prefix(&format!("herald_{name}_total ")))
         .and_then(|v| v.trim().parse().ok())

@@ -8,6 +8,7 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
+use herald_domain::auth::Scope;
 use herald_domain::clock::Clock;
 
 use crate::consent_kit::{NOTICE, consent_app, phone};
@@ -114,33 +115,23 @@ impl Owned {
     }
 }
 
-const A_SCOPES: [&str; 9] = [
-    "messages:send",
-    "messages:read",
-    "consents:read",
-    "consents:write",
-    "subjects:read",
-    "subjects:write",
-    "subjects:erase",
-    "subjects:export",
-    "subjects:hold",
-];
+/// What A's key holds: every scope on personal data.
+fn a_scopes() -> Vec<&'static str> {
+    b_scopes()
+        .into_iter()
+        .filter(|s| !["audit:read", "integrations:manage"].contains(s))
+        .collect()
+}
 
-/// Everything B may be given (admin is the bootstrap superuser and is not issued to
-/// integrations).
-const B_SCOPES: [&str; 11] = [
-    "messages:send",
-    "messages:read",
-    "consents:read",
-    "consents:write",
-    "subjects:read",
-    "subjects:write",
-    "subjects:erase",
-    "subjects:export",
-    "subjects:hold",
-    "audit:read",
-    "integrations:manage",
-];
+/// Everything B may be given, one key each: every scope but admin, the bootstrap superuser,
+/// which is not issued to integrations. Taken from the domain, so a new scope joins the matrix.
+fn b_scopes() -> Vec<&'static str> {
+    Scope::ALL
+        .into_iter()
+        .filter(|s| *s != Scope::Admin)
+        .map(Scope::as_str)
+        .collect()
+}
 
 async fn key_for(app: &TestApp, integration: &str, scopes: &[&str]) -> (String, String) {
     let created = app
@@ -246,12 +237,12 @@ fn a_s_secrets(owned: &Owned) -> [String; 4] {
 async fn integration_b_never_reaches_integration_a_s_data_on_any_route() {
     let fake = FakeWhatsapp::start().await;
     let app = consent_app(&fake).await;
-    let (a, a_key) = app.integration_with_key("shop", &A_SCOPES).await;
+    let (a, a_key) = app.integration_with_key("shop", &a_scopes()).await;
     let (b, _) = app.integration_with_key("crm", &["messages:read"]).await;
     let owned = a_s_world(&app, &a, &a_key).await;
     let before = a_s_view(&app, &a_key, &owned).await;
     let mut b_keys = Vec::new();
-    for scope in B_SCOPES {
+    for scope in b_scopes() {
         b_keys.push((scope, key_for(&app, &b, &[scope]).await.1));
     }
 

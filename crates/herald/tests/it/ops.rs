@@ -307,15 +307,7 @@ async fn openapi_lists_every_route_and_every_listed_route_exists() {
         if status == 404 {
             // A 404 from a routed handler is fine (unknown id); check the route matched by
             // looking at the metrics label.
-            let metrics = app
-                .client
-                .get(app.url("/metrics"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
+            let metrics = app.metrics_text().await;
             assert!(
                 metrics.contains(&format!("route=\"{path}\"")),
                 "{method} {path} is documented but not routed"

@@ -704,38 +704,48 @@ async fn the_audit_commands_export_a_trail_an_outsider_can_verify() {
 
     // Tampering makes the command fail (exit 1) and name the entry.
     let tamper = "UPDATE audit_log SET body = REPLACE(body, '\"status\":200', '\"status\":204') WHERE seq = 8";
-    match &db.url {
-        Some(url) => {
-            let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(url)
-                .await
-                .unwrap();
-            // Someone in control of the database, past its guards.
-            sqlx::query("SET session_replication_role = replica")
-                .execute(&mut conn)
-                .await
-                .unwrap();
-            sqlx::query(tamper).execute(&mut conn).await.unwrap();
-        }
-        None => {
-            let url = format!(
-                "sqlite://{}",
-                dir.path().join("herald-data/herald.db").display()
-            );
-            let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
-                .await
-                .unwrap();
-            // Someone in control of the database, past its guards.
-            sqlx::query("DROP TRIGGER audit_log_no_update")
-                .execute(&mut conn)
-                .await
-                .unwrap();
-            sqlx::query(tamper).execute(&mut conn).await.unwrap();
-        }
-    }
+    past_the_guards(&db, dir.path(), "audit_log_no_update", tamper).await;
     let (code, stdout, stderr) = run(dir.path(), &env, &["audit", "verify"]).await;
     assert_eq!(code, Some(1), "{stdout}{stderr}");
     assert!(
         stdout.contains("does NOT verify: modified at entry 8"),
         "{stdout}"
     );
+}
+
+/// Runs `sql` on a stopped server's database as someone in control of it would, past the
+/// audit tables' guards: on PostgreSQL with triggers disabled for the session, on SQLite by
+/// dropping `sqlite_trigger` first.
+pub async fn past_the_guards(db: &TestDb, dir: &Path, sqlite_trigger: &str, sql: &str) {
+    match &db.url {
+        Some(url) => {
+            let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(url)
+                .await
+                .unwrap();
+            sqlx::query("SET session_replication_role = replica")
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+        None => {
+            let url = format!("sqlite://{}", dir.join("herald-data/herald.db").display());
+            let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
+                .await
+                .unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP TRIGGER {sqlite_trigger}"
+            )))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+    }
 }
