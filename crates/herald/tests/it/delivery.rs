@@ -373,9 +373,11 @@ async fn a_send_held_back_by_recipient_pacing_waits_without_spending_an_attempt(
     let second = send(&app, &key, &template_send("+4915112345678")).await;
     // The worker claims it, finds the recipient's bucket empty and puts it back until the
     // bucket refills: no provider call, and the claim's attempt is given back. The row shows
-    // the deferral (due later, though the clock stands still).
+    // the deferral: queued again, and due later though the clock stands still (a claim alone
+    // also moves the due time, to its lease's end, but leaves the row `sending`).
     eventually("the deferral", || async {
-        (due_in_millis(&app, &second).await > 0).then_some(())
+        let queued = message(&app, &key, &second).await["status"] == "queued";
+        (queued && due_in_millis(&app, &second).await > 0).then_some(())
     })
     .await;
     assert_eq!(fake.received().len(), 1);
