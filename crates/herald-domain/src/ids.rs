@@ -137,6 +137,15 @@ prefixed_id!(
     ApiKeyId, "key", "API key"
 );
 prefixed_id!(
+    /// An OAuth 2.0 client of an integration (the `client_id`; never the secret).
+    OAuthClientId, "ocl", "OAuth client"
+);
+prefixed_id!(
+    /// An OAuth 2.0 access token's id (its `jti`): names the token in the audit trail and in
+    /// revocations; it does not let anyone use the token.
+    AccessTokenId, "tok", "access token"
+);
+prefixed_id!(
     /// A message, outbound (sent by an integration) or inbound (from a subject).
     MessageId, "msg", "message"
 );

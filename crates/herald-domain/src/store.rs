@@ -620,6 +620,7 @@ pub trait Store:
     KeyStore
     + SubjectStore
     + AuthStore
+    + crate::auth::oauth::OAuthStore
     + AuditStore
     + MessageStore
     + DeliveryStore

@@ -9,7 +9,7 @@ use crate::audit::insert_audit;
 use crate::convert::{id, limit, millis, opt_millis, opt_time, time};
 use crate::{Database, from_sqlx, read, select_in, write_tx};
 
-type IntegrationRow = (String, String, i64);
+type IntegrationRow = (String, String, i64, Option<i64>);
 
 /// The columns [`api_key`] decodes, in its tuple's order. A macro, so every query stays a
 /// `&'static str` (sqlx refuses SQL built at run time unless asserted safe).
@@ -30,11 +30,12 @@ type ApiKeyRow = (
 );
 
 fn integration(row: IntegrationRow) -> Result<IntegrationRecord, StoreError> {
-    let (integration_id, name, created_at) = row;
+    let (integration_id, name, created_at, revoked_at) = row;
     Ok(IntegrationRecord {
         id: id(&integration_id, IntegrationId::parse)?,
         name,
         created_at: time(created_at)?,
+        revoked_at: opt_time(revoked_at)?,
     })
 }
 
@@ -104,7 +105,7 @@ impl AuthStore for Database {
         integration_id: &IntegrationId,
     ) -> Result<Option<IntegrationRecord>, StoreError> {
         let row: Option<IntegrationRow> = read!(self, |pool| sqlx::query_as(
-            "SELECT id, name, created_at FROM integrations WHERE id = $1"
+            "SELECT id, name, created_at, revoked_at FROM integrations WHERE id = $1"
         )
         .bind(integration_id.as_str())
         .fetch_optional(pool)
@@ -118,7 +119,7 @@ impl AuthStore for Database {
         name: &str,
     ) -> Result<Option<IntegrationRecord>, StoreError> {
         let row: Option<IntegrationRow> = read!(self, |pool| sqlx::query_as(
-            "SELECT id, name, created_at FROM integrations WHERE name = $1"
+            "SELECT id, name, created_at, revoked_at FROM integrations WHERE name = $1"
         )
         .bind(name)
         .fetch_optional(pool)
@@ -129,14 +130,16 @@ impl AuthStore for Database {
 
     async fn integrations(&self, page: &PageRequest) -> Result<Vec<IntegrationRecord>, StoreError> {
         let after = page.after.as_deref().unwrap_or("");
-        let rows: Vec<IntegrationRow> = read!(self, |pool| sqlx::query_as(
-            "SELECT id, name, created_at FROM integrations WHERE id > $1 ORDER BY id LIMIT $2"
+        let rows: Vec<IntegrationRow> = read!(self, |pool| {
+            sqlx::query_as(
+            "SELECT id, name, created_at, revoked_at FROM integrations WHERE id > $1 ORDER BY id LIMIT $2"
         )
         .bind(after)
         .bind(limit(page.limit))
         .fetch_all(pool)
         .await
-        .map_err(from_sqlx)?);
+        .map_err(from_sqlx)?
+        });
         rows.into_iter().map(integration).collect()
     }
 

@@ -24,6 +24,7 @@ mod error;
 mod keys;
 mod messages;
 pub mod migrations;
+mod oauth;
 mod rights;
 mod subject_rights;
 mod subjects;

@@ -52,6 +52,11 @@ pub const SQLITE: &[(i64, &str, &str)] = &[
         "trust_boundaries",
         include_str!("../migrations/sqlite/0008_trust_boundaries.sql"),
     ),
+    (
+        9,
+        "oauth",
+        include_str!("../migrations/sqlite/0009_oauth.sql"),
+    ),
 ];
 
 pub const POSTGRES: &[(i64, &str, &str)] = &[
@@ -94,6 +99,11 @@ pub const POSTGRES: &[(i64, &str, &str)] = &[
         8,
         "trust_boundaries",
         include_str!("../migrations/postgres/0008_trust_boundaries.sql"),
+    ),
+    (
+        9,
+        "oauth",
+        include_str!("../migrations/postgres/0009_oauth.sql"),
     ),
 ];
 

@@ -20,6 +20,9 @@ use herald_domain::messages::SandboxReply;
 use herald_domain::store::{PageRequest, Store};
 use serde_json::json;
 
+mod oauth;
+
+use self::oauth::{OAuthClientsCommand, OAuthCommand};
 use crate::config::Config;
 use crate::startup::{self, Herald};
 use crate::telemetry;
@@ -54,6 +57,12 @@ enum Command {
     /// Manage API keys and root keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Manage integrations' OAuth 2.0 clients.
+    #[command(subcommand)]
+    OauthClients(OAuthClientsCommand),
+    /// Herald's OAuth 2.0 authorization server: its signing keys.
+    #[command(subcommand)]
+    Oauth(OAuthCommand),
     /// Verify, export and maintain the audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -155,6 +164,14 @@ enum IntegrationsCommand {
     },
     /// List integrations.
     List(JsonFlag),
+    /// Revoke an integration with all its API keys and OAuth clients (refused from the next
+    /// request on); it takes no new credentials.
+    Revoke {
+        /// Integration name or id (int_…).
+        integration: String,
+        #[command(flatten)]
+        output: JsonFlag,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -220,7 +237,12 @@ fn time_opt(t: Option<Timestamp>) -> serde_json::Value {
 }
 
 fn integration_json(i: &IntegrationRecord) -> serde_json::Value {
-    json!({"id": i.id, "name": i.name, "created_at": time(i.created_at)})
+    json!({
+        "id": i.id,
+        "name": i.name,
+        "created_at": time(i.created_at),
+        "revoked_at": time_opt(i.revoked_at),
+    })
 }
 
 fn key_json(k: &ApiKeyRecord) -> serde_json::Value {
@@ -405,6 +427,27 @@ async fn admin(config: Config, command: Command) -> anyhow::Result<()> {
         herald.store().close().await;
         return result;
     }
+    let result = match command {
+        Command::OauthClients(command) => Some(oauth::clients_command(&herald, command).await),
+        Command::Oauth(command) => Some(oauth::oauth_command(&herald, command).await),
+        Command::Integrations(IntegrationsCommand::Revoke {
+            integration,
+            output,
+        }) => Some(oauth::revoke_integration(&herald, &integration, &output).await),
+        other => {
+            admin_command(&herald, other, clock.as_ref()).await?;
+            None
+        }
+    };
+    // Entries this command wrote are sealed now rather than at the next server start.
+    if let Err(e) = herald.audit().seal().await {
+        tracing::warn!(error = %e, "could not seal the audit trail");
+    }
+    herald.store().close().await;
+    result.unwrap_or(Ok(()))
+}
+
+async fn admin_command(herald: &Herald, command: Command, clock: &dyn Clock) -> anyhow::Result<()> {
     let auth = herald.auth();
     match command {
         Command::Integrations(IntegrationsCommand::Create { name, output }) => {
@@ -571,13 +614,11 @@ async fn admin(config: Config, command: Command) -> anyhow::Result<()> {
         | Command::Sandbox(_)
         | Command::Requests(_)
         | Command::Subjects(_)
+        | Command::OauthClients(_)
+        | Command::Oauth(_)
+        | Command::Integrations(IntegrationsCommand::Revoke { .. })
         | Command::Keys(KeysCommand::GenerateRoot) => {}
     }
-    // Entries this command wrote are sealed now rather than at the next server start.
-    if let Err(e) = herald.audit().seal().await {
-        tracing::warn!(error = %e, "could not seal the audit trail");
-    }
-    herald.store().close().await;
     Ok(())
 }
 

@@ -16,6 +16,7 @@ use herald_domain::audit::{
     Action, Audit, AuditError, AuditEvent, AuditSettings, Detail, Details, FileWitness, Initiator,
     Outcome, Target,
 };
+use herald_domain::auth::oauth::{OAuth, OAuthError};
 use herald_domain::auth::{Auth, AuthError, IssuedApiKey};
 use herald_domain::clock::Clock;
 use herald_domain::consent::Consents;
@@ -86,6 +87,8 @@ pub enum StartupError {
     Workers(#[from] WorkerError),
     #[error("the random number generator failed")]
     Random(#[from] herald_crypto::CryptoError),
+    #[error("OAuth: {0}")]
+    OAuth(#[from] OAuthError),
     #[error("cannot re-apply the erasure ledger: {0}")]
     Erasures(String),
 }
@@ -257,11 +260,20 @@ impl Herald {
             0 => None,
             days => Some(days),
         };
+        let oauth = OAuth::open(
+            Arc::clone(&store),
+            Arc::clone(&keyring),
+            Arc::clone(&clock),
+            audit.clone(),
+            config.oauth_settings()?,
+        )
+        .await?;
         let auth = Auth::new(
             Arc::clone(&store),
             Arc::clone(&keyring),
             Arc::clone(&clock),
             lifetime,
+            oauth,
         );
         let catalog = Arc::new(config.catalog()?);
         if config.whatsapp.is_none() && config.purposes.is_empty() && config.templates.is_empty() {
@@ -539,6 +551,12 @@ impl Herald {
         let addr = listener.local_addr().map_err(StartupError::Serve)?;
         self.warn_about_exposure(addr);
         self.record_start().await?;
+        // What a previous run left pending (a crash) is sealed, and retention applied, before
+        // the first request; the background tasks repeat both on their intervals.
+        if let Err(e) = self.audit.seal().await {
+            tracing::error!(error = %e, "sealing the audit trail failed; the sealer will retry");
+        }
+        prune_audit(&self.audit).await;
         let router = self.router();
         // `signalled` flips when the shutdown signal arrives (starts the grace period);
         // `stop` flips when serving is over (stops the background tasks).
@@ -665,7 +683,12 @@ impl Herald {
             let mut flush =
                 tokio::time::interval_at(tokio::time::Instant::now() + flush_every, flush_every);
             let mut reload = tokio::time::interval(ROOT_KEY_RELOAD_INTERVAL);
-            let mut prune = tokio::time::interval(AUDIT_PRUNE_INTERVAL);
+            // Pruning seals first; at start the serve path sealed already, and an immediate
+            // tick raced the first requests' entries.
+            let mut prune = tokio::time::interval_at(
+                tokio::time::Instant::now() + AUDIT_PRUNE_INTERVAL,
+                AUDIT_PRUNE_INTERVAL,
+            );
             let mut failures = tokio::time::interval(FAILURE_FLUSH_INTERVAL);
             for timer in [&mut flush, &mut reload, &mut prune, &mut failures] {
                 timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -696,17 +719,7 @@ impl Herald {
                             tracing::warn!(error = %e, "could not write the counts of aggregated failures; will retry");
                         }
                     }
-                    _ = prune.tick() => {
-                        match audit.prune(&Initiator::system()).await {
-                            Ok(Some(report)) => tracing::info!(
-                                through_seq = report.through_seq,
-                                removed = report.removed,
-                                "pruned audit entries past their retention"
-                            ),
-                            Ok(None) => {}
-                            Err(e) => tracing::error!(error = %e, "audit retention run failed"),
-                        }
-                    }
+                    _ = prune.tick() => prune_audit(&audit).await,
                 }
             }
         })
@@ -775,5 +788,18 @@ pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
             std::future::pending::<()>().await;
         }
         tracing::info!("received Ctrl-C");
+    }
+}
+
+/// Applies the audit retention (`audit.retention`), logging what it did.
+async fn prune_audit(audit: &Audit) {
+    match audit.prune(&Initiator::system()).await {
+        Ok(Some(report)) => tracing::info!(
+            through_seq = report.through_seq,
+            removed = report.removed,
+            "pruned audit entries past their retention"
+        ),
+        Ok(None) => {}
+        Err(e) => tracing::error!(error = %e, "audit retention run failed"),
     }
 }

@@ -39,6 +39,19 @@ fn actor(actor: &Actor, out: &mut String) {
                 ("type", "integration"),
             ],
         ),
+        Actor::OAuthClient {
+            integration_id,
+            client_id,
+            token_id,
+        } => object(
+            out,
+            &[
+                ("client_id", client_id.as_str()),
+                ("integration_id", integration_id.as_str()),
+                ("token_id", token_id.as_str()),
+                ("type", "oauth_client"),
+            ],
+        ),
         Actor::Admin => object(out, &[("type", "admin"), ("via", "cli")]),
         Actor::Subject(id) => object(out, &[("id", id.as_str()), ("type", "subject")]),
         Actor::System => object(out, &[("type", "system")]),
@@ -127,7 +140,10 @@ mod tests {
     use super::*;
     use crate::audit::chain::canonical;
     use crate::audit::event::{Action, Details, Initiator, Outcome, RequestId};
-    use crate::ids::{ApiKeyId, IntegrationId, MessageId, SubjectId, WebhookEndpointId};
+    use crate::ids::{
+        AccessTokenId, ApiKeyId, IntegrationId, MessageId, OAuthClientId, SubjectId,
+        WebhookEndpointId,
+    };
 
     fn actors() -> impl Strategy<Value = Actor> {
         prop_oneof![
@@ -138,6 +154,11 @@ mod tests {
             Just(Actor::Integration {
                 integration_id: IntegrationId::generate().unwrap(),
                 key_id: ApiKeyId::generate().unwrap(),
+            }),
+            Just(Actor::OAuthClient {
+                integration_id: IntegrationId::generate().unwrap(),
+                client_id: OAuthClientId::generate().unwrap(),
+                token_id: AccessTokenId::generate().unwrap(),
             }),
         ]
     }
@@ -150,6 +171,13 @@ mod tests {
             Just(Some(Target::WebhookEndpoint(
                 WebhookEndpointId::generate().unwrap()
             ))),
+            Just(Some(Target::OAuthClient(
+                OAuthClientId::generate().unwrap()
+            ))),
+            Just(Some(Target::AccessToken(
+                AccessTokenId::generate().unwrap()
+            ))),
+            Just(Some(Target::OAuthSigningKeys)),
             Just(Some(Target::AuditTrail)),
             Just(Some(Target::Service)),
             Just(Some(Target::RootKey)),

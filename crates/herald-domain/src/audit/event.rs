@@ -36,11 +36,11 @@ use chrono::SecondsFormat;
 #[cfg(test)]
 use serde_json::{Value, json};
 
-use crate::auth::Principal;
+use crate::auth::{Credential, Principal};
 use crate::clock::Timestamp;
 use crate::ids::{
-    ApiKeyId, CallbackId, ConsentEventId, EventId, IntegrationId, MessageId, RightsRequestId,
-    SubjectId, WebhookEndpointId,
+    AccessTokenId, ApiKeyId, CallbackId, ConsentEventId, EventId, IntegrationId, MessageId,
+    OAuthClientId, RightsRequestId, SubjectId, WebhookEndpointId,
 };
 
 /// A request id as Herald generates them: `req_` and 16 lowercase base32hex characters.
@@ -76,6 +76,12 @@ pub enum Actor {
         integration_id: IntegrationId,
         key_id: ApiKeyId,
     },
+    /// An integration, through an OAuth 2.0 access token issued to one of its clients.
+    OAuthClient {
+        integration_id: IntegrationId,
+        client_id: OAuthClientId,
+        token_id: AccessTokenId,
+    },
     /// An operator, at Herald's command line.
     Admin,
     /// The data subject (e.g. by replying STOP).
@@ -87,6 +93,25 @@ pub enum Actor {
 }
 
 impl Actor {
+    /// The integration and credential behind an authenticated request.
+    pub fn of(principal: &Principal) -> Self {
+        let integration_id = principal.integration_id.clone();
+        match &principal.credential {
+            Credential::ApiKey(key_id) => Actor::Integration {
+                integration_id,
+                key_id: key_id.clone(),
+            },
+            Credential::OAuth {
+                client_id,
+                token_id,
+            } => Actor::OAuthClient {
+                integration_id,
+                client_id: client_id.clone(),
+                token_id: token_id.clone(),
+            },
+        }
+    }
+
     /// The JSON tree the canonical form is defined over (tests compare `body.rs` with it).
     #[cfg(test)]
     fn json(&self) -> Value {
@@ -97,6 +122,16 @@ impl Actor {
             } => {
                 json!({"type": "integration", "integration_id": integration_id.as_str(), "key_id": key_id.as_str()})
             }
+            Actor::OAuthClient {
+                integration_id,
+                client_id,
+                token_id,
+            } => json!({
+                "type": "oauth_client",
+                "integration_id": integration_id.as_str(),
+                "client_id": client_id.as_str(),
+                "token_id": token_id.as_str(),
+            }),
             Actor::Admin => json!({"type": "admin", "via": "cli"}),
             Actor::Subject(id) => json!({"type": "subject", "id": id.as_str()}),
             Actor::System => json!({"type": "system"}),
@@ -130,10 +165,7 @@ impl Initiator {
 
     pub fn integration(principal: &Principal, request_id: Option<RequestId>) -> Self {
         Self {
-            actor: Actor::Integration {
-                integration_id: principal.integration_id.clone(),
-                key_id: principal.key_id.clone(),
-            },
+            actor: Actor::of(principal),
             request_id,
         }
     }
@@ -182,6 +214,13 @@ actions! {
     IntegrationCreated => "integration.created", "An integration was created.";
     ApiKeyCreated => "api_key.created", "An API key was issued (scopes, expires_at).";
     ApiKeyRevoked => "api_key.revoked", "An API key was revoked (already_revoked).";
+    IntegrationRevoked => "integration.revoked", "An integration was revoked: every key and OAuth client of it refused from the next request on (api_keys, oauth_clients: how many were revoked with it).";
+    OAuthClientCreated => "oauth.client_created", "An OAuth 2.0 client was registered for an integration (integration_id, auth_method, scopes); never its secret or key.";
+    OAuthClientRevoked => "oauth.client_revoked", "An OAuth 2.0 client was revoked: its tokens are refused from the next request on.";
+    OAuthTokenIssued => "oauth.token_issued", "An access token was issued to a client (auth_method, scopes, expires_at); the actor names client and token id, never the token.";
+    OAuthTokenRefused => "oauth.token_refused", "Token, revocation or introspection requests that failed client authentication or were malformed (reason: the OAuth error code, source, count), aggregated per source network and reason per minute.";
+    OAuthTokenRevoked => "oauth.token_revoked", "An access token was revoked by its client (RFC 7009); refused from the next request on.";
+    OAuthSigningKeyCreated => "oauth.signing_key_created", "A new key for signing access tokens became the active one (key_id, previous_key_id: the key that keeps verifying until its last token expired, verify_until).";
     KeysInitialised => "keys.initialised", "A new database got its system data key (and, with the file provider, a new root key file).";
     RootKeyRotated => "root_key.rotated", "The system key was re-wrapped under a new root-key version (root_version).";
     SubjectKeysRewrapped => "subject_keys.rewrapped", "A batch of subject data keys was re-wrapped under a new root-key version (count, root_version).";
@@ -252,6 +291,10 @@ pub enum Target {
     Integration(IntegrationId),
     ApiKey(ApiKeyId),
     WebhookEndpoint(WebhookEndpointId),
+    OAuthClient(OAuthClientId),
+    AccessToken(AccessTokenId),
+    /// The keys that sign OAuth access tokens.
+    OAuthSigningKeys,
     AuditTrail,
     RootKey,
     Service,
@@ -266,6 +309,9 @@ impl Target {
             Target::Integration(id) => ("integration", Some(id.as_str())),
             Target::ApiKey(id) => ("api_key", Some(id.as_str())),
             Target::WebhookEndpoint(id) => ("webhook_endpoint", Some(id.as_str())),
+            Target::OAuthClient(id) => ("oauth_client", Some(id.as_str())),
+            Target::AccessToken(id) => ("access_token", Some(id.as_str())),
+            Target::OAuthSigningKeys => ("oauth_signing_keys", None),
             Target::AuditTrail => ("audit_trail", None),
             Target::RootKey => ("root_key", None),
             Target::Service => ("service", None),
@@ -281,6 +327,9 @@ impl Target {
             Target::Integration(id) => json!({"type": "integration", "id": id.as_str()}),
             Target::ApiKey(id) => json!({"type": "api_key", "id": id.as_str()}),
             Target::WebhookEndpoint(id) => json!({"type": "webhook_endpoint", "id": id.as_str()}),
+            Target::OAuthClient(id) => json!({"type": "oauth_client", "id": id.as_str()}),
+            Target::AccessToken(id) => json!({"type": "access_token", "id": id.as_str()}),
+            Target::OAuthSigningKeys => json!({"type": "oauth_signing_keys"}),
             Target::AuditTrail => json!({"type": "audit_trail"}),
             Target::RootKey => json!({"type": "root_key"}),
             Target::Service => json!({"type": "service"}),

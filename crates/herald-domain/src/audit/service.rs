@@ -452,13 +452,15 @@ impl Audit {
         every: std::time::Duration,
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) {
+        // The start-up pass is the server's own, before it listens (`Herald::serve`): a
+        // first pass here raced the first requests' entries.
         loop {
-            if let Err(e) = self.seal_pass(false, false).await {
-                tracing::error!(error = %e, "sealing the audit trail failed; will retry");
-            }
             tokio::select! {
                 _ = stop.changed() => return,
                 () = tokio::time::sleep(every) => {}
+            }
+            if let Err(e) = self.seal_pass(false, false).await {
+                tracing::error!(error = %e, "sealing the audit trail failed; will retry");
             }
         }
     }

@@ -6,6 +6,10 @@
 //! node. `last_used_at` is collected in memory and written in batches, so authentication costs
 //! one indexed read and no write.
 
+mod clients;
+pub mod oauth;
+
+pub use clients::ClientRegistration;
 mod scope;
 mod token;
 
@@ -14,13 +18,14 @@ use std::sync::{Arc, Mutex};
 
 use chrono::TimeDelta;
 
+pub use oauth::OAuth;
 pub use scope::{Scope, Scopes, UnknownScope};
 pub use token::{ApiToken, TOKEN_PREFIX};
 
 use crate::audit::{Action, AuditEvent, AuditRecord, Detail, Details, Initiator, Outcome, Target};
 use crate::batch::Batcher;
 use crate::clock::{Clock, Timestamp};
-use crate::ids::{ApiKeyId, IntegrationId};
+use crate::ids::{AccessTokenId, ApiKeyId, IntegrationId, OAuthClientId};
 use crate::keys::Keyring;
 use crate::store::{PageRequest, Store, StoreError};
 
@@ -39,6 +44,9 @@ pub struct IntegrationRecord {
     pub id: IntegrationId,
     pub name: String,
     pub created_at: Timestamp,
+    /// Revoked integrations keep their records (and the audit trail naming them); nothing
+    /// of theirs authenticates again and they get no new credentials.
+    pub revoked_at: Option<Timestamp>,
 }
 
 /// An API key as listed: everything but the secret.
@@ -69,11 +77,34 @@ pub struct IssuedApiKey {
     pub token: ApiToken,
 }
 
+/// What a caller authenticated with.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Credential {
+    /// An API key (`hk_…`).
+    ApiKey(ApiKeyId),
+    /// An OAuth 2.0 access token issued to one of the integration's clients.
+    OAuth {
+        client_id: OAuthClientId,
+        token_id: AccessTokenId,
+    },
+}
+
+impl Credential {
+    /// The long-lived credential behind the request: the key, or the OAuth client (not the
+    /// token, which a client replaces every few minutes). Rate limits count per credential.
+    pub fn holder(&self) -> &str {
+        match self {
+            Credential::ApiKey(id) => id.as_str(),
+            Credential::OAuth { client_id, .. } => client_id.as_str(),
+        }
+    }
+}
+
 /// The authenticated caller of a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     pub integration_id: IntegrationId,
-    pub key_id: ApiKeyId,
+    pub credential: Credential,
     pub scopes: Scopes,
 }
 
@@ -122,6 +153,9 @@ pub enum Unauthorized {
     Revoked,
     #[error("expired credential")]
     Expired,
+    /// A token whose validity starts later than this node's clock allows (clock skew).
+    #[error("credential not yet valid")]
+    NotYetValid,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -138,6 +172,15 @@ pub enum AuthError {
     IntegrationNotFound,
     #[error("API key not found")]
     KeyNotFound,
+    #[error("OAuth client not found")]
+    ClientNotFound,
+    #[error("the integration is revoked")]
+    IntegrationRevoked,
+    #[error("the admin integration cannot be revoked")]
+    AdminRevocationRefused,
+    /// The client's key or authentication method does not fit (the text says why; constant).
+    #[error("invalid client key: {0}")]
+    InvalidClientKey(&'static str),
     /// A key manager without `admin` asked to grant `admin`.
     #[error("only an admin key may grant the admin scope")]
     AdminGrantRefused,
@@ -230,6 +273,7 @@ pub struct Auth {
     clock: Arc<dyn Clock>,
     default_lifetime: Option<TimeDelta>,
     last_used: Arc<LastUsed>,
+    oauth: OAuth,
     // Concurrent requests' token look-ups share one query (still one per request's wait:
     // revocation binds on the next request).
     lookups: Batcher<[u8; 32], FoundKey>,
@@ -244,6 +288,7 @@ impl Auth {
         keys: Arc<Keyring>,
         clock: Arc<dyn Clock>,
         default_lifetime_days: Option<u32>,
+        oauth: OAuth,
     ) -> Self {
         let reader = Arc::clone(&store);
         let lookups = Batcher::spawn(
@@ -261,7 +306,13 @@ impl Auth {
             clock,
             default_lifetime: default_lifetime_days.map(|d| TimeDelta::days(i64::from(d))),
             last_used: Arc::default(),
+            oauth,
         }
+    }
+
+    /// The OAuth 2.0 authorization server behind `/oauth/*`.
+    pub fn oauth(&self) -> &OAuth {
+        &self.oauth
     }
 
     pub async fn create_integration(
@@ -274,6 +325,7 @@ impl Auth {
             id: IntegrationId::generate()?,
             name: name.to_owned(),
             created_at: self.clock.now(),
+            revoked_at: None,
         };
         let audit = AuditRecord::new(&integration_created(initiator, &record), record.created_at);
         match self.store.insert_integration(&record, &audit).await {
@@ -365,7 +417,10 @@ impl Auth {
         by: Manager<'_>,
         initiator: &Initiator,
     ) -> Result<IssuedApiKey, AuthError> {
-        self.managed_integration(integration_id, by).await?;
+        let integration = self.managed_integration(integration_id, by).await?;
+        if integration.revoked_at.is_some() {
+            return Err(AuthError::IntegrationRevoked);
+        }
         if scopes.is_admin() && !by.is_superuser() {
             return Err(AuthError::AdminGrantRefused);
         }
@@ -393,6 +448,7 @@ impl Auth {
             id: IntegrationId::generate()?,
             name: ADMIN_INTEGRATION.to_owned(),
             created_at: self.clock.now(),
+            revoked_at: None,
         };
         let (new, token) = self.new_key(&integration.id, Scopes::new([Scope::Admin]), None)?;
         let system = Initiator::system();
@@ -458,10 +514,13 @@ impl Auth {
             .ok_or(AuthError::KeyNotFound)
     }
 
-    /// Authenticates a bearer token.
+    /// Authenticates a bearer credential: an API key or an OAuth access token.
     pub async fn authenticate(&self, token: Option<&str>) -> Result<Principal, AuthError> {
         let token = token.ok_or(Unauthorized::Missing)?;
         if !token::well_formed(token) {
+            if oauth::jwt::looks_like_jwt(token) {
+                return self.oauth.authenticate(token).await;
+            }
             return Err(Unauthorized::Malformed.into());
         }
         let hasher = self.keys.token_hasher();
@@ -486,7 +545,7 @@ impl Auth {
         self.last_used.record(&key.id, now);
         Ok(Principal {
             integration_id: key.integration_id,
-            key_id: key.id,
+            credential: Credential::ApiKey(key.id),
             scopes: key.scopes,
         })
     }

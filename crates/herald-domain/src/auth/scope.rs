@@ -25,11 +25,14 @@ pub enum Scope {
     /// Integrations, their keys and webhook endpoints: an operator's provisioning, no personal
     /// data.
     IntegrationsManage,
+    /// Asking whether an OAuth access token is active (RFC 7662), for resource servers: learns
+    /// a token's client, scopes and lifetime, nothing else.
+    OAuthIntrospect,
     Admin,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 12] = [
+    pub const ALL: [Scope; 13] = [
         Scope::MessagesSend,
         Scope::MessagesRead,
         Scope::ConsentsRead,
@@ -41,6 +44,7 @@ impl Scope {
         Scope::SubjectsHold,
         Scope::AuditRead,
         Scope::IntegrationsManage,
+        Scope::OAuthIntrospect,
         Scope::Admin,
     ];
 
@@ -57,6 +61,7 @@ impl Scope {
             Scope::SubjectsHold => "subjects:hold",
             Scope::AuditRead => "audit:read",
             Scope::IntegrationsManage => "integrations:manage",
+            Scope::OAuthIntrospect => "oauth:introspect",
             Scope::Admin => "admin",
         }
     }

@@ -18,13 +18,29 @@ const DISPLAY_CHARS: usize = 8;
 /// A bearer token. Shown once, at creation; `Debug` never prints it.
 pub struct ApiToken(SecretString);
 
+/// `prefix` and 256 random bits in lowercase base32hex: the form of every Herald secret a
+/// caller presents (API keys `hk_`, OAuth client secrets `hcs_`).
+pub(crate) fn random_secret(prefix: &str) -> Result<SecretString, CryptoError> {
+    let bytes = zeroize::Zeroizing::new(random::bytes::<TOKEN_BYTES>()?);
+    let mut token = String::with_capacity(prefix.len() + TOKEN_BODY_LEN);
+    token.push_str(prefix);
+    BASE32_DNSSEC.encode_append(bytes.as_ref(), &mut token);
+    Ok(SecretString::from(token))
+}
+
+/// Whether `token` has the form [`random_secret`] gives with this prefix.
+pub(crate) fn well_formed_secret(prefix: &str, token: &str) -> bool {
+    token.strip_prefix(prefix).is_some_and(|body| {
+        body.len() == TOKEN_BODY_LEN
+            && body
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'v').contains(&b))
+    })
+}
+
 impl ApiToken {
     pub fn generate() -> Result<Self, CryptoError> {
-        let bytes = zeroize::Zeroizing::new(random::bytes::<TOKEN_BYTES>()?);
-        let mut token = String::with_capacity(TOKEN_PREFIX.len() + TOKEN_BODY_LEN);
-        token.push_str(TOKEN_PREFIX);
-        BASE32_DNSSEC.encode_append(bytes.as_ref(), &mut token);
-        Ok(Self(SecretString::from(token)))
+        random_secret(TOKEN_PREFIX).map(Self)
     }
 
     /// The token itself, to hand to the operator once.
@@ -46,12 +62,7 @@ impl fmt::Debug for ApiToken {
 
 /// Whether a presented bearer token has the shape of a Herald API key.
 pub(crate) fn well_formed(token: &str) -> bool {
-    token.strip_prefix(TOKEN_PREFIX).is_some_and(|body| {
-        body.len() == TOKEN_BODY_LEN
-            && body
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'v').contains(&b))
-    })
+    well_formed_secret(TOKEN_PREFIX, token)
 }
 
 #[cfg(test)]

@@ -281,6 +281,28 @@ pub const SUBJECT_DATA_TABLES: &[(&str, Coverage)] = &[
         Coverage::NotSubjectData("signed chain heads"),
     ),
     ("audit_keys", Coverage::NotSubjectData("signing keys")),
+    (
+        "oauth_clients",
+        Coverage::NotSubjectData("integrators' OAuth clients"),
+    ),
+    (
+        "oauth_signing_keys",
+        Coverage::NotSubjectData("access-token signing keys"),
+    ),
+    (
+        "oauth_revoked_tokens",
+        Coverage::NotSubjectData("ids of revoked access tokens"),
+    ),
+    (
+        "oauth_assertions",
+        Coverage::NotSubjectData(
+            "hashes of clients' assertion ids, kept minutes for replay detection",
+        ),
+    ),
+    (
+        "oauth_generation",
+        Coverage::NotSubjectData("a counter of revocations"),
+    ),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

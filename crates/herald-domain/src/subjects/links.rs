@@ -129,7 +129,7 @@ mod tests {
     fn principal(scopes: &[Scope]) -> Principal {
         Principal {
             integration_id: IntegrationId::generate().unwrap(),
-            key_id: ApiKeyId::generate().unwrap(),
+            credential: crate::auth::Credential::ApiKey(ApiKeyId::generate().unwrap()),
             scopes: Scopes::new(scopes.iter().copied()),
         }
     }

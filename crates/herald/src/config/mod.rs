@@ -17,8 +17,10 @@ use serde::{Deserialize, Serialize, Serializer};
 
 mod consent;
 mod messaging;
+mod oauth;
 
 pub use consent::{ConsentConfig, FrequencyCapConfig, NoticeConfig, OptInTemplateConfig};
+pub use oauth::OAuthConfig;
 
 pub use messaging::{
     DeliveryConfig, PurposeConfig, Purposes, RetentionConfig, RolesConfig, SANDBOX_DEMO_PURPOSE,
@@ -144,6 +146,7 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub http: HttpConfig,
     pub auth: AuthConfig,
+    pub oauth: OAuthConfig,
     pub audit: AuditConfig,
     pub log: LogConfig,
     pub roles: RolesConfig,
@@ -422,6 +425,7 @@ impl Config {
         if self.audit.retention < Duration::from_secs(24 * 3600) {
             return invalid("audit.retention must be at least one day".into());
         }
+        self.validate_oauth()?;
         self.validate_messaging()?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| ConfigError::Invalid(format!("log.level: {e}")))?;

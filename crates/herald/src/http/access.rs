@@ -97,6 +97,7 @@ pub fn reason_code(reason: Unauthorized) -> &'static str {
         Unauthorized::Unknown => "unknown",
         Unauthorized::Revoked => "revoked",
         Unauthorized::Expired => "expired",
+        Unauthorized::NotYetValid => "not_yet_valid",
     }
 }
 
@@ -126,10 +127,7 @@ fn event(
         actor,
         request_id: request_id.clone(),
     };
-    let actor_of = |p: &Principal| Actor::Integration {
-        integration_id: p.integration_id.clone(),
-        key_id: p.key_id.clone(),
-    };
+    let actor_of = Actor::of;
     match (noted.principal, noted.refusal) {
         (_, Some(Refusal::Unauthenticated(_))) => None,
         (Some(principal), Some(Refusal::Forbidden(scope))) => Some(

@@ -196,7 +196,15 @@ pub fn auth(error: AuthError) -> Problem {
                 herald_domain::auth::MAX_KEY_LIFETIME_DAYS
             ),
         )),
-        AuthError::IntegrationNotFound | AuthError::KeyNotFound => Problem::not_found(),
+        AuthError::IntegrationNotFound | AuthError::KeyNotFound | AuthError::ClientNotFound => {
+            Problem::not_found()
+        }
+        AuthError::IntegrationRevoked => Problem::new(Code::IntegrationRevoked),
+        AuthError::AdminRevocationRefused => Problem::new(Code::Forbidden)
+            .detail("the admin integration cannot be revoked; revoke its keys one by one"),
+        AuthError::InvalidClientKey(rule) => {
+            Problem::new(Code::InvalidRequest).field(FieldError::new("jwk", rule))
+        }
         AuthError::AdminGrantRefused => {
             Problem::new(Code::Forbidden).detail("only an admin key may grant the admin scope")
         }

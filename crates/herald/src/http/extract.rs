@@ -12,7 +12,7 @@ use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use herald_domain::audit::{Initiator, RequestId};
-use herald_domain::auth::{AuthError, Principal, Scope};
+use herald_domain::auth::{AuthError, Credential, Principal, Scope};
 use herald_domain::store::PageRequest;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -51,6 +51,7 @@ scopes! {
     SubjectsExport => Scope::SubjectsExport,
     SubjectsHold => Scope::SubjectsHold,
     IntegrationsManage => Scope::IntegrationsManage,
+    OAuthIntrospect => Scope::OAuthIntrospect,
 }
 
 /// The authenticated caller, holding scope `S`. Missing, malformed, unknown, revoked or expired
@@ -130,7 +131,15 @@ impl<S: RequiredScope> FromRequestParts<AppState> for Authorized<S> {
         };
         let span = tracing::Span::current();
         span.record("integration_id", principal.integration_id.as_str());
-        span.record("key_id", principal.key_id.as_str());
+        match &principal.credential {
+            Credential::ApiKey(key_id) => span.record("key_id", key_id.as_str()),
+            Credential::OAuth {
+                client_id,
+                token_id,
+            } => span
+                .record("client_id", client_id.as_str())
+                .record("token_id", token_id.as_str()),
+        };
         note.authenticated(&principal);
         // For extractors after this one that scope what the caller may reach
         // ([`LinkedSubject`]).

@@ -42,6 +42,8 @@ pub async fn request_context(
         route = %route,
         integration_id = tracing::field::Empty,
         key_id = tracing::field::Empty,
+        client_id = tracing::field::Empty,
+        token_id = tracing::field::Empty,
     );
     let response = request_id::scope(id.clone(), async {
         let response = problem_for_bare_errors(next.run(request).await);
@@ -99,7 +101,12 @@ fn set_security_headers(headers: &mut axum::http::HeaderMap, tls: bool) {
 /// a timeout) into one, keeping the headers that matter.
 fn problem_for_bare_errors(response: Response) -> Response {
     let status = response.status();
-    if !(status.is_client_error() || status.is_server_error()) {
+    if !(status.is_client_error() || status.is_server_error())
+        || response
+            .extensions()
+            .get::<super::oauth::OwnErrorFormat>()
+            .is_some()
+    {
         return response;
     }
     let is_problem = response

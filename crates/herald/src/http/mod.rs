@@ -8,6 +8,7 @@ pub mod access;
 pub mod errors;
 pub mod extract;
 pub mod middleware;
+mod oauth;
 mod ops;
 pub mod problem;
 mod provider;
@@ -120,6 +121,7 @@ pub struct HttpParts {
         (name = "subjects", description = "Data subjects (people), by pseudonymous id"),
         (name = "messages", description = "Sending messages and following their delivery"),
         (name = "integrations", description = "Connected systems, their API keys and webhook endpoints (admin)"),
+        (name = "oauth", description = "The OAuth 2.0 authorization server for integrations (client credentials): RFC 6749 error answers, not problem documents"),
         (name = "webhooks", description = "Provider callbacks (WhatsApp), authenticated by signature"),
         (name = "audit", description = "The tamper-evident audit trail: entries, verification, checkpoints, keys")
     )
@@ -151,7 +153,7 @@ impl Modify for BearerAuth {
 fn scopes_description() -> String {
     use herald_domain::auth::Scope;
     let mut text = String::from(
-        "An API key (hk_…) holding the scope the operation names. No scope implies another \
+        "An API key (hk_…) or an OAuth 2.0 access token (client credentials grant) holding the scope the operation names. No scope implies another \
          except admin. Subjects are visible only to integrations linked to them (404 \
          otherwise).\n",
     );
@@ -174,6 +176,7 @@ fn scopes_description() -> String {
             Scope::IntegrationsManage => {
                 "an operator's provisioning of integrations, keys and webhooks (no personal data)"
             }
+            Scope::OAuthIntrospect => "introspect the integration's own access tokens (RFC 7662)",
             Scope::Admin => "everything, for every integration and subject",
         };
         text.push_str(&format!("\n- {scope}: {grants}"));
@@ -185,7 +188,10 @@ fn scopes_description() -> String {
 fn documented_routes(api: bool) -> OpenApiRouter<AppState> {
     let routes = OpenApiRouter::with_openapi(ApiDoc::openapi()).merge(ops::router());
     if api {
-        routes.merge(v1::router()).merge(provider::router())
+        routes
+            .merge(v1::router())
+            .merge(oauth::router())
+            .merge(provider::router())
     } else {
         routes
     }

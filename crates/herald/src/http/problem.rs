@@ -55,6 +55,7 @@ pub enum Code {
     SubjectChanged,
     ConsentStale,
     SubjectOptedOut,
+    IntegrationRevoked,
 }
 
 impl Code {
@@ -92,7 +93,8 @@ impl Code {
             | Code::PhoneInUse
             | Code::SubjectChanged
             | Code::ConsentStale
-            | Code::SubjectOptedOut => StatusCode::CONFLICT,
+            | Code::SubjectOptedOut
+            | Code::IntegrationRevoked => StatusCode::CONFLICT,
         }
     }
 
@@ -133,6 +135,7 @@ impl Code {
             Code::SubjectChanged => "subject_changed",
             Code::ConsentStale => "consent_stale",
             Code::SubjectOptedOut => "subject_opted_out",
+            Code::IntegrationRevoked => "integration_revoked",
         }
     }
 
@@ -179,6 +182,7 @@ impl Code {
                 "The record has a later event; this one was kept as history and changed nothing"
             }
             Code::SubjectOptedOut => "The subject opted out; only the subject can opt in again",
+            Code::IntegrationRevoked => "The integration is revoked; it takes no new credentials",
         }
     }
 
@@ -360,7 +364,7 @@ impl IntoResponse for Problem {
 mod tests {
     use super::*;
 
-    const ALL: [Code; 35] = [
+    const ALL: [Code; 36] = [
         Code::MalformedJson,
         Code::InvalidRequest,
         Code::Unauthorized,
@@ -396,6 +400,7 @@ mod tests {
         Code::SubjectChanged,
         Code::ConsentStale,
         Code::SubjectOptedOut,
+        Code::IntegrationRevoked,
     ];
 
     #[test]

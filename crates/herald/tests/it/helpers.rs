@@ -223,11 +223,18 @@ impl TestApp {
     }
 
     async fn start(
-        config: Config,
+        mut config: Config,
         dir: Arc<TempDir>,
         db: Arc<TestDb>,
         clock: Arc<ManualClock>,
     ) -> Self {
+        let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
+        let address = listener.local_addr().unwrap();
+        // The OAuth issuer is where clients reach this server (its metadata names the token
+        // endpoint there); a restart keeps the first one.
+        if config.oauth.issuer.is_none() {
+            config.oauth.issuer = Some(format!("http://{address}"));
+        }
         let herald = Herald::open(config.clone(), Arc::clone(&clock) as Arc<dyn Clock>)
             .await
             .expect("Herald starts");
@@ -237,8 +244,6 @@ impl TestApp {
             .unwrap()
             .map(|k| k.token.expose().to_owned())
             .unwrap_or_default();
-        let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
-        let address = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel();
         let server = tokio::spawn(herald.clone().serve(listener, async move {
             let _ = rx.await;
@@ -294,6 +299,27 @@ impl TestApp {
         );
         next.admin_key = admin_key;
         next
+    }
+
+    /// Another node on the same database, data directory (root key) and clock, configured
+    /// like this one but for `customize`.
+    pub async fn second_node(&self, customize: impl FnOnce(&mut Config)) -> Self {
+        let mut config = self.config.clone();
+        customize(&mut config);
+        let mut node = Self::start(
+            config,
+            Arc::clone(&self.dir),
+            Arc::clone(&self.db),
+            Arc::clone(&self.clock),
+        )
+        .await;
+        node.admin_key = self.admin_key.clone();
+        node
+    }
+
+    /// The app's clock in seconds since the epoch (JWT times).
+    pub fn now_secs(&self) -> i64 {
+        self.clock.now().timestamp()
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -14,6 +14,7 @@ use herald_domain::clock::Clock;
 use crate::consent_kit::{NOTICE, consent_app, phone};
 use crate::fakes::FakeWhatsapp;
 use crate::helpers::{TestApp, json};
+use crate::oauth_kit::{access_token, secret_client};
 
 /// What an operation does with what belongs to A, and so what B may get.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -33,12 +34,20 @@ enum Class {
     /// Registers a number: with `subjects:write` the caller may create, and so links itself
     /// (the answer carries only the pseudonymous id). Run last, since it links B.
     Registers,
+    /// Token introspection (RFC 7662) of A's access token: `200 {"active": false}`, nothing
+    /// of the token shown.
+    Introspects,
 }
 
 fn class_of(method: &str, path: &str) -> Option<Class> {
     Some(match (method, path) {
         ("get", "/healthz" | "/readyz" | "/metrics" | "/openapi.json") => Class::Public,
         ("get" | "post", "/webhooks/whatsapp") => Class::Public,
+        // The authorization server: clients authenticate in the request itself.
+        ("post", "/oauth/token" | "/oauth/revoke") => Class::Public,
+        ("get", "/oauth/jwks.json" | "/.well-known/oauth-authorization-server") => Class::Public,
+        ("post", "/oauth/introspect") => Class::Introspects,
+        (_, p) if p.starts_with("/v1/oauth-clients/") => Class::Operator,
         (_, p) if p.starts_with("/v1/integrations") || p.starts_with("/v1/keys/") => {
             Class::Operator
         }
@@ -63,11 +72,20 @@ struct Owned {
     message: String,
     request: String,
     spare_key: String,
+    /// An integration of A's side that the operator routes may revoke (not A itself, whose
+    /// view is compared at the end).
+    spare_integration: String,
+    spare_client: String,
+    access_token: String,
 }
 
 impl Owned {
     fn path(&self, template: &str) -> String {
-        let id = if template.starts_with("/v1/messages/") {
+        let id = if template == "/v1/integrations/{id}" {
+            &self.spare_integration
+        } else if template.starts_with("/v1/oauth-clients/") {
+            &self.spare_client
+        } else if template.starts_with("/v1/messages/") {
             &self.message
         } else if template.starts_with("/v1/requests/") {
             &self.request
@@ -90,6 +108,10 @@ impl Owned {
         Some(match (method, path) {
             ("post", "/v1/integrations") => json!({"name": "intruder"}),
             ("post", "/v1/integrations/{id}/keys") => json!({"scopes": ["audit:read"]}),
+            ("post", "/v1/integrations/{id}/oauth-clients") => {
+                json!({"name": "intruder", "scopes": ["audit:read"]})
+            }
+            ("post", "/oauth/introspect") => json!({"token": self.access_token}),
             ("post", "/v1/integrations/{id}/webhooks") => {
                 json!({"url": "http://127.0.0.1:9/hook", "events": ["message.status"]})
             }
@@ -184,6 +206,12 @@ async fn a_s_world(app: &TestApp, a: &str, a_key: &str) -> Owned {
     assert_eq!(logged.status(), 201);
     let request = json(logged).await["id"].as_str().unwrap().to_owned();
     let (spare_key, _) = key_for(app, a, &["messages:read"]).await;
+    let (client_id, secret) = secret_client(app, a, &["messages:read"]).await;
+    let access_token = access_token(app, &client_id, &secret).await;
+    let (spare_client, _) = secret_client(app, a, &["messages:read"]).await;
+    let (spare_integration, _) = app
+        .integration_with_key("shop-spare", &["messages:read"])
+        .await;
     Owned {
         integration: a.to_owned(),
         phone,
@@ -191,6 +219,9 @@ async fn a_s_world(app: &TestApp, a: &str, a_key: &str) -> Owned {
         message,
         request,
         spare_key,
+        spare_integration,
+        spare_client,
+        access_token,
     }
 }
 
@@ -213,6 +244,18 @@ async fn a_s_view(app: &TestApp, a_key: &str, owned: &Owned) -> Value {
     let message = json(message).await;
     view["message"] = json!([message["id"], message["subject_id"], message["purpose"]]);
     let requests = json(app.get("/v1/requests", &app.admin_key).await).await;
+    // A's access token is A's to introspect, active throughout.
+    let introspected = app
+        .client
+        .post(app.url("/oauth/introspect"))
+        .bearer_auth(a_key)
+        .form(&[("token", &owned.access_token)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(introspected.status(), 200);
+    view["token"] = json(introspected).await;
+    assert_eq!(view["token"]["active"], true);
     view["request"] = requests["data"]
         .as_array()
         .unwrap()
@@ -292,9 +335,11 @@ async fn integration_b_never_reaches_integration_a_s_data_on_any_route() {
         for (held, key) in &b_keys {
             let mut request =
                 app.request(method.to_uppercase().parse::<Method>().unwrap(), &path, key);
-            if let Some(body) = body {
-                request = request.json(body);
-            }
+            request = match (class, body) {
+                (Class::Introspects, _) => request.form(&[("token", &owned.access_token)]),
+                (_, Some(body)) => request.json(body),
+                (_, None) => request,
+            };
             let response = request.send().await.unwrap();
             let status = response.status().as_u16();
             let text = response.text().await.unwrap();
@@ -321,6 +366,10 @@ async fn integration_b_never_reaches_integration_a_s_data_on_any_route() {
                     assert!(!text.contains(&owned.subject), "{what}");
                 }
                 Class::Operator => assert!((200..300).contains(&status), "{what}"),
+                Class::Introspects => {
+                    assert_eq!(status, 200, "{what}");
+                    assert_eq!(text, r#"{"active":false}"#, "{what}");
+                }
                 Class::Registers => {
                     assert!(status == 200 || status == 201, "{what}");
                     let answer: Value = serde_json::from_str(&text).unwrap();

@@ -209,7 +209,7 @@ async fn openapi_document_is_valid() {
 }
 
 /// The contract (API.md) for what exists so far, as (method, path, scope or "none").
-const CONTRACT: [(&str, &str, &str); 37] = [
+const CONTRACT: [(&str, &str, &str); 46] = [
     ("get", "/healthz", "none"),
     ("get", "/readyz", "none"),
     ("get", "/metrics", "none"),
@@ -261,6 +261,23 @@ const CONTRACT: [(&str, &str, &str); 37] = [
     ("get", "/v1/requests", "subjects:read"),
     ("post", "/v1/requests/{id}/extend", "subjects:write"),
     ("post", "/v1/requests/{id}/complete", "subjects:write"),
+    (
+        "post",
+        "/v1/integrations/{id}/oauth-clients",
+        "integrations:manage",
+    ),
+    (
+        "get",
+        "/v1/integrations/{id}/oauth-clients",
+        "integrations:manage",
+    ),
+    ("delete", "/v1/oauth-clients/{id}", "integrations:manage"),
+    ("delete", "/v1/integrations/{id}", "integrations:manage"),
+    ("post", "/oauth/token", "none"),
+    ("post", "/oauth/revoke", "none"),
+    ("post", "/oauth/introspect", "oauth:introspect"),
+    ("get", "/oauth/jwks.json", "none"),
+    ("get", "/.well-known/oauth-authorization-server", "none"),
     ("get", "/webhooks/whatsapp", "none"),
     ("post", "/webhooks/whatsapp", "none"),
 ];

@@ -28,6 +28,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(create_integration, list_integrations))
         .routes(routes!(create_key, list_keys))
         .routes(routes!(revoke_key))
+        .routes(routes!(revoke_integration))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -46,6 +47,13 @@ pub struct Integration {
     #[serde(serialize_with = "rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     created_at: herald_domain::clock::Timestamp,
+    /// When it was revoked with all its keys and clients; absent while it is active.
+    #[serde(
+        serialize_with = "rfc3339_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    revoked_at: Option<herald_domain::clock::Timestamp>,
 }
 
 impl From<IntegrationRecord> for Integration {
@@ -54,6 +62,7 @@ impl From<IntegrationRecord> for Integration {
             id: r.id,
             name: r.name,
             created_at: r.created_at,
+            revoked_at: r.revoked_at,
         }
     }
 }
@@ -122,7 +131,7 @@ pub struct CreatedKey {
     token: String,
 }
 
-fn parse_scopes(raw: &[String]) -> Result<Scopes, Problem> {
+pub(super) fn parse_scopes(raw: &[String]) -> Result<Scopes, Problem> {
     if raw.len() > MAX_SCOPES {
         return Err(Problem::new(Code::InvalidRequest).field(FieldError::new(
             "scopes",
@@ -291,5 +300,55 @@ async fn revoke_key(
     Ok((
         revoked_now.then_some(Extension(ActionAudited)),
         Json(record.into()),
+    ))
+}
+
+/// The counts an integration's revocation took with it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RevokedIntegration {
+    #[serde(flatten)]
+    integration: Integration,
+    /// API keys revoked by this call (0 when it was revoked already).
+    api_keys_revoked: u64,
+    /// OAuth clients revoked by this call.
+    oauth_clients_revoked: u64,
+}
+
+/// Revoke an integration: all its API keys and OAuth clients at once, refused from the next
+/// request on, on every node; it takes no new credentials. Its data stays (erase subjects for
+/// that). The `admin` integration cannot be revoked.
+#[utoipa::path(delete, path = "/v1/integrations/{id}", tag = "integrations",
+    params(("id" = String, Path, description = "Integration id (int_…)")),
+    security(("bearer" = ["integrations:manage"])),
+    responses(
+        (status = 200, description = "Revoked (revoking again keeps the first time; counts 0)", body = RevokedIntegration),
+        (status = 403, description = "The admin integration, or the scope", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such integration", body = ProblemBody, content_type = "application/problem+json"),
+    ))]
+async fn revoke_integration(
+    State(state): State<AppState>,
+    caller: Authorized<IntegrationsManage>,
+    IdPath(integration_id): IdPath<IntegrationId>,
+) -> Result<(Option<Extension<ActionAudited>>, Json<RevokedIntegration>), Problem> {
+    let (record, revoked) = state
+        .auth
+        .revoke_integration(&integration_id, caller.manager(), &caller.initiator())
+        .await
+        .map_err(errors::auth)?;
+    let counts = revoked.unwrap_or_default();
+    tracing::info!(
+        integration_id = %record.id,
+        revoked_now = revoked.is_some(),
+        api_keys = counts.api_keys,
+        oauth_clients = counts.oauth_clients,
+        "integration revoked"
+    );
+    Ok((
+        revoked.is_some().then_some(Extension(ActionAudited)),
+        Json(RevokedIntegration {
+            integration: record.into(),
+            api_keys_revoked: counts.api_keys,
+            oauth_clients_revoked: counts.oauth_clients,
+        }),
     ))
 }

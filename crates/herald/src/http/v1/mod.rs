@@ -4,6 +4,7 @@ mod audit;
 mod consents;
 mod integrations;
 mod messages;
+mod oauth_clients;
 mod requests;
 mod subject_rights;
 mod subjects;
@@ -20,6 +21,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(subjects::router())
         .merge(subject_rights::router())
         .merge(integrations::router())
+        .merge(oauth_clients::router())
         .merge(audit::router())
         .merge(messages::router())
         .merge(webhooks::router())
