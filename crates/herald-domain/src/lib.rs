@@ -27,6 +27,7 @@ pub mod clock;
 pub mod consent;
 pub mod ids;
 pub mod keys;
+pub mod limits;
 pub mod messages;
 pub mod phone;
 mod phone_memo;

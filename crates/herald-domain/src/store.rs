@@ -621,6 +621,7 @@ pub trait Store:
     + SubjectStore
     + AuthStore
     + crate::auth::oauth::OAuthStore
+    + crate::limits::LimitsStore
     + AuditStore
     + MessageStore
     + DeliveryStore

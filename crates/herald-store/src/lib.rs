@@ -22,6 +22,7 @@ mod convert;
 mod delivery;
 mod error;
 mod keys;
+mod limits;
 mod messages;
 pub mod migrations;
 mod oauth;

@@ -57,6 +57,11 @@ pub const SQLITE: &[(i64, &str, &str)] = &[
         "oauth",
         include_str!("../migrations/sqlite/0009_oauth.sql"),
     ),
+    (
+        10,
+        "rate_limits",
+        include_str!("../migrations/sqlite/0010_rate_limits.sql"),
+    ),
 ];
 
 pub const POSTGRES: &[(i64, &str, &str)] = &[
@@ -104,6 +109,11 @@ pub const POSTGRES: &[(i64, &str, &str)] = &[
         9,
         "oauth",
         include_str!("../migrations/postgres/0009_oauth.sql"),
+    ),
+    (
+        10,
+        "rate_limits",
+        include_str!("../migrations/postgres/0010_rate_limits.sql"),
     ),
 ];
 

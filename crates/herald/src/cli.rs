@@ -302,13 +302,49 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn config_check(config: &Config, output: &JsonFlag) -> anyhow::Result<()> {
     let masked = config.to_masked_toml()?;
+    let limits = effective_limits(config)?;
     if output.json {
         let value: toml::Value = toml::from_str(&masked)?;
-        emit_json(&serde_json::to_value(value)?)
+        let mut value = serde_json::to_value(value)?;
+        value["effective_limits"] = json!(
+            limits
+                .iter()
+                .map(|(name, rate)| json!({"limit": name, "per_minute": rate.per_minute, "burst": rate.burst}))
+                .collect::<Vec<_>>()
+        );
+        emit_json(&value)
     } else {
         emit(masked.trim_end());
+        let state = if config.limits.enabled { "on" } else { "OFF" };
+        emit(&format!(
+            "\n# effective rate limits ({state}; per node, so N nodes allow up to N times these):"
+        ));
+        for (name, rate) in &limits {
+            emit(&format!(
+                "#   {name:<28} {:>7}/min, burst {}",
+                rate.per_minute, rate.burst
+            ));
+        }
         Ok(())
     }
+}
+
+/// Every limit by the name answers and metrics use, as the configuration sets it (rates set
+/// per integration with PATCH live in the database and are not shown here).
+fn effective_limits(config: &Config) -> anyhow::Result<Vec<(String, herald_domain::limits::Rate)>> {
+    let settings = config.limit_settings()?;
+    let mut limits = vec![
+        ("credential".to_owned(), settings.credential),
+        ("source (requests)".to_owned(), settings.source_requests),
+        ("source (failures)".to_owned(), settings.source_failures),
+    ];
+    for (class, rate) in &settings.routes {
+        limits.push((class.limit_name().to_owned(), *rate));
+    }
+    for (name, rate) in &settings.configured_overrides {
+        limits.push((format!("credential of {name}"), *rate));
+    }
+    Ok(limits)
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

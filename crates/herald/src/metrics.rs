@@ -23,6 +23,13 @@ struct RouteLabels {
     route: String,
 }
 
+/// The limit's name only (`credential`, `route:export`, `source`): never a key, an
+/// integration or an address.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabels {
+    limit: &'static str,
+}
+
 type HistogramFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -35,6 +42,8 @@ pub struct Metrics {
     registry: Arc<Registry>,
     requests: Family<RequestLabels, Counter>,
     latency: HistogramFamily,
+    rate_limited: Family<LimitLabels, Counter>,
+    enumeration_suspected: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -127,11 +136,35 @@ impl Metrics {
             "Time to answer HTTP requests, by method and route template",
             latency.clone(),
         );
+        let rate_limited = Family::<LimitLabels, Counter>::default();
+        registry.register(
+            "rate_limited",
+            "Requests answered 429 by a rate limit, by the limit's name",
+            rate_limited.clone(),
+        );
+        let enumeration_suspected = Counter::default();
+        registry.register(
+            "enumeration_suspected",
+            "Times one credential looked up more distinct numbers than limits.enumeration allows",
+            enumeration_suspected.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             requests,
             latency,
+            rate_limited,
+            enumeration_suspected,
         }
+    }
+
+    pub fn rate_limited(&self, limit: &'static str) {
+        self.rate_limited
+            .get_or_create(&LimitLabels { limit })
+            .inc();
+    }
+
+    pub fn enumeration_suspected(&self) {
+        self.enumeration_suspected.inc();
     }
 
     pub fn observe_request(&self, method: &str, route: &str, status: u16, elapsed: Duration) {

@@ -21,6 +21,7 @@ use herald_domain::auth::{Auth, AuthError, IssuedApiKey};
 use herald_domain::clock::Clock;
 use herald_domain::consent::Consents;
 use herald_domain::keys::{KeyError, Keyring, KeyringState};
+use herald_domain::limits::RateLimits;
 use herald_domain::messages::{
     CallbackParser, Catalog, Messages, ReportSettings, Reports, SandboxCallbacks,
 };
@@ -43,6 +44,9 @@ use crate::workers::{self, WorkerError, WorkerParts, delta};
 /// How often a running server re-reads its root keys (to follow a rotation done by the CLI).
 const ROOT_KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(60);
 /// How often the audit retention is applied.
+/// How often a node re-reads integrations' own rate limits set on other nodes (the window in
+/// which a `PATCH` on one node is not yet applied on another), and forgets idle limiter state.
+const RATE_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
 const AUDIT_PRUNE_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 /// How often the counts of aggregated authentication failures are written.
 const FAILURE_FLUSH_INTERVAL: Duration = Duration::from_secs(10);
@@ -114,6 +118,7 @@ pub struct Herald {
     /// Names this process's leases on queued work.
     owner: String,
     metrics: Metrics,
+    limits: RateLimits,
 }
 
 fn ensure_data_dir(path: &Path) -> Result<(), StartupError> {
@@ -260,14 +265,17 @@ impl Herald {
             0 => None,
             days => Some(days),
         };
-        let oauth = OAuth::open(
+        // Boxed: start-up's future is large enough already (clippy's large_futures).
+        let oauth = Box::pin(OAuth::open(
             Arc::clone(&store),
             Arc::clone(&keyring),
             Arc::clone(&clock),
             audit.clone(),
             config.oauth_settings()?,
-        )
+        ))
         .await?;
+        let limits = RateLimits::new(config.limit_settings()?, Arc::clone(&clock))?;
+        Box::pin(limits.refresh(store.as_ref())).await?;
         let auth = Auth::new(
             Arc::clone(&store),
             Arc::clone(&keyring),
@@ -388,7 +396,12 @@ impl Herald {
             clock,
             owner,
             metrics,
+            limits,
         })
+    }
+
+    pub fn limits(&self) -> &RateLimits {
+        &self.limits
     }
 
     pub fn audit(&self) -> &Audit {
@@ -503,6 +516,9 @@ impl Herald {
             }),
             store: Arc::clone(&self.store),
             metrics: self.metrics.clone(),
+            limits: self.limits.clone(),
+            // Validated at load time; an invalid list cannot reach here.
+            trusted_proxies: self.config.trusted_proxies().unwrap_or_default(),
             tls: self.config.tls_enabled(),
             api: self.config.roles.api,
             body_limit: self.config.http.body_limit,
@@ -671,6 +687,8 @@ impl Herald {
         let keyring = Arc::clone(&self.keyring);
         let audit = self.audit.clone();
         let flush_every = self.config.auth.last_used_flush_interval;
+        let limits = self.limits.clone();
+        let store = Arc::clone(&self.store);
         let seal_every = self.config.audit.seal_interval;
         let sealer = tokio::spawn({
             let audit = audit.clone();
@@ -690,7 +708,14 @@ impl Herald {
                 AUDIT_PRUNE_INTERVAL,
             );
             let mut failures = tokio::time::interval(FAILURE_FLUSH_INTERVAL);
-            for timer in [&mut flush, &mut reload, &mut prune, &mut failures] {
+            let mut rates = tokio::time::interval(RATE_REFRESH_INTERVAL);
+            for timer in [
+                &mut flush,
+                &mut reload,
+                &mut prune,
+                &mut failures,
+                &mut rates,
+            ] {
                 timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             }
             loop {
@@ -720,6 +745,13 @@ impl Herald {
                         }
                     }
                     _ = prune.tick() => prune_audit(&audit).await,
+                    _ = rates.tick() => {
+                        // Rates set on other nodes, and bounded limiter memory.
+                        if let Err(e) = limits.refresh(store.as_ref()).await {
+                            tracing::warn!(error = %e, "could not re-read integrations' rate limits; keeping the loaded ones");
+                        }
+                        limits.forget_idle();
+                    }
                 }
             }
         })

@@ -220,6 +220,9 @@ actions! {
     OAuthTokenIssued => "oauth.token_issued", "An access token was issued to a client (auth_method, scopes, expires_at); the actor names client and token id, never the token.";
     OAuthTokenRefused => "oauth.token_refused", "Token, revocation or introspection requests that failed client authentication or were malformed (reason: the OAuth error code, source, count), aggregated per source network and reason per minute.";
     OAuthTokenRevoked => "oauth.token_revoked", "An access token was revoked by its client (RFC 7009); refused from the next request on.";
+    RateLimited => "api.rate_limited", "Requests refused by a rate limit (reason: the limit's name, e.g. credential, route:export, source; source, count), aggregated per source network and limit per minute.";
+    RateLimitChanged => "integration.rate_limit_changed", "An integration's credentials were given a rate limit of their own (per_minute, burst), or back the configured one (rate: default).";
+    EnumerationSuspected => "security.enumeration_suspected", "One credential looked up or registered more distinct numbers than limits.enumeration allows within its window (distinct_numbers, window_seconds): a possible sweep of the customer base by a leaked key. Review it as a possible incident.";
     OAuthSigningKeyCreated => "oauth.signing_key_created", "A new key for signing access tokens became the active one (key_id, previous_key_id: the key that keeps verifying until its last token expired, verify_until).";
     KeysInitialised => "keys.initialised", "A new database got its system data key (and, with the file provider, a new root key file).";
     RootKeyRotated => "root_key.rotated", "The system key was re-wrapped under a new root-key version (root_version).";

@@ -25,7 +25,7 @@ pub use chain::{
     ChainHead, Checkpoint, CheckpointKind, Finding, PendingEntry, Problem, Report, SealedEntry,
 };
 pub use event::{
-    Action, Actor, AuditEvent, Detail, Details, Initiator, Outcome, RequestId, Target,
+    Action, Actor, AuditEvent, Detail, Details, Initiator, Outcome, RequestId, Target, network_of,
 };
 pub use service::{Audit, AuditError, AuditSettings, PruneReport, PublicKey, SealReport};
 pub use witness::{FileWitness, Witness};

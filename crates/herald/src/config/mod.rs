@@ -16,10 +16,12 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize, Serializer};
 
 mod consent;
+mod limits;
 mod messaging;
 mod oauth;
 
 pub use consent::{ConsentConfig, FrequencyCapConfig, NoticeConfig, OptInTemplateConfig};
+pub use limits::{LimitsConfig, RateConfig};
 pub use oauth::OAuthConfig;
 
 pub use messaging::{
@@ -147,6 +149,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub auth: AuthConfig,
     pub oauth: OAuthConfig,
+    pub limits: LimitsConfig,
     pub audit: AuditConfig,
     pub log: LogConfig,
     pub roles: RolesConfig,
@@ -239,6 +242,10 @@ pub struct HttpConfig {
     pub request_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Proxies (addresses or CIDR ranges) whose `X-Forwarded-For` names the client, for the
+    /// per-source limits and the aggregation of failures. Empty: the peer address counts.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -426,6 +433,7 @@ impl Config {
             return invalid("audit.retention must be at least one day".into());
         }
         self.validate_oauth()?;
+        self.validate_limits()?;
         self.validate_messaging()?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| ConfigError::Invalid(format!("log.level: {e}")))?;

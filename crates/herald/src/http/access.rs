@@ -25,6 +25,9 @@ pub struct ActionAudited;
 pub enum Refusal {
     Unauthenticated(&'static str),
     Forbidden(Scope),
+    /// Refused by a rate limit (its name): aggregated like authentication failures, so a
+    /// caller over its limit cannot make the audit trail grow at its request rate.
+    RateLimited(&'static str),
 }
 
 #[derive(Debug, Default)]
@@ -129,7 +132,7 @@ fn event(
     };
     let actor_of = Actor::of;
     match (noted.principal, noted.refusal) {
-        (_, Some(Refusal::Unauthenticated(_))) => None,
+        (_, Some(Refusal::Unauthenticated(_) | Refusal::RateLimited(_))) => None,
         (Some(principal), Some(Refusal::Forbidden(scope))) => Some(
             AuditEvent::new(
                 &initiator(actor_of(&principal)),
@@ -169,14 +172,17 @@ pub async fn record(
     let audited = response.extensions().get::<ActionAudited>().is_some();
     let status = response.status().as_u16();
     let noted = note.take();
-    let written = if let Some(Refusal::Unauthenticated(reason)) = noted.refusal {
+    let aggregated = match noted.refusal {
+        Some(Refusal::Unauthenticated(reason)) => Some((Action::AuthFailed, reason)),
+        Some(Refusal::RateLimited(limit)) => Some((Action::RateLimited, limit)),
+        _ => None,
+    };
+    let written = if let Some((action, reason)) = aggregated {
         let first = Details::new()
             .with("method", method)
             .with_opt("route", Detail::route(route))
             .with("status", u32::from(status));
-        audit
-            .failure(Action::AuthFailed, source, reason, first)
-            .await
+        audit.failure(action, source, reason, first).await
     } else {
         let Some(event) = event(
             noted,

@@ -8,7 +8,7 @@ use std::str::FromStr;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Path, Request};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use herald_domain::audit::{Initiator, RequestId};
@@ -103,9 +103,20 @@ impl<S: RequiredScope> FromRequestParts<AppState> for Authorized<S> {
             .get::<AccessNote>()
             .cloned()
             .unwrap_or_default();
+        let source = parts
+            .extensions
+            .get::<super::limits::Source>()
+            .and_then(|s| s.0);
+        // A network cooling off after failed authentications gets nothing, not even a check
+        // of its next guess.
+        if let Err(limited) = state.limits.check_source(source, false) {
+            note.refused(Refusal::RateLimited(limited.limit));
+            return Err(super::limits::limited(limited));
+        }
         let token = match bearer_token(parts) {
             Ok(token) => token,
             Err(()) => {
+                state.limits.source_failure(source);
                 tracing::info!(
                     reason = "malformed authorization header",
                     "authentication failed"
@@ -119,6 +130,7 @@ impl<S: RequiredScope> FromRequestParts<AppState> for Authorized<S> {
             Ok(principal) => principal,
             Err(AuthError::Unauthorized(reason)) => {
                 tracing::info!(reason = %reason, "authentication failed");
+                state.limits.source_failure(source);
                 note.refused(Refusal::Unauthenticated(reason_code(reason)));
                 let problem = Problem::new(Code::Unauthorized);
                 return Err(if presented {
@@ -144,6 +156,24 @@ impl<S: RequiredScope> FromRequestParts<AppState> for Authorized<S> {
         // For extractors after this one that scope what the caller may reach
         // ([`LinkedSubject`]).
         parts.extensions.insert(principal.clone());
+        // Every request of a valid credential counts, also one its scope does not allow.
+        let class = parts
+            .extensions
+            .get::<MatchedPath>()
+            .and_then(|route| super::limits::route_class(&parts.method, route.as_str()));
+        match state.limits.check_credential(&principal, class) {
+            Ok(Some(allowance)) => {
+                if let Some(note) = parts.extensions.get::<super::limits::RateNote>() {
+                    note.note(allowance);
+                }
+            }
+            Ok(None) => {}
+            Err(limited) => {
+                tracing::info!(limit = limited.limit, "rate limited");
+                note.refused(Refusal::RateLimited(limited.limit));
+                return Err(super::limits::limited(limited));
+            }
+        }
         if !principal.scopes.allows(S::SCOPE) {
             tracing::info!(required = %S::SCOPE, "authorisation failed: missing scope");
             note.refused(Refusal::Forbidden(S::SCOPE));

@@ -13,6 +13,7 @@ use tracing::Instrument;
 
 use super::AppState;
 use super::access::{self, AccessNote};
+use super::limits;
 use super::problem::{Code, PROBLEM_CONTENT_TYPE, Problem};
 use super::request_id;
 
@@ -28,7 +29,14 @@ pub async fn request_context(
     let method = crate::metrics::method_label(request.method().as_str());
     let note = AccessNote::default();
     request.extensions_mut().insert(note.clone());
-    let source = access::client_address(request.extensions());
+    let source = limits::source_of(
+        access::client_address(request.extensions()),
+        request.headers(),
+        &state.trusted_proxies,
+    );
+    request.extensions_mut().insert(limits::Source(source));
+    let rate = limits::RateNote::default();
+    request.extensions_mut().insert(rate.clone());
     // The route template (`/v1/subjects/{id}`), never the concrete path or the query string.
     let route = request
         .extensions()
@@ -65,7 +73,13 @@ pub async fn request_context(
             tracing::info!(status = status.as_u16(), latency_us, "request");
         }
     });
+    if let Some(limited) = response.extensions().get::<limits::LimitedBy>() {
+        state.metrics.rate_limited(limited.0);
+    }
     let headers = response.headers_mut();
+    if let Some(allowance) = rate.take() {
+        limits::set_headers(headers, &allowance);
+    }
     if let Ok(value) = HeaderValue::from_str(&id) {
         headers.insert(X_REQUEST_ID, value);
     }
@@ -78,8 +92,11 @@ fn set_security_headers(headers: &mut axum::http::HeaderMap, tls: bool) {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    // API answers (keys shown once, personal data) must never sit in a cache.
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // API answers (keys shown once, personal data) must never sit in a cache; only a handler
+    // answering public data (the JWKS) says otherwise.
+    headers
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     headers.insert(
         header::REFERRER_POLICY,

@@ -7,6 +7,7 @@
 pub mod access;
 pub mod errors;
 pub mod extract;
+pub mod limits;
 pub mod middleware;
 mod oauth;
 mod ops;
@@ -25,6 +26,7 @@ use axum::http::StatusCode;
 use herald_domain::audit::Audit;
 use herald_domain::auth::Auth;
 use herald_domain::consent::Consents;
+use herald_domain::limits::RateLimits;
 use herald_domain::messages::{Messages, Reports};
 use herald_domain::rights::{RightsRequests, SubjectRights};
 use herald_domain::store::Store;
@@ -68,6 +70,9 @@ pub struct SharedState {
     pub whatsapp: Option<Arc<WhatsappSecrets>>,
     pub store: Arc<dyn Store>,
     pub metrics: Metrics,
+    pub limits: RateLimits,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     pub tls: bool,
     openapi: Arc<String>,
 }
@@ -99,6 +104,8 @@ pub struct HttpParts {
     pub whatsapp: Option<Arc<WhatsappSecrets>>,
     pub store: Arc<dyn Store>,
     pub metrics: Metrics,
+    pub limits: RateLimits,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     pub tls: bool,
     /// Serve the API (`/v1`, `/webhooks`); without it only the operations endpoints.
     pub api: bool,
@@ -219,6 +226,8 @@ pub fn app(parts: HttpParts) -> Router {
         whatsapp: parts.whatsapp,
         store: parts.store,
         metrics: parts.metrics,
+        limits: parts.limits,
+        trusted_proxies: parts.trusted_proxies,
         tls: parts.tls,
         openapi: Arc::new(openapi),
     }));

@@ -25,9 +25,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
-use super::access::ClientAddr;
 use super::errors;
 use super::extract::{Authorized, OAuthIntrospect};
+use super::limits::Source;
 use super::problem::{Problem, ProblemBody};
 
 /// Token requests are a handful of short parameters; an assertion is the longest.
@@ -331,6 +331,10 @@ async fn refused(
 ) -> Response {
     match error {
         OAuthError::Refused(refusal) => {
+            if refusal.error == OAuthErrorCode::InvalidClient {
+                // A failed client authentication counts like a bad API key (brute force).
+                state.limits.source_failure(source);
+            }
             tracing::info!(
                 endpoint,
                 error = refusal.error.as_str(),
@@ -351,10 +355,20 @@ async fn refused(
     }
 }
 
-type Connection = Option<axum::Extension<axum::extract::ConnectInfo<ClientAddr>>>;
+type Connection = Option<axum::Extension<Source>>;
 
 fn source_of(connection: &Connection) -> Option<std::net::IpAddr> {
-    connection.as_ref().map(|c| c.0.0.0.ip())
+    connection.as_ref().and_then(|c| c.0.0)
+}
+
+/// The per-source limit of the unauthenticated endpoints: a network cooling off after
+/// failures, or over its request rate, is answered 429 before any work.
+fn source_limited(state: &AppState, source: Option<std::net::IpAddr>) -> Option<Response> {
+    state
+        .limits
+        .check_source(source, true)
+        .err()
+        .map(|limited| super::limits::limited(limited).into_response())
 }
 
 /// Get an access token (client credentials grant).
@@ -364,6 +378,7 @@ fn source_of(connection: &Connection) -> Option<std::net::IpAddr> {
         (status = 200, description = "The access token (RFC 6749 §5.1); `Cache-Control: no-store`", body = TokenAnswer),
         (status = 400, description = "invalid_request, invalid_scope, unsupported_grant_type, unauthorized_client (RFC 6749 §5.2)", body = OAuthErrorBody),
         (status = 401, description = "invalid_client, with `WWW-Authenticate: Basic`", body = OAuthErrorBody),
+        (status = 429, description = "rate_limited (limit `source`): too many requests or failed client authentications from the caller's network", body = ProblemBody, content_type = "application/problem+json"),
         (status = 503, description = "The database or the audit trail is unavailable", body = ProblemBody, content_type = "application/problem+json"),
     ))]
 async fn token(
@@ -373,6 +388,9 @@ async fn token(
     body: Bytes,
 ) -> Response {
     let source = source_of(&connection);
+    if let Some(limited) = source_limited(&state, source) {
+        return limited;
+    }
     let request = Form::parse(&headers, &body).and_then(|form| {
         let mut form = form.token_form();
         let client = presented_client(&headers, &mut form)?;
@@ -413,6 +431,7 @@ async fn token(
         (status = 200, description = "Revoked — or the token was invalid or expired already (RFC 7009 §2.2)"),
         (status = 400, description = "invalid_request; unauthorized_client: the token is another client's", body = OAuthErrorBody),
         (status = 401, description = "invalid_client", body = OAuthErrorBody),
+        (status = 429, description = "rate_limited (limit `source`)", body = ProblemBody, content_type = "application/problem+json"),
     ))]
 async fn revoke(
     State(state): State<AppState>,
@@ -421,6 +440,9 @@ async fn revoke(
     body: Bytes,
 ) -> Response {
     let source = source_of(&connection);
+    if let Some(limited) = source_limited(&state, source) {
+        return limited;
+    }
     let parsed = Form::parse(&headers, &body).and_then(|mut form| {
         let revoke = RevokeForm {
             token: form.take("token"),

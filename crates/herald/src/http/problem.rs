@@ -243,6 +243,9 @@ pub struct ProblemBody {
     pub request_id: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
+    /// For `rate_limited`: the limit reached (`credential`, `route:export`, `source`, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<&'static str>,
 }
 
 /// An error answer under construction.
@@ -254,6 +257,9 @@ pub struct Problem {
     retry_after_seconds: Option<u64>,
     bearer_error: Option<&'static str>,
     audited: bool,
+    /// A rate limit's name and its `RateLimit-Policy` and `RateLimit` values.
+    /// Boxed: rare, and `Problem` travels in every handler's `Result`.
+    rate_limit: Option<Box<(&'static str, String, String)>>,
 }
 
 impl Problem {
@@ -265,7 +271,14 @@ impl Problem {
             retry_after_seconds: None,
             bearer_error: None,
             audited: false,
+            rate_limit: None,
         }
+    }
+
+    /// The limit that refused the request (`limit` in the body) and its headers.
+    pub fn rate_limit(mut self, limit: &'static str, policy: String, state: String) -> Self {
+        self.rate_limit = Some(Box::new((limit, policy, state)));
+        self
     }
 
     /// The refused or failed action was already recorded by the capability (see
@@ -326,6 +339,7 @@ impl Problem {
             code: self.code.as_str(),
             request_id: request_id::current().unwrap_or_default(),
             errors: self.errors.clone(),
+            limit: self.rate_limit.as_ref().map(|r| r.0),
         }
     }
 }
@@ -339,6 +353,11 @@ impl IntoResponse for Problem {
                 .extensions_mut()
                 .insert(super::access::ActionAudited);
         }
+        if let Some(rate) = &self.rate_limit {
+            response
+                .extensions_mut()
+                .insert(super::limits::LimitedBy(rate.0));
+        }
         let headers = response.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,
@@ -346,6 +365,16 @@ impl IntoResponse for Problem {
         );
         if let Some(seconds) = self.retry_after_seconds {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if let Some((_, policy, state)) = self.rate_limit.map(|r| *r) {
+            for (name, value) in [
+                (super::limits::RATELIMIT_POLICY, policy),
+                (super::limits::RATELIMIT, state),
+            ] {
+                if let Ok(value) = HeaderValue::from_str(&value) {
+                    headers.insert(name, value);
+                }
+            }
         }
         if self.code == Code::Unauthorized {
             let value = match self.bearer_error {

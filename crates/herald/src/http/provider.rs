@@ -89,19 +89,23 @@ async fn handshake(
         (status = 200, description = "Stored; processing follows"),
         (status = 401, description = "Missing or wrong signature: nothing was processed", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "The WhatsApp channel is not configured", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "rate_limited (limit `source`): the network sent too many callbacks, or too many with bad signatures; Meta retries", body = ProblemBody, content_type = "application/problem+json"),
         (status = 503, description = "Could not be stored; Meta retries", body = ProblemBody, content_type = "application/problem+json"),
     ))]
 async fn receive(
     State(state): State<AppState>,
-    connection: Option<
-        axum::Extension<axum::extract::ConnectInfo<crate::http::access::ClientAddr>>,
-    >,
+    connection: Option<axum::Extension<super::limits::Source>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<StatusCode, Problem> {
     let Some(whatsapp) = &state.whatsapp else {
         return Err(Problem::not_found().detail("the WhatsApp channel is not configured"));
     };
+    let source = connection.and_then(|c| c.0.0);
+    state
+        .limits
+        .check_source(source, true)
+        .map_err(super::limits::limited)?;
     let signature = headers
         .get("x-hub-signature-256")
         .and_then(|v| v.to_str().ok());
@@ -114,13 +118,10 @@ async fn receive(
             reason = e.code(),
             "WhatsApp callback refused: bad signature"
         );
+        state.limits.source_failure(source);
         state
             .reports
-            .reject(
-                herald_whatsapp::PROVIDER,
-                e.code(),
-                connection.map(|c| c.0.0.0.ip()),
-            )
+            .reject(herald_whatsapp::PROVIDER, e.code(), source)
             .await
             .map_err(errors::store)?;
         return Err(Problem::new(Code::Unauthorized)

@@ -219,7 +219,7 @@ impl TestApp {
         let mut config = test_config(dir.path(), &db);
         customize(&mut config);
         let clock = Arc::new(ManualClock::new(epoch()));
-        Self::start(config, dir, db, clock).await
+        Box::pin(Self::start(config, dir, db, clock)).await
     }
 
     async fn start(
@@ -235,9 +235,12 @@ impl TestApp {
         if config.oauth.issuer.is_none() {
             config.oauth.issuer = Some(format!("http://{address}"));
         }
-        let herald = Herald::open(config.clone(), Arc::clone(&clock) as Arc<dyn Clock>)
-            .await
-            .expect("Herald starts");
+        let herald = Box::pin(Herald::open(
+            config.clone(),
+            Arc::clone(&clock) as Arc<dyn Clock>,
+        ))
+        .await
+        .expect("Herald starts");
         let admin_key = herald
             .bootstrap_admin()
             .await
@@ -286,12 +289,12 @@ impl TestApp {
     pub async fn restart(mut self) -> Self {
         self.stop().await;
         let admin_key = self.admin_key.clone();
-        let mut next = Self::start(
+        let mut next = Box::pin(Self::start(
             self.config.clone(),
             Arc::clone(&self.dir),
             Arc::clone(&self.db),
             Arc::clone(&self.clock),
-        )
+        ))
         .await;
         assert!(
             next.admin_key.is_empty(),
@@ -306,12 +309,12 @@ impl TestApp {
     pub async fn second_node(&self, customize: impl FnOnce(&mut Config)) -> Self {
         let mut config = self.config.clone();
         customize(&mut config);
-        let mut node = Self::start(
+        let mut node = Box::pin(Self::start(
             config,
             Arc::clone(&self.dir),
             Arc::clone(&self.db),
             Arc::clone(&self.clock),
-        )
+        ))
         .await;
         node.admin_key = self.admin_key.clone();
         node

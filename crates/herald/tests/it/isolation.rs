@@ -108,6 +108,9 @@ impl Owned {
         Some(match (method, path) {
             ("post", "/v1/integrations") => json!({"name": "intruder"}),
             ("post", "/v1/integrations/{id}/keys") => json!({"scopes": ["audit:read"]}),
+            ("patch", "/v1/integrations/{id}") => {
+                json!({"rate_limit": {"per_minute": 60, "burst": 10}})
+            }
             ("post", "/v1/integrations/{id}/oauth-clients") => {
                 json!({"name": "intruder", "scopes": ["audit:read"]})
             }

@@ -25,6 +25,7 @@ mod events;
 mod fakes;
 mod helpers;
 mod isolation;
+mod limits;
 mod messages;
 mod oauth;
 mod oauth_kit;

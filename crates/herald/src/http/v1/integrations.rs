@@ -8,7 +8,9 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use herald_domain::auth::{ApiKeyRecord, IntegrationRecord, Scope, Scopes};
 use herald_domain::ids::{ApiKeyId, IntegrationId};
+use herald_domain::limits::Rate;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -28,7 +30,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(create_integration, list_integrations))
         .routes(routes!(create_key, list_keys))
         .routes(routes!(revoke_key))
-        .routes(routes!(revoke_integration))
+        .routes(routes!(revoke_integration, update_integration))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -349,6 +351,88 @@ async fn revoke_integration(
             integration: record.into(),
             api_keys_revoked: counts.api_keys,
             oauth_clients_revoked: counts.oauth_clients,
+        }),
+    ))
+}
+
+/// A credential rate: `per_minute` on average, `burst` at once.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitBody {
+    #[schema(example = 30000)]
+    per_minute: u32,
+    #[schema(example = 5000)]
+    burst: u32,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateIntegration {
+    /// The rate every credential of the integration gets (instead of `limits.credential`);
+    /// `null`: back to the configured one. Required: a PATCH says what it changes.
+    #[schema(value_type = Option<RateLimitBody>)]
+    rate_limit: Value,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UpdatedIntegration {
+    #[serde(flatten)]
+    integration: Integration,
+    /// The credential rate now in force for it on this node.
+    rate_limit: RateLimitBody,
+}
+
+/// Change an integration: its credentials' rate limit. Applies on this node at once and on
+/// the others within 30 s.
+#[utoipa::path(patch, path = "/v1/integrations/{id}", tag = "integrations",
+    params(("id" = String, Path, description = "Integration id (int_…)")),
+    request_body = UpdateIntegration,
+    security(("bearer" = ["integrations:manage"])),
+    responses(
+        (status = 200, description = "Changed", body = UpdatedIntegration),
+        (status = 400, description = "A rate of 0, or above 1000000", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such integration", body = ProblemBody, content_type = "application/problem+json"),
+    ))]
+async fn update_integration(
+    State(state): State<AppState>,
+    caller: Authorized<IntegrationsManage>,
+    IdPath(integration_id): IdPath<IntegrationId>,
+    ApiJson(body): ApiJson<UpdateIntegration>,
+) -> Result<(Extension<ActionAudited>, Json<UpdatedIntegration>), Problem> {
+    let invalid = |rule: &'static str| {
+        Problem::new(Code::InvalidRequest).field(FieldError::new("rate_limit", rule))
+    };
+    let rate = match body.rate_limit {
+        Value::Null => None,
+        value => {
+            let asked: RateLimitBody = serde_json::from_value(value)
+                .map_err(|_| invalid("an object {per_minute, burst}, or null"))?;
+            Some(Rate::new(asked.per_minute, asked.burst).map_err(invalid)?)
+        }
+    };
+    let record = state
+        .auth
+        .managed_integration(&integration_id, caller.manager())
+        .await
+        .map_err(errors::auth)?;
+    let found = state
+        .limits
+        .set_integration_rate(state.store.as_ref(), &record.id, rate, &caller.initiator())
+        .await
+        .map_err(errors::store)?;
+    if !found {
+        return Err(Problem::not_found());
+    }
+    let now = state.limits.credential_rate(&record.id);
+    tracing::info!(integration_id = %record.id, "integration rate limit changed");
+    Ok((
+        Extension(ActionAudited),
+        Json(UpdatedIntegration {
+            integration: record.into(),
+            rate_limit: RateLimitBody {
+                per_minute: now.per_minute,
+                burst: now.burst,
+            },
         }),
     ))
 }

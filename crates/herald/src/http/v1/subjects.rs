@@ -112,6 +112,7 @@ async fn register(
     caller: Authorized<SubjectsWrite>,
     ApiJson(body): ApiJson<PhoneRequest>,
 ) -> Result<(StatusCode, Extension<ActionAudited>, Json<SubjectRef>), Problem> {
+    crate::http::limits::observe_lookup(&state, &caller, &body.phone).await?;
     let registration = state
         .subjects
         .register(&body.phone, &caller.initiator(), caller.access())
@@ -141,6 +142,7 @@ async fn lookup(
     caller: Authorized<SubjectsRead>,
     ApiJson(body): ApiJson<PhoneRequest>,
 ) -> Result<(Extension<ActionAudited>, Json<SubjectRef>), Problem> {
+    crate::http::limits::observe_lookup(&state, &caller, &body.phone).await?;
     let subject = state
         .subjects
         .lookup(&body.phone, &caller.initiator(), caller.access())
