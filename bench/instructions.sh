@@ -4,7 +4,9 @@
 # so it is the figure to compare builds by (bench/send.sh gives the rates).
 #   bench/instructions.sh            (SQLite; the node's delivery worker off)
 # Environment: SECONDS_OF_LOAD (default 30); KEEP=FILE keeps the callgrind profile there (for
-# callgrind_annotate --inclusive=yes FILE). Herald runs ~50x slower under callgrind; the load
+# callgrind_annotate --inclusive=yes FILE); BINARY=PATH runs that Herald binary (an older
+# build, compared alternately); AUTH=oauth sends with an OAuth access token (a JWT) instead of
+# the API key. Herald runs ~50x slower under callgrind; the load
 # generator (8 connections, 50 recipients) runs natively. Instrumentation covers the send phase
 # (which re-finds the 50 recipients first: under 1 % of its requests), not start-up.
 set -euo pipefail
@@ -14,6 +16,9 @@ seconds="${SECONDS_OF_LOAD:-30}"
 port=18777
 
 cargo build --release --bin herald --example loadgen -q
+source bench/common.sh
+herald="$(realpath "${BINARY:-target/release/herald}")"
+bench_limits_env "$herald"
 work="$(mktemp -d)"
 cleanup() {
   pkill -TERM -f "callgrind-out-file=$work" 2>/dev/null || true
@@ -23,11 +28,12 @@ trap cleanup EXIT
 
 export HERALD_LISTEN="127.0.0.1:$port" HERALD_ROLES__WORKER=false HERALD_LOG__LEVEL=warn HERALD_LOG__FORMAT=json
 (cd "$work" && exec valgrind --tool=callgrind --instr-atstart=no \
-  --callgrind-out-file="$work/callgrind.out" "$OLDPWD/target/release/herald" serve \
+  --callgrind-out-file="$work/callgrind.out" "$herald" serve \
   > "$work/stdout" 2> "$work/stderr") &
 pid=$!
 for _ in $(seq 1 300); do curl -sf "localhost:$port/healthz" >/dev/null && break; sleep 0.2; done
 key="$(grep -o 'hk_[0-9a-v]*' "$work/stdout")"
+key="$(bench_credential "http://127.0.0.1:$port" "$key")"
 export RECIPIENTS=50
 # Registers the recipients (not counted).
 target/release/examples/loadgen "http://127.0.0.1:$port" "$key" send 8 1 > /dev/null
@@ -36,7 +42,7 @@ result="$(target/release/examples/loadgen "http://127.0.0.1:$port" "$key" send 8
 callgrind_control -i off "$pid" > /dev/null
 kill -TERM "$pid"
 wait "$pid" 2>/dev/null || true
-echo "commit=$(git rev-parse --short HEAD 2>/dev/null || echo none)"
+echo "commit=$(git rev-parse --short HEAD 2>/dev/null || echo none) binary=${BINARY:-this tree} auth=${AUTH:-key}"
 echo "$result"
 total="$(sed -n 's/.*total=\([0-9]*\).*/\1/p' <<<"$result")"
 instructions="$(callgrind_annotate "$work/callgrind.out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')"

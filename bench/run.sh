@@ -11,6 +11,8 @@ connections="${CONNECTIONS:-32}"
 seconds="${SECONDS_PER_SCENARIO:-10}"
 
 cargo build --release --bin herald --example loadgen -q
+source bench/common.sh
+bench_limits_env target/release/herald
 work="$(mktemp -d)"
 db=""
 cleanup() {

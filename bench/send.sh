@@ -10,6 +10,8 @@
 # with the worker off, then restart Herald with it on and time the backlog's delivery: the
 # delivery machinery alone), BINARY=PATH (run that Herald binary instead of this tree's:
 # two builds compared in one sitting, alternating, on a machine whose speed drifts),
+# AUTH=oauth (send with an OAuth access token instead of the API key), AUTH=client with
+# SCENARIO=token (token issuance: POST /oauth/token per request instead of sends),
 # LOADGEN_CLIENT=reqwest (load through reqwest instead of the load generator's lean client,
 # which costs about a third of reqwest's CPU per request: see BENCHMARKS.md).
 # Durability is not relaxed: SQLite synchronous=FULL, PostgreSQL synchronous_commit as configured.
@@ -23,6 +25,8 @@ sink_port=18090
 
 cargo build --release --bin herald --example loadgen --example wa_sink -q
 herald="$(realpath "${BINARY:-target/release/herald}")"
+source bench/common.sh
+bench_limits_env "$herald"
 work="$(mktemp -d)"
 db=""
 cleanup() {
@@ -76,9 +80,10 @@ fi
 pid=$!
 for _ in $(seq 1 100); do curl -sf "localhost:$port/healthz" >/dev/null && break; sleep 0.1; done
 key="$(grep -o 'hk_[0-9a-v]*' "$work/stdout")"
+key="$(bench_credential "http://127.0.0.1:$port" "$key")"
 
-echo "backend=$backend cores=$(nproc) connections=$connections seconds=$seconds commit=$(git rev-parse --short HEAD 2>/dev/null || echo none)"
-result="$(target/release/examples/loadgen "http://127.0.0.1:$port" "$key" send "$connections" "$seconds")"
+echo "backend=$backend cores=$(nproc) connections=$connections seconds=$seconds commit=$(git rev-parse --short HEAD 2>/dev/null || echo none) auth=${AUTH:-key}"
+result="$(target/release/examples/loadgen "http://127.0.0.1:$port" "$key" "${SCENARIO:-send}" "$connections" "$seconds")"
 echo "$result"
 total="$(sed -n 's/.*total=\([0-9]*\).*/\1/p' <<<"$result")"
 

@@ -36,19 +36,24 @@ async fn main() {
         .build()
         .unwrap();
 
-    // A subject to read in the lookup/get scenarios.
+    // A subject to read in the lookup/get scenarios (`token` has no API key: its "key" is an
+    // OAuth client's `client_id:client_secret`).
     let probe = "+4916000000001";
-    let created: serde_json::Value = client
-        .post(format!("{base}/v1/subjects"))
-        .bearer_auth(key)
-        .json(&json!({"phone": probe}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let subject = created["id"].as_str().unwrap().to_owned();
+    let subject = if scenario == "token" {
+        String::new()
+    } else {
+        let created: serde_json::Value = client
+            .post(format!("{base}/v1/subjects"))
+            .bearer_auth(key)
+            .json(&json!({"phone": probe}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        created["id"].as_str().unwrap().to_owned()
+    };
 
     // Known recipients for the send scenario (registered first, as an integrator would have).
     // RECIPIENTS (default 1,000): fewer for runs under valgrind.
@@ -99,6 +104,13 @@ async fn main() {
         move |n: u64| -> Request {
             match scenario.as_str() {
                 "health" => Request::get("/healthz".into(), false),
+                // OAuth client credentials (client_secret_basic): one token per request.
+                "token" => Request {
+                    path: "/oauth/token".into(),
+                    auth: false,
+                    body: None,
+                    form: Some("grant_type=client_credentials".into()),
+                },
                 "register" => {
                     // Valid German mobile numbers, distinct per request and per run.
                     let phone = format!("+49151{:02}{:06}", 10 + run_id, n % 1_000_000);
@@ -203,6 +215,8 @@ struct Request {
     path: String,
     auth: bool,
     body: Option<serde_json::Value>,
+    /// A form body, sent with the "key" (`client_id:client_secret`) as Basic credentials.
+    form: Option<String>,
 }
 
 impl Request {
@@ -211,6 +225,7 @@ impl Request {
             path,
             auth,
             body: None,
+            form: None,
         }
     }
 
@@ -219,12 +234,24 @@ impl Request {
             path,
             auth: true,
             body: Some(body),
+            form: None,
         }
     }
 
     /// The request as HTTP/1.1 bytes on a keep-alive connection.
     fn to_bytes(&self, base: &str, key: &str) -> Vec<u8> {
         let host = base.trim_start_matches("http://");
+        if let Some(form) = &self.form {
+            let basic = data_encoding::BASE64.encode(key.as_bytes());
+            let mut bytes = format!(
+                "POST {} HTTP/1.1\r\nhost: {host}\r\nauthorization: Basic {basic}\r\ncontent-type: application/x-www-form-urlencoded\r\ncontent-length: {}\r\n\r\n",
+                self.path,
+                form.len()
+            )
+            .into_bytes();
+            bytes.extend_from_slice(form.as_bytes());
+            return bytes;
+        }
         let method = if self.body.is_some() { "POST" } else { "GET" };
         let mut head = format!("{method} {} HTTP/1.1\r\nhost: {host}\r\n", self.path);
         if self.auth {

@@ -88,3 +88,50 @@ fn invalid_lifetime() -> ConfigError {
         MAX_TOKEN_LIFETIME.num_minutes()
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn the_issuer_defaults_to_the_listen_address_and_the_audience_to_the_issuer() {
+        let config = Config::defaults().unwrap();
+        let settings = config.oauth_settings().unwrap();
+        assert_eq!(settings.issuer, "http://127.0.0.1:8080");
+        assert_eq!(settings.audience, settings.issuer);
+        assert_eq!(settings.token_lifetime, TimeDelta::minutes(10));
+        let set = Config::load_from(
+            None,
+            &env(&[("HERALD_OAUTH__ISSUER", "https://herald.example.com/")]),
+        )
+        .unwrap();
+        assert_eq!(set.oauth_issuer(), "https://herald.example.com");
+    }
+
+    #[test]
+    fn long_lifetimes_and_odd_issuers_are_refused() {
+        // compliance.md OAUTH-1: client-credentials tokens live at most 15 minutes.
+        for (key, value) in [
+            ("HERALD_OAUTH__ACCESS_TOKEN_LIFETIME", "16m"),
+            ("HERALD_OAUTH__ACCESS_TOKEN_LIFETIME", "30s"),
+            ("HERALD_OAUTH__ISSUER", "https://h.example.com/?x=1"),
+            ("HERALD_OAUTH__ISSUER", "ftp://h.example.com"),
+            ("HERALD_OAUTH__AUDIENCE", "not a url"),
+        ] {
+            let err = Config::load_from(None, &env(&[(key, value)])).unwrap_err();
+            assert!(err.to_string().contains("oauth."), "{key}={value}: {err}");
+        }
+        let fifteen = Config::load_from(
+            None,
+            &env(&[("HERALD_OAUTH__ACCESS_TOKEN_LIFETIME", "15m")]),
+        );
+        assert!(fifteen.is_ok());
+    }
+}

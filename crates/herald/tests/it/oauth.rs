@@ -1,4 +1,4 @@
-//! OAuth 2.0 for integrations (issue 15; ADR 0014): the client-credentials flow with both
+//! OAuth 2.0 for integrations (issue 15; ADR 0014; compliance.md OAUTH-1): the client-credentials flow with both
 //! client authentication methods, every RFC 6749 §5.2 error, scope narrowing, and the access
 //! tokens that must be refused. Revocation, rotation, introspection and audit are in
 //! `oauth_lifecycle.rs`.
