@@ -375,9 +375,17 @@ async fn a_send_held_back_by_recipient_pacing_waits_without_spending_an_attempt(
     // bucket refills: no provider call, and the claim's attempt is given back. The row shows
     // the deferral: queued again, and due later though the clock stands still (a claim alone
     // also moves the due time, to its lease's end, but leaves the row `sending`).
+    // Status and due time in one read: two reads could pair the accepted row's `queued` with
+    // the claim's later due time (a race seen under CI load).
     eventually("the deferral", || async {
-        let queued = message(&app, &key, &second).await["status"] == "queued";
-        (queued && due_in_millis(&app, &second).await > 0).then_some(())
+        let now = app.clock.now().timestamp_millis();
+        let deferred_by = app
+            .count(&format!(
+                "SELECT CASE WHEN status = 'queued' THEN due_at - {now} ELSE 0 END
+                 FROM messages WHERE id = '{second}'"
+            ))
+            .await;
+        (deferred_by > 0).then_some(())
     })
     .await;
     assert_eq!(fake.received().len(), 1);
