@@ -236,6 +236,18 @@ fn time_opt(t: Option<Timestamp>) -> serde_json::Value {
     t.map_or(serde_json::Value::Null, |t| json!(time(t)))
 }
 
+/// `--scope` values, each a known scope name.
+fn parse_scopes(names: &[String]) -> anyhow::Result<Scopes> {
+    let scopes = names
+        .iter()
+        .map(|s| {
+            s.parse::<Scope>()
+                .with_context(|| format!("unknown scope {s:?}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(Scopes::new(scopes))
+}
+
 fn integration_json(i: &IntegrationRecord) -> serde_json::Value {
     json!({
         "id": i.id,
@@ -521,17 +533,11 @@ async fn admin_command(herald: &Herald, command: Command, clock: &dyn Clock) -> 
             output,
         }) => {
             let integration = auth.resolve_integration(&integration).await?;
-            let scopes = scopes
-                .iter()
-                .map(|s| {
-                    s.parse::<Scope>()
-                        .with_context(|| format!("unknown scope {s:?}"))
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?;
+            let scopes = parse_scopes(&scopes)?;
             let issued = auth
                 .issue_key(
                     &integration.id,
-                    Scopes::new(scopes),
+                    scopes,
                     expires_in_days,
                     Manager::Operator,
                     &Initiator::admin(),

@@ -220,7 +220,6 @@ impl Bucket {
 struct Inner {
     settings: LimitSettings,
     clock: LimiterClock,
-    herald_clock: Arc<dyn Clock>,
     credential: Bucket,
     routes: HashMap<RouteClass, Bucket>,
     /// Integrations with a credential rate of their own.
@@ -251,7 +250,7 @@ impl RateLimits {
         settings: LimitSettings,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, herald_crypto::CryptoError> {
-        let limiter_clock = LimiterClock(Arc::clone(&clock));
+        let limiter_clock = LimiterClock(clock);
         let routes = settings
             .routes
             .iter()
@@ -267,9 +266,12 @@ impl RateLimits {
             cooling: Mutex::new(HashMap::new()),
             enumeration,
             clock: limiter_clock,
-            herald_clock: clock,
             settings,
         })))
+    }
+
+    fn now(&self) -> Timestamp {
+        self.0.clock.0.now()
     }
 
     pub fn settings(&self) -> &LimitSettings {
@@ -317,17 +319,16 @@ impl RateLimits {
         if !self.enabled() {
             return Ok(());
         }
-        let network = network(source);
-        let now = self.0.herald_clock.now();
-        if let Some(until) = self
-            .0
-            .cooling
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&network)
-            .copied()
-            .filter(|until| *until > now)
-        {
+        let cooling_until = {
+            let cooling = self.0.cooling.lock().unwrap_or_else(|e| e.into_inner());
+            // The common case on the send path: nobody cools off, nothing to count.
+            if cooling.is_empty() && !count {
+                return Ok(());
+            }
+            cooling.get(&network(source)).copied()
+        };
+        let now = self.now();
+        if let Some(until) = cooling_until.filter(|until| *until > now) {
             let left = (until - now).num_milliseconds().max(0);
             return Err(Limited {
                 limit: SOURCE,
@@ -338,7 +339,7 @@ impl RateLimits {
         if count {
             self.0
                 .source_requests
-                .check(&network, SOURCE, &self.0.clock)?;
+                .check(&network(source), SOURCE, &self.0.clock)?;
         }
         Ok(())
     }
@@ -358,7 +359,7 @@ impl RateLimits {
         {
             let cooling_off = chrono::TimeDelta::from_std(self.0.settings.cooling_off)
                 .unwrap_or(chrono::TimeDelta::minutes(1));
-            let now = self.0.herald_clock.now();
+            let now = self.now();
             let mut cooling = self.0.cooling.lock().unwrap_or_else(|e| e.into_inner());
             if cooling.len() >= MAX_COOLING {
                 cooling.retain(|_, until| *until > now);
@@ -372,11 +373,9 @@ impl RateLimits {
     /// Notes a lookup or registration of `number` (E.164) by the caller; returns a suspicion
     /// the first time in a window the caller's distinct numbers pass the threshold.
     pub fn note_lookup(&self, principal: &Principal, number: &str) -> Option<Suspicion> {
-        self.0.enumeration.note(
-            principal.credential.holder(),
-            number,
-            self.0.herald_clock.now(),
-        )
+        self.0
+            .enumeration
+            .note(principal.credential.holder(), number, self.now())
     }
 
     /// Re-reads the per-integration rates: those set with `PATCH` (stored, so every node
@@ -412,7 +411,7 @@ impl RateLimits {
         let event = AuditEvent::new(initiator, Action::RateLimitChanged, Outcome::Success)
             .target(Target::Integration(integration.clone()))
             .details(details);
-        let now = self.0.herald_clock.now();
+        let now = self.now();
         let found = store
             .set_integration_rate(integration, rate, &AuditRecord::new(&event, now))
             .await?;
@@ -491,7 +490,7 @@ impl RateLimits {
         {
             bucket.forget_idle();
         }
-        let now = self.0.herald_clock.now();
+        let now = self.now();
         self.0
             .cooling
             .lock()

@@ -5,11 +5,13 @@ use anyhow::Context;
 use clap::Subcommand;
 use herald_domain::audit::Initiator;
 use herald_domain::auth::oauth::{ClientAuthMethod, OAuthClientRecord};
-use herald_domain::auth::{ClientRegistration, Manager, Scope, Scopes};
+use herald_domain::auth::{ClientRegistration, Manager, Scope};
 use herald_domain::ids::OAuthClientId;
 use serde_json::json;
 
-use super::{HasCursor, JsonFlag, all_pages, emit, emit_json, integration_json, time, time_opt};
+use super::{
+    HasCursor, JsonFlag, all_pages, emit, emit_json, integration_json, parse_scopes, time, time_opt,
+};
 use crate::startup::Herald;
 
 #[derive(Debug, Subcommand)]
@@ -88,13 +90,7 @@ pub async fn clients_command(herald: &Herald, command: OAuthClientsCommand) -> a
             output,
         } => {
             let integration = auth.resolve_integration(&integration).await?;
-            let scopes = scopes
-                .iter()
-                .map(|s| {
-                    s.parse::<Scope>()
-                        .with_context(|| format!("unknown scope {s:?}"))
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?;
+            let scopes = parse_scopes(&scopes)?;
             let auth_method = ClientAuthMethod::parse(&auth_method).with_context(|| {
                 format!(
                     "unknown auth method {auth_method:?} (client_secret_basic, client_secret_post, private_key_jwt)"
@@ -117,7 +113,7 @@ pub async fn clients_command(herald: &Herald, command: OAuthClientsCommand) -> a
                     ClientRegistration {
                         name,
                         auth_method,
-                        scopes: Scopes::new(scopes),
+                        scopes,
                         jwk,
                     },
                     Manager::Operator,

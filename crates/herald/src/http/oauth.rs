@@ -111,7 +111,7 @@ pub struct IntrospectForm {
 
 /// An introspection answer (RFC 7662 §2.2): only `active` for a token that is not active, or
 /// not the caller's to see.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Default, Serialize, ToSchema)]
 pub struct Introspection {
     active: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -525,22 +525,7 @@ async fn introspect(
                 integration_id: Some(claims.integration_id),
             },
         ),
-        Ok(None) => answer(
-            StatusCode::OK,
-            &Introspection {
-                active: false,
-                scope: None,
-                client_id: None,
-                token_type: None,
-                exp: None,
-                iat: None,
-                sub: None,
-                aud: None,
-                iss: None,
-                jti: None,
-                integration_id: None,
-            },
-        ),
+        Ok(None) => answer(StatusCode::OK, &Introspection::default()),
         Err(error) => refused(&state, error, None, "introspect").await,
     }
 }
