@@ -169,6 +169,27 @@ impl FileKeyProvider {
         &self.path
     }
 
+    /// Moves the key file to `to` (which must not exist): the ring is written there, read back
+    /// and compared, and only then is the old file removed. Returns the provider at `to`.
+    pub fn move_to(&self, to: &Path) -> Result<FileKeyProvider, KeyProviderError> {
+        let ring = self.load()?.ok_or_else(|| {
+            self.io(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no root key file to move",
+            ))
+        })?;
+        let target = FileKeyProvider::new(to);
+        target.write(&ring, false)?;
+        let written = target.load()?;
+        if written.as_ref().map(|r| r.encode()) != Some(ring.encode()) {
+            return Err(target.io(std::io::Error::other(
+                "the moved key file does not read back the same keys",
+            )));
+        }
+        std::fs::remove_file(&self.path).map_err(|e| self.io(e))?;
+        Ok(target)
+    }
+
     fn io(&self, source: std::io::Error) -> KeyProviderError {
         KeyProviderError::Io {
             path: self.path.clone(),
@@ -189,6 +210,17 @@ impl FileKeyProvider {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "root.key".into());
+        // The key directory is created owner-only: it holds nothing but keys.
+        if !dir.exists() {
+            let mut builder = std::fs::DirBuilder::new();
+            builder.recursive(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::DirBuilderExt;
+                builder.mode(0o700);
+            }
+            builder.create(dir).map_err(|e| self.io(e))?;
+        }
         let suffix = data_encoding::HEXLOWER.encode(&crate::random::bytes::<6>()?);
         let temp = dir.join(format!(".{file_name}.{suffix}.tmp"));
         let result = (|| {

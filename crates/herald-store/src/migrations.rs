@@ -62,6 +62,11 @@ pub const SQLITE: &[(i64, &str, &str)] = &[
         "rate_limits",
         include_str!("../migrations/sqlite/0010_rate_limits.sql"),
     ),
+    (
+        11,
+        "recovery",
+        include_str!("../migrations/sqlite/0011_recovery.sql"),
+    ),
 ];
 
 pub const POSTGRES: &[(i64, &str, &str)] = &[
@@ -115,6 +120,11 @@ pub const POSTGRES: &[(i64, &str, &str)] = &[
         "rate_limits",
         include_str!("../migrations/postgres/0010_rate_limits.sql"),
     ),
+    (
+        11,
+        "recovery",
+        include_str!("../migrations/postgres/0011_recovery.sql"),
+    ),
 ];
 
 pub fn embedded(backend: Backend) -> &'static [(i64, &'static str, &'static str)] {
@@ -125,8 +135,14 @@ pub fn embedded(backend: Backend) -> &'static [(i64, &'static str, &'static str)
 }
 
 pub(crate) fn migrator(backend: Backend) -> Migrator {
+    migrator_through(backend, i64::MAX)
+}
+
+/// The migrations up to and including `version`.
+pub(crate) fn migrator_through(backend: Backend, version: i64) -> Migrator {
     let migrations = embedded(backend)
         .iter()
+        .filter(|(v, _, _)| *v <= version)
         .map(|(version, description, sql)| {
             Migration::new(
                 *version,

@@ -20,8 +20,10 @@ use herald_domain::messages::SandboxReply;
 use herald_domain::store::{PageRequest, Store};
 use serde_json::json;
 
+mod backup;
 mod oauth;
 
+use self::backup::{BackupCommand, ErasuresCommand};
 use self::oauth::{OAuthClientsCommand, OAuthCommand};
 use crate::config::Config;
 use crate::startup::{self, Herald};
@@ -45,7 +47,7 @@ pub struct Cli {
 enum Command {
     /// Run the API. The first start creates the data directory, database, root key and an
     /// admin API key (printed once, on stdout).
-    Serve,
+    Serve(ServeArgs),
     /// Apply pending database migrations, then exit.
     Migrate,
     /// Inspect the configuration.
@@ -75,6 +77,21 @@ enum Command {
     /// A data subject's rights: export everything held, or erase.
     #[command(subcommand)]
     Subjects(SubjectsCommand),
+    /// Encrypted backups: create, list, verify, restore, drill.
+    #[command(subcommand)]
+    Backup(BackupCommand),
+    /// The erasure ledger outside the database.
+    #[command(subcommand)]
+    Erasures(ErasuresCommand),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Start even though the erasure ledger is missing or is not this database's (after a
+    /// restore onto a new machine). Recorded in the audit trail: erasures made after the
+    /// database's copy may be undone. Prefer `herald erasures import FILE`.
+    #[arg(long)]
+    accept_missing_ledger: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -208,6 +225,26 @@ enum KeysCommand {
     RotateRoot(JsonFlag),
     /// Print a new root key ring for the env key provider (HERALD_KEYS__ROOT_KEY).
     GenerateRoot,
+    /// Move the root key file out of the data directory (default: herald-keys/root.key beside
+    /// it), so a copy of the data directory no longer holds the key.
+    Move {
+        #[arg(long, value_name = "PATH")]
+        to: Option<PathBuf>,
+        #[command(flatten)]
+        output: JsonFlag,
+    },
+    /// Write the root key ring encrypted to an offline age recipient (key custody: the copy
+    /// that survives the machine). Audited.
+    Escrow {
+        /// The age X25519 recipient (age1…) of whoever keeps the escrow.
+        #[arg(long)]
+        recipient: String,
+        /// The file to write (must not exist).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        #[command(flatten)]
+        output: JsonFlag,
+    },
 }
 
 /// Writes to stdout. The only place the CLI prints results; logs go to stderr.
@@ -295,7 +332,7 @@ pub fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = Config::load(cli.config.as_deref())?;
     match cli.command {
-        Command::Serve => serve(config).await,
+        Command::Serve(args) => serve(config, &args).await,
         Command::Config(ConfigCommand::Check(output)) => config_check(&config, &output),
         Command::Keys(KeysCommand::GenerateRoot) => {
             let ring = RootKeyRing::generate()?;
@@ -307,7 +344,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let mut log = config.log.clone();
             log.level = "warn".to_owned();
             telemetry::init(&log);
-            admin(config, command).await
+            Box::pin(admin(config, command)).await
         }
     }
 }
@@ -359,11 +396,18 @@ fn effective_limits(config: &Config) -> anyhow::Result<Vec<(String, herald_domai
     Ok(limits)
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(config: Config, args: &ServeArgs) -> anyhow::Result<()> {
     telemetry::init(&config.log);
     let listen = config.listen;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let herald = Herald::open(config, clock).await?;
+    let options = startup::OpenOptions {
+        ledger: if args.accept_missing_ledger {
+            startup::LedgerPolicy::AcceptMissing
+        } else {
+            startup::LedgerPolicy::Enforce
+        },
+    };
+    let herald = Herald::open_with(config, clock, options).await?;
     if let Some(admin) = herald.bootstrap_admin().await? {
         // stdout, never the log: the key must not end up in log storage.
         emit(&format!(
@@ -446,7 +490,23 @@ async fn admin(config: Config, command: Command) -> anyhow::Result<()> {
             "the sandbox channel is off: this Herald is configured for WhatsApp ([whatsapp])"
         );
     }
+    let command = match command {
+        Command::Backup(command) => match backup::standalone(config.clone(), &command).await {
+            Some(result) => return result,
+            None => Command::Backup(command),
+        },
+        Command::Erasures(command) => return backup::erasures_command(config, command).await,
+        other => other,
+    };
     let herald = Herald::open(config, Arc::clone(&clock)).await?;
+    if let Command::Backup(command) = command {
+        let result = backup::backup_command(&herald, command).await;
+        if let Err(e) = herald.audit().seal().await {
+            tracing::warn!(error = %e, "could not seal the audit trail");
+        }
+        herald.store().close().await;
+        return result;
+    }
     if let Command::Sandbox(SandboxCommand::Reply {
         phone,
         text,
@@ -649,7 +709,17 @@ async fn admin_command(herald: &Herald, command: Command, clock: &dyn Clock) -> 
                 ));
             }
         }
-        Command::Serve
+        Command::Keys(KeysCommand::Move { to, output }) => {
+            backup::keys_move(herald, to, &output).await?;
+        }
+        Command::Keys(KeysCommand::Escrow {
+            recipient,
+            out,
+            output,
+        }) => backup::keys_escrow(herald, &recipient, &out, &output).await?,
+        Command::Serve(_)
+        | Command::Backup(_)
+        | Command::Erasures(_)
         | Command::Migrate
         | Command::Config(_)
         | Command::Audit(_)

@@ -7,6 +7,7 @@ use std::time::Duration;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -44,6 +45,18 @@ pub struct Metrics {
     latency: HistogramFamily,
     rate_limited: Family<LimitLabels, Counter>,
     enumeration_suspected: Counter,
+    backup: BackupMetrics,
+}
+
+/// The last successful backup and failures, for alerting on a schedule that stopped working.
+#[derive(Clone, Debug, Default)]
+struct BackupMetrics {
+    last_success: Gauge,
+    duration_ms: Gauge,
+    size_bytes: Gauge,
+    failures: Counter,
+    drill_rto_ms: Gauge,
+    drill_failures: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -148,12 +161,68 @@ impl Metrics {
             "Times one credential looked up more distinct numbers than limits.enumeration allows",
             enumeration_suspected.clone(),
         );
+        let backup = BackupMetrics::default();
+        registry.register(
+            "backup_last_success_timestamp_seconds",
+            "When the last backup was written (Unix time)",
+            backup.last_success.clone(),
+        );
+        registry.register(
+            "backup_last_duration_milliseconds",
+            "How long the last successful backup took",
+            backup.duration_ms.clone(),
+        );
+        registry.register(
+            "backup_last_size_bytes",
+            "The size of the last backup's encrypted payload",
+            backup.size_bytes.clone(),
+        );
+        registry.register(
+            "backup_failures",
+            "Backups that failed",
+            backup.failures.clone(),
+        );
+        registry.register(
+            "backup_drill_rto_milliseconds",
+            "How long the last restore drill took to restore and check a backup",
+            backup.drill_rto_ms.clone(),
+        );
+        registry.register(
+            "backup_drill_failures",
+            "Restore drills that failed",
+            backup.drill_failures.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             requests,
             latency,
             rate_limited,
             enumeration_suspected,
+            backup,
+        }
+    }
+
+    pub fn backup_succeeded(&self, at_unix: i64, duration_ms: u64, bytes: u64) {
+        self.backup.last_success.set(at_unix);
+        self.backup
+            .duration_ms
+            .set(i64::try_from(duration_ms).unwrap_or(i64::MAX));
+        self.backup
+            .size_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    pub fn backup_failed(&self) {
+        self.backup.failures.inc();
+    }
+
+    pub fn drill_finished(&self, ok: bool, rto_ms: u64) {
+        if ok {
+            self.backup
+                .drill_rto_ms
+                .set(i64::try_from(rto_ms).unwrap_or(i64::MAX));
+        } else {
+            self.backup.drill_failures.inc();
         }
     }
 

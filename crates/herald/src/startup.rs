@@ -36,6 +36,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::{Config, ConfigError, KeyProviderKind};
+pub use crate::erasure_guard::LedgerPolicy;
 use crate::http::{self, HttpParts, WhatsappSecrets};
 use crate::metrics::Metrics;
 use crate::tls::{self, TlsError, TlsListener};
@@ -48,6 +49,8 @@ const ROOT_KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(60);
 /// which a `PATCH` on one node is not yet applied on another), and forgets idle limiter state.
 const RATE_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
 const AUDIT_PRUNE_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+/// How often the backup schedule looks whether a backup or drill is due.
+const BACKUP_CHECK_INTERVAL: Duration = Duration::from_secs(60);
 /// How often the counts of aggregated authentication failures are written.
 const FAILURE_FLUSH_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -95,6 +98,14 @@ pub enum StartupError {
     OAuth(#[from] OAuthError),
     #[error("cannot re-apply the erasure ledger: {0}")]
     Erasures(String),
+    #[error("refusing to start: {0}")]
+    ErasureLedger(String),
+}
+
+/// How [`Herald::open_with`] treats what start-up checks.
+#[derive(Debug, Clone, Default)]
+pub struct OpenOptions {
+    pub ledger: LedgerPolicy,
 }
 
 /// An opened Herald: storage, keys and capabilities, ready to serve or to be administered.
@@ -119,9 +130,11 @@ pub struct Herald {
     owner: String,
     metrics: Metrics,
     limits: RateLimits,
+    /// Erasures the ledger re-applied at this start (a restored or older database).
+    erasures_reapplied: usize,
 }
 
-fn ensure_data_dir(path: &Path) -> Result<(), StartupError> {
+pub(crate) fn ensure_data_dir(path: &Path) -> Result<(), StartupError> {
     let error = |source| StartupError::DataDir {
         path: path.display().to_string(),
         source,
@@ -222,6 +235,15 @@ impl Herald {
     /// the database (migrated), the root key (created 0600 on first start, refused if it does
     /// not fit an existing database) and the capabilities.
     pub async fn open(config: Config, clock: Arc<dyn Clock>) -> Result<Self, StartupError> {
+        Box::pin(Self::open_with(config, clock, OpenOptions::default())).await
+    }
+
+    /// [`Herald::open`] with options (`--accept-missing-ledger`, `erasures import`).
+    pub async fn open_with(
+        config: Config,
+        clock: Arc<dyn Clock>,
+        options: OpenOptions,
+    ) -> Result<Self, StartupError> {
         let region = config.region()?;
         herald_domain::phone::warm_up();
         let database = open_database(&config).await?;
@@ -347,6 +369,15 @@ impl Herald {
         );
         let rights =
             RightsRequests::new(Arc::clone(&store), Arc::clone(&keyring), Arc::clone(&clock));
+        let ledger = FileErasureLedger::new(config.erasure_ledger_file());
+        let ready = crate::erasure_guard::prepare(
+            &database,
+            store.as_ref(),
+            &ledger,
+            &options.ledger,
+            &audit,
+        )
+        .await?;
         let subject_rights = SubjectRights::new(
             Arc::clone(&store),
             Arc::clone(&keyring),
@@ -356,7 +387,7 @@ impl Herald {
             consents.clone(),
             RightsSettings {
                 processing: config.processing_info(),
-                ledger: Arc::new(FileErasureLedger::new(config.erasure_ledger_file())),
+                ledger: Arc::new(ledger),
                 callbacks: Some(reports.clone()),
             },
         );
@@ -370,6 +401,25 @@ impl Herald {
                 reapplied,
                 "erasures listed in the erasure ledger were re-applied to this database"
             );
+        }
+        if let Some(backup) = &ready.restored_from {
+            // The first start of a restored database: the gap between the backup and now is
+            // recorded, and the database is an ordinary one from here on.
+            let state = database.recovery_state().await?;
+            let event = AuditEvent::new(
+                &Initiator::system(),
+                Action::BackupRestored,
+                Outcome::Success,
+            )
+            .target(Target::Backup(backup.clone()))
+            .details(
+                Details::new()
+                    .with_opt("restored_at", state.restored_at)
+                    .with("erasures_reapplied", reapplied as u64),
+            );
+            audit.append(&event).await?;
+            database.clear_restored().await?;
+            tracing::warn!(backup_id = %backup, reapplied, "first start of a database restored from a backup");
         }
         let endpoints = WebhookEndpoints::new(
             Arc::clone(&store),
@@ -397,11 +447,21 @@ impl Herald {
             owner,
             metrics,
             limits,
+            erasures_reapplied: reapplied,
         })
+    }
+
+    /// Erasures the erasure ledger re-applied when this was opened.
+    pub fn erasures_reapplied(&self) -> usize {
+        self.erasures_reapplied
     }
 
     pub fn limits(&self) -> &RateLimits {
         &self.limits
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     pub fn audit(&self) -> &Audit {
@@ -517,6 +577,10 @@ impl Herald {
             store: Arc::clone(&self.store),
             metrics: self.metrics.clone(),
             limits: self.limits.clone(),
+            backups: crate::backup::BackupRegister::new(
+                self.database.clone(),
+                self.config.backup_dir(),
+            ),
             // Validated at load time; an invalid list cannot reach here.
             trusted_proxies: self.config.trusted_proxies().unwrap_or_default(),
             tls: self.config.tls_enabled(),
@@ -584,6 +648,7 @@ impl Herald {
             tracing::info!("roles.worker is off: this node delivers nothing");
             Vec::new()
         };
+        let schedule = self.spawn_backup_schedule(stop_rx.clone());
         let background = self.spawn_background_tasks(stop_rx);
         let grace = self.config.http.shutdown_grace;
         let signal = async move {
@@ -621,6 +686,10 @@ impl Herald {
             tracing::warn!(
                 "workers did not finish in time; their leases will expire and others take over"
             );
+        }
+        if let Some(schedule) = schedule {
+            // A backup in progress finishes (its partial file is removed if it cannot).
+            let _ = schedule.await;
         }
         if tokio::time::timeout(Duration::from_secs(10), background)
             .await
@@ -676,6 +745,45 @@ impl Herald {
             );
         self.audit.append(&loaded).await?;
         Ok(())
+    }
+
+    /// Scheduled backups, pruning and drills (`[backup]`), checked once a minute against the
+    /// register; `None` when no backup can be encrypted or the schedule is off.
+    fn spawn_backup_schedule(
+        &self,
+        mut stop: watch::Receiver<bool>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let backup = &self.config.backup;
+        if !self.config.backups_configured() {
+            tracing::warn!(
+                "no backup recipient is configured (backup.recipients): scheduled backups are off; see docs/operations.md"
+            );
+            return None;
+        }
+        if backup.every.is_zero() && backup.drill_every.is_zero() {
+            return None;
+        }
+        if backup.drill_identity_file.is_none() && !backup.drill_every.is_zero() {
+            tracing::info!(
+                "backup.drill_identity_file is not set: run `herald backup drill --identity FILE` where the identity is kept"
+            );
+        }
+        let schedule = crate::backup::BackupSchedule::new(self.clone());
+        Some(tokio::spawn(async move {
+            let mut tick = tokio::time::interval_at(
+                tokio::time::Instant::now() + BACKUP_CHECK_INTERVAL,
+                BACKUP_CHECK_INTERVAL,
+            );
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    _ = tick.tick() => {
+                        let _ = schedule.step().await;
+                    }
+                }
+            }
+        }))
     }
 
     /// Batched key-usage writes, root-key reloads, the audit sealer and audit retention.

@@ -257,6 +257,16 @@ actions! {
     RightsRequestLogged => "rights_request.logged", "A data-subject rights request was logged (request_id, kind, due_at).";
     RightsRequestExtended => "rights_request.extended", "A rights request's due date was extended, the reason recorded encrypted (request_id, kind, due_at, extended_months).";
     RightsRequestCompleted => "rights_request.completed", "A rights request was marked done (request_id, kind, due_at).";
+    BackupCreated => "backup.created", "A backup was written and its manifest signed (backup_id, bytes, duration_ms, audit_head_seq, erasures, trigger: cli or schedule).";
+    BackupFailed => "backup.failed", "A backup could not be written (trigger, reason); nothing partial is kept.";
+    BackupVerified => "backup.verified", "A backup was decrypted and checked against its signed manifest, its audit chain and checkpoints (backup_id, ok, reason).";
+    BackupRestored => "backup.restored", "The first start of a database restored from a backup (backup_id, restored_at, erasures_reapplied): the entries between the backup and the restore are lost with the machine; this entry records the gap.";
+    BackupDrilled => "backup.drilled", "A restore drill restored a backup into a scratch directory and checked it (backup_id, ok, rto_ms: time to restore and verify, rpo_seconds: the backup's age, erasures_reapplied, erased_subjects_checked).";
+    BackupPruned => "backup.pruned", "Backups past backup.keep were deleted (count).";
+    KeysMoved => "keys.moved", "The root key file was moved out of the data directory (from, to: the file names only).";
+    KeysEscrowed => "keys.escrowed", "The root key ring was written encrypted to an offline age recipient (recipient fingerprint, root_versions); never the keys themselves.";
+    ErasureLedgerMissingAccepted => "erasure_ledger.missing_accepted", "An operator started Herald with --accept-missing-ledger although the erasure ledger was missing or did not match (reason, restored_from): erasures made after the database's copy may have been undone.";
+    ErasureLedgerImported => "erasure_ledger.imported", "Entries of an erasure ledger copy were merged into the ledger (entries, added).";
     WebhookEndpointDisabled => "webhook_endpoint.disabled", "An endpoint was disabled after a run of failed deliveries or a 410 Gone (consecutive_failures, reason).";
 }
 
@@ -301,6 +311,9 @@ pub enum Target {
     AuditTrail,
     RootKey,
     Service,
+    /// A backup, by its id (`bkp_…`, derived from its time: no personal data).
+    Backup(String),
+    ErasureLedger,
 }
 
 impl Target {
@@ -318,6 +331,8 @@ impl Target {
             Target::AuditTrail => ("audit_trail", None),
             Target::RootKey => ("root_key", None),
             Target::Service => ("service", None),
+            Target::Backup(id) => ("backup", Some(id.as_str())),
+            Target::ErasureLedger => ("erasure_ledger", None),
         }
     }
 
@@ -336,6 +351,8 @@ impl Target {
             Target::AuditTrail => json!({"type": "audit_trail"}),
             Target::RootKey => json!({"type": "root_key"}),
             Target::Service => json!({"type": "service"}),
+            Target::Backup(id) => json!({"type": "backup", "id": id}),
+            Target::ErasureLedger => json!({"type": "erasure_ledger"}),
         }
     }
 }

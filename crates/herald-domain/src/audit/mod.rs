@@ -27,7 +27,9 @@ pub use chain::{
 pub use event::{
     Action, Actor, AuditEvent, Detail, Details, Initiator, Outcome, RequestId, Target, network_of,
 };
-pub use service::{Audit, AuditError, AuditSettings, PruneReport, PublicKey, SealReport};
+pub use service::{
+    Audit, AuditError, AuditSettings, PruneReport, PublicKey, SealReport, verify_trail,
+};
 pub use witness::{FileWitness, Witness};
 
 use crate::clock::Timestamp;

@@ -492,63 +492,7 @@ impl Audit {
     /// Recomputes the chain from the horizon (or genesis), checks every checkpoint signature and
     /// the witness, without recording anything.
     async fn check(&self) -> Result<Report, AuditError> {
-        let store = &self.inner.store;
-        let checkpoints = store.audit_checkpoints().await?;
-        let keys: HashMap<String, Vec<u8>> = store
-            .audit_keys()
-            .await?
-            .into_iter()
-            .map(|k| (k.key_id, k.public_key))
-            .collect();
-        let start = checkpoints
-            .iter()
-            .filter(|c| c.kind == CheckpointKind::Horizon)
-            .filter(|c| keys.get(&c.key_id).is_some_and(|k| c.verify(k)))
-            .max_by_key(|c| c.seq)
-            .map_or(ChainHead::GENESIS, |c| ChainHead {
-                seq: c.seq,
-                hash: c.head,
-            });
-        let witness = self
-            .inner
-            .witness
-            .read_all()
-            .map_err(|e| self.witness_error(e))?;
-        let mut verifier = ChainVerifier::new(start, &checkpoints, &witness, &keys);
-        // Pages are fetched by sequence range, a few ahead, so reading the database overlaps
-        // with hashing (which is sequential by nature).
-        let last = store.audit_last_seq().await?.unwrap_or(start.seq);
-        let mut ranges = (start.seq..last)
-            .step_by(VERIFY_PAGE as usize)
-            .map(|from| (from, (from + u64::from(VERIFY_PAGE)).min(last)));
-        let mut in_flight = std::collections::VecDeque::new();
-        loop {
-            while in_flight.len() < VERIFY_PREFETCH {
-                let Some((after, through)) = ranges.next() else {
-                    break;
-                };
-                let store = Arc::clone(store);
-                in_flight.push_back(tokio::spawn(async move {
-                    store.audit_entries_between(after, through).await
-                }));
-            }
-            let Some(next) = in_flight.pop_front() else {
-                break;
-            };
-            let page = next
-                .await
-                .map_err(|e| StoreError::Internal(Box::new(e)))??;
-            for entry in &page {
-                verifier.push(entry.seq, &entry.hash, &entry.body);
-            }
-            if !verifier.wants_more() {
-                break;
-            }
-        }
-        for pending in in_flight {
-            pending.abort();
-        }
-        Ok(verifier.finish())
+        verify_trail(&self.inner.store, self.inner.witness.as_ref()).await
     }
 
     /// Verifies the trail and records that it did.
@@ -643,6 +587,74 @@ impl Audit {
             .target(Target::AuditTrail)
             .details(Details::new().with("after", after).with("entries", entries));
         self.append(&event).await
+    }
+}
+
+/// Recomputes the chain of the trail in `store` from the horizon (or genesis), checks every
+/// checkpoint signature and the witness, recording nothing. Needs only public keys: backups
+/// are verified with it in a scratch database, without the root key.
+pub async fn verify_trail(
+    store: &Arc<dyn Store>,
+    witness: &dyn Witness,
+) -> Result<Report, AuditError> {
+    let checkpoints = store.audit_checkpoints().await?;
+    let keys: HashMap<String, Vec<u8>> = store
+        .audit_keys()
+        .await?
+        .into_iter()
+        .map(|k| (k.key_id, k.public_key))
+        .collect();
+    let start = checkpoints
+        .iter()
+        .filter(|c| c.kind == CheckpointKind::Horizon)
+        .filter(|c| keys.get(&c.key_id).is_some_and(|k| c.verify(k)))
+        .max_by_key(|c| c.seq)
+        .map_or(ChainHead::GENESIS, |c| ChainHead {
+            seq: c.seq,
+            hash: c.head,
+        });
+    let witness = witness.read_all().map_err(|e| witness_error(witness, e))?;
+    let mut verifier = ChainVerifier::new(start, &checkpoints, &witness, &keys);
+    // Pages are fetched by sequence range, a few ahead, so reading the database overlaps
+    // with hashing (which is sequential by nature).
+    let last = store.audit_last_seq().await?.unwrap_or(start.seq);
+    let mut ranges = (start.seq..last)
+        .step_by(VERIFY_PAGE as usize)
+        .map(|from| (from, (from + u64::from(VERIFY_PAGE)).min(last)));
+    let mut in_flight = std::collections::VecDeque::new();
+    loop {
+        while in_flight.len() < VERIFY_PREFETCH {
+            let Some((after, through)) = ranges.next() else {
+                break;
+            };
+            let store = Arc::clone(store);
+            in_flight.push_back(tokio::spawn(async move {
+                store.audit_entries_between(after, through).await
+            }));
+        }
+        let Some(next) = in_flight.pop_front() else {
+            break;
+        };
+        let page = next
+            .await
+            .map_err(|e| StoreError::Internal(Box::new(e)))??;
+        for entry in &page {
+            verifier.push(entry.seq, &entry.hash, &entry.body);
+        }
+        if !verifier.wants_more() {
+            break;
+        }
+    }
+    for pending in in_flight {
+        pending.abort();
+    }
+    Ok(verifier.finish())
+}
+
+fn witness_error(witness: &dyn Witness, source: std::io::Error) -> AuditError {
+    AuditError::Witness {
+        witness: witness.describe(),
+        source,
     }
 }
 

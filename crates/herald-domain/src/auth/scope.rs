@@ -28,11 +28,14 @@ pub enum Scope {
     /// Asking whether an OAuth access token is active (RFC 7662), for resource servers: learns
     /// a token's client, scopes and lifetime, nothing else.
     OAuthIntrospect,
+    /// The register of backups (times, sizes, manifests: no personal data); the backups
+    /// themselves never pass through the API.
+    BackupsRead,
     Admin,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 13] = [
+    pub const ALL: [Scope; 14] = [
         Scope::MessagesSend,
         Scope::MessagesRead,
         Scope::ConsentsRead,
@@ -45,6 +48,7 @@ impl Scope {
         Scope::AuditRead,
         Scope::IntegrationsManage,
         Scope::OAuthIntrospect,
+        Scope::BackupsRead,
         Scope::Admin,
     ];
 
@@ -62,6 +66,7 @@ impl Scope {
             Scope::AuditRead => "audit:read",
             Scope::IntegrationsManage => "integrations:manage",
             Scope::OAuthIntrospect => "oauth:introspect",
+            Scope::BackupsRead => "backups:read",
             Scope::Admin => "admin",
         }
     }

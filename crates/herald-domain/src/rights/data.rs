@@ -303,6 +303,18 @@ pub const SUBJECT_DATA_TABLES: &[(&str, Coverage)] = &[
         "oauth_generation",
         Coverage::NotSubjectData("a counter of revocations"),
     ),
+    (
+        "recovery_state",
+        Coverage::NotSubjectData(
+            "the erasure ledger's id and whether a restore awaits its first start",
+        ),
+    ),
+    (
+        "backups",
+        Coverage::NotSubjectData(
+            "the register of backups: times, sizes, manifests of counts and hashes",
+        ),
+    ),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

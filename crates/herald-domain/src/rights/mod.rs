@@ -12,7 +12,7 @@ pub use data::{
     Coverage, Erasure, ErasureRecords, ErasureTally, LegalHoldChange, Rectification, Rectified,
     RestrictionChange, SUBJECT_DATA_TABLES, SealErasure, SubjectData, SubjectStanding,
 };
-pub use ledger::{ErasureLedger, FileErasureLedger, LedgerEntry};
+pub use ledger::{ErasureLedger, FileErasureLedger, LedgerEntry, LedgerFile, write_atomically};
 pub use register::{
     NewRightsRequest, RequestKind, RequestStatus, RightsError, RightsRequest, RightsRequests,
     due_date,

@@ -15,11 +15,13 @@ use herald_domain::phone::Region;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize, Serializer};
 
+mod backup;
 mod consent;
 mod limits;
 mod messaging;
 mod oauth;
 
+pub use backup::BackupConfig;
 pub use consent::{ConsentConfig, FrequencyCapConfig, NoticeConfig, OptInTemplateConfig};
 pub use limits::{LimitsConfig, RateConfig};
 pub use oauth::OAuthConfig;
@@ -35,8 +37,9 @@ const ENV_PREFIX: &str = "HERALD_";
 /// Read from the working directory when no `--config` is given.
 const LOCAL_FILE: &str = "herald.toml";
 /// Keys whose value may come from a file (`HERALD_<KEY>_FILE`), written as dotted paths.
-const SECRET_KEYS: [&str; 5] = [
+const SECRET_KEYS: [&str; 6] = [
     "database_url",
+    "backup.passphrase",
     "keys.root_key",
     "whatsapp.access_token",
     "whatsapp.app_secret",
@@ -166,6 +169,7 @@ pub struct Config {
     pub rights: RightsConfig,
     pub inbound: InboundConfig,
     pub callbacks: CallbacksConfig,
+    pub backup: BackupConfig,
 }
 
 /// Customers' messages that no conversation claims.
@@ -433,6 +437,7 @@ impl Config {
             return invalid("audit.retention must be at least one day".into());
         }
         self.validate_oauth()?;
+        self.validate_backup()?;
         self.validate_limits()?;
         self.validate_messaging()?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
@@ -461,12 +466,37 @@ impl Config {
         })
     }
 
-    /// The root key file (file provider), defaulting to `root.key` inside the data directory.
+    /// The root key file (file provider): `keys.file`, else `herald-keys/root.key` beside the
+    /// data directory — apart from the data, so one copy of the data directory (or a backup)
+    /// is never enough to decrypt it (compliance HHS-KEYSEP). An installation that still has
+    /// its key at the old default (`<data_dir>/root.key`) keeps using it, with a warning at
+    /// start, until `herald keys move`.
     pub fn root_key_file(&self) -> PathBuf {
-        self.keys
-            .file
-            .clone()
-            .unwrap_or_else(|| self.data_dir.join("root.key"))
+        if let Some(file) = &self.keys.file {
+            return file.clone();
+        }
+        let default = self.default_root_key_file();
+        let legacy = self.legacy_root_key_file();
+        if !default.exists() && legacy.exists() {
+            legacy
+        } else {
+            default
+        }
+    }
+
+    /// `herald-keys/root.key` in the data directory's parent.
+    pub fn default_root_key_file(&self) -> PathBuf {
+        let parent = self
+            .data_dir
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        parent.join("herald-keys").join("root.key")
+    }
+
+    /// Where versions before 0.2 put the root key by default.
+    pub fn legacy_root_key_file(&self) -> PathBuf {
+        self.data_dir.join("root.key")
     }
 
     /// The erasure ledger file, defaulting to `erasure-ledger.jsonl` inside the data directory.
@@ -572,7 +602,7 @@ mod tests {
         );
         assert_eq!(
             config.root_key_file(),
-            PathBuf::from("./herald-data/root.key")
+            PathBuf::from("./herald-keys/root.key")
         );
         assert_eq!(config.http.body_limit, 64 * 1024);
         assert_eq!(config.keys.provider, KeyProviderKind::File);

@@ -52,6 +52,7 @@ scopes! {
     SubjectsHold => Scope::SubjectsHold,
     IntegrationsManage => Scope::IntegrationsManage,
     OAuthIntrospect => Scope::OAuthIntrospect,
+    BackupsRead => Scope::BackupsRead,
 }
 
 /// The authenticated caller, holding scope `S`. Missing, malformed, unknown, revoked or expired

@@ -71,6 +71,7 @@ pub struct SharedState {
     pub store: Arc<dyn Store>,
     pub metrics: Metrics,
     pub limits: RateLimits,
+    pub backups: crate::backup::BackupRegister,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub tls: bool,
@@ -105,6 +106,7 @@ pub struct HttpParts {
     pub store: Arc<dyn Store>,
     pub metrics: Metrics,
     pub limits: RateLimits,
+    pub backups: crate::backup::BackupRegister,
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub tls: bool,
     /// Serve the API (`/v1`, `/webhooks`); without it only the operations endpoints.
@@ -184,6 +186,7 @@ fn scopes_description() -> String {
                 "an operator's provisioning of integrations, keys and webhooks (no personal data)"
             }
             Scope::OAuthIntrospect => "introspect the integration's own access tokens (RFC 7662)",
+            Scope::BackupsRead => "the register of backups (no personal data, never a backup)",
             Scope::Admin => "everything, for every integration and subject",
         };
         text.push_str(&format!("\n- {scope}: {grants}"));
@@ -227,6 +230,7 @@ pub fn app(parts: HttpParts) -> Router {
         store: parts.store,
         metrics: parts.metrics,
         limits: parts.limits,
+        backups: parts.backups,
         trusted_proxies: parts.trusted_proxies,
         tls: parts.tls,
         openapi: Arc::new(openapi),

@@ -419,12 +419,28 @@ async fn a_legal_hold_blocks_erasure_with_a_clear_code_until_released() {
     assert_eq!(audited(&app, "subject.legal_hold_placed").await, 1);
     assert_eq!(audited(&app, "subject.legal_hold_released").await, 1);
 
-    // A lost ledger file is rebuilt from the database's ledger at the next start.
+    // A lost ledger file is never silently rebuilt from the database (which may be older
+    // than the newest erasure, RESTORE-ERASURE): start-up refuses, naming the way out.
     let ledger = app.data_dir().join("erasure-ledger.jsonl");
     assert!(std::fs::read_to_string(&ledger).unwrap().contains(&subject));
     std::fs::remove_file(&ledger).unwrap();
-    let app = app.restart().await;
+    let mut app = app;
+    app.stop().await;
+    let refused = herald::Herald::open(app.config.clone(), app.clock.clone())
+        .await
+        .expect_err("a missing ledger stops start-up");
+    let message = refused.to_string();
+    assert!(message.contains("erasure ledger"), "{message}");
+    assert!(message.contains("--accept-missing-ledger"), "{message}");
+    assert!(!ledger.exists(), "a refused start writes no ledger");
+    // The operator accepts explicitly: the ledger is begun again from the database, audited.
+    let app = app
+        .restart_with(herald::startup::OpenOptions {
+            ledger: herald::startup::LedgerPolicy::AcceptMissing,
+        })
+        .await;
     assert!(std::fs::read_to_string(&ledger).unwrap().contains(&subject));
+    assert_eq!(audited(&app, "erasure_ledger.missing_accepted").await, 1);
     assert_erased(
         app.get(&format!("/v1/subjects/{subject}"), &app.admin_key)
             .await,

@@ -121,6 +121,37 @@ impl TestDb {
         }
     }
 
+    /// A fresh PostgreSQL database whatever the suite runs on (cross-backend restores), on
+    /// the suite's server or the local one.
+    pub async fn postgres() -> Self {
+        let server = std::env::var(PG_ENV)
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+        let name = format!(
+            "herald_test_{}",
+            data_encoding::HEXLOWER.encode(&herald_crypto::random::bytes::<8>().unwrap())
+        );
+        let mut admin = sqlx::PgConnection::connect(&server)
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL cannot be reached at {server}: {e}"));
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await
+            .expect("create the test database");
+        admin.close().await.ok();
+        Self {
+            url: Some(with_database(&server, &name)),
+            postgres: Some((server, name)),
+        }
+    }
+
+    /// SQLite in the data directory, whatever the suite runs on.
+    pub fn sqlite() -> Self {
+        Self {
+            url: None,
+            postgres: None,
+        }
+    }
+
     pub fn is_postgres(&self) -> bool {
         self.postgres.is_some()
     }
@@ -219,7 +250,25 @@ impl TestApp {
         let mut config = test_config(dir.path(), &db);
         customize(&mut config);
         let clock = Arc::new(ManualClock::new(epoch()));
-        Box::pin(Self::start(config, dir, db, clock)).await
+        Box::pin(Self::start(
+            config,
+            dir,
+            db,
+            clock,
+            herald::startup::OpenOptions::default(),
+        ))
+        .await
+    }
+
+    /// Starts on an explicit configuration, directory, database and clock (a restored copy).
+    pub async fn start_on(
+        config: Config,
+        dir: Arc<TempDir>,
+        db: Arc<TestDb>,
+        clock: Arc<ManualClock>,
+        options: herald::startup::OpenOptions,
+    ) -> Self {
+        Box::pin(Self::start(config, dir, db, clock, options)).await
     }
 
     async fn start(
@@ -227,6 +276,7 @@ impl TestApp {
         dir: Arc<TempDir>,
         db: Arc<TestDb>,
         clock: Arc<ManualClock>,
+        options: herald::startup::OpenOptions,
     ) -> Self {
         let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
         let address = listener.local_addr().unwrap();
@@ -235,9 +285,10 @@ impl TestApp {
         if config.oauth.issuer.is_none() {
             config.oauth.issuer = Some(format!("http://{address}"));
         }
-        let herald = Box::pin(Herald::open(
+        let herald = Box::pin(Herald::open_with(
             config.clone(),
             Arc::clone(&clock) as Arc<dyn Clock>,
+            options,
         ))
         .await
         .expect("Herald starts");
@@ -286,7 +337,12 @@ impl TestApp {
 
     /// Stops and starts again on the same data directory and database (a restart). The admin
     /// key stays the one from the first start.
-    pub async fn restart(mut self) -> Self {
+    pub async fn restart(self) -> Self {
+        Box::pin(self.restart_with(herald::startup::OpenOptions::default())).await
+    }
+
+    /// [`TestApp::restart`] with start-up options (`--accept-missing-ledger`).
+    pub async fn restart_with(mut self, options: herald::startup::OpenOptions) -> Self {
         self.stop().await;
         let admin_key = self.admin_key.clone();
         let mut next = Box::pin(Self::start(
@@ -294,6 +350,7 @@ impl TestApp {
             Arc::clone(&self.dir),
             Arc::clone(&self.db),
             Arc::clone(&self.clock),
+            options,
         ))
         .await;
         assert!(
@@ -314,6 +371,7 @@ impl TestApp {
             Arc::clone(&self.dir),
             Arc::clone(&self.db),
             Arc::clone(&self.clock),
+            herald::startup::OpenOptions::default(),
         ))
         .await;
         node.admin_key = self.admin_key.clone();

@@ -51,7 +51,7 @@ fn class_of(method: &str, path: &str) -> Option<Class> {
         (_, p) if p.starts_with("/v1/integrations") || p.starts_with("/v1/keys/") => {
             Class::Operator
         }
-        (_, p) if p.starts_with("/v1/audit") => Class::Operator,
+        (_, p) if p.starts_with("/v1/audit") || p == "/v1/backups" => Class::Operator,
         ("get", "/v1/requests") => Class::Collection,
         ("post", "/v1/subjects") => Class::Registers,
         ("post", "/v1/opt-ins") => Class::ByNumber,
@@ -144,7 +144,7 @@ impl Owned {
 fn a_scopes() -> Vec<&'static str> {
     b_scopes()
         .into_iter()
-        .filter(|s| !["audit:read", "integrations:manage"].contains(s))
+        .filter(|s| !["audit:read", "integrations:manage", "backups:read"].contains(s))
         .collect()
 }
 

@@ -14,6 +14,7 @@
 mod audit;
 mod audit_guard;
 mod auth;
+mod backup;
 mod callbacks;
 mod consent;
 mod consent_kit;

@@ -209,7 +209,7 @@ async fn openapi_document_is_valid() {
 }
 
 /// The contract (API.md) for what exists so far, as (method, path, scope or "none").
-const CONTRACT: [(&str, &str, &str); 47] = [
+const CONTRACT: [(&str, &str, &str); 48] = [
     ("get", "/healthz", "none"),
     ("get", "/readyz", "none"),
     ("get", "/metrics", "none"),
@@ -230,6 +230,7 @@ const CONTRACT: [(&str, &str, &str); 47] = [
     ("delete", "/v1/subjects/{id}/legal-hold", "subjects:hold"),
     ("get", "/v1/subjects/{id}/export", "subjects:export"),
     ("get", "/v1/audit", "audit:read"),
+    ("get", "/v1/backups", "backups:read"),
     ("get", "/v1/audit/verify", "audit:read"),
     ("get", "/v1/audit/checkpoints", "audit:read"),
     ("get", "/v1/audit/public-key", "audit:read"),

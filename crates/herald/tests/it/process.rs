@@ -186,10 +186,15 @@ async fn first_start_creates_private_files_and_prints_the_admin_key_once() {
     assert!(!stderr.contains(&key), "the admin key reached the log");
 
     let data = dir.path().join("herald-data");
+    // The root key lives apart from the data (HHS-KEYSEP): a copy of the data directory
+    // decrypts nothing.
+    assert!(!data.join("root.key").exists());
+    let keys = dir.path().join("herald-keys");
     #[cfg(unix)]
     {
         assert_eq!(mode(&data), 0o700);
-        assert_eq!(mode(&data.join("root.key")), 0o600);
+        assert_eq!(mode(&keys), 0o700);
+        assert_eq!(mode(&keys.join("root.key")), 0o600);
         if !db.is_postgres() {
             assert_eq!(mode(&data.join("herald.db")), 0o600);
         }
@@ -405,7 +410,7 @@ async fn a_missing_root_key_stops_the_binary() {
     let env = base_env(&db);
     let server = Server::start(dir.path(), &env).await;
     server.terminate().await;
-    std::fs::remove_file(dir.path().join("herald-data/root.key")).unwrap();
+    std::fs::remove_file(dir.path().join("herald-keys/root.key")).unwrap();
     let Err((status, stderr)) = Server::try_start(dir.path(), &env).await else {
         panic!("herald started without its root key");
     };

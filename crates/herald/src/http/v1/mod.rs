@@ -1,6 +1,7 @@
 //! `/v1`: the integrator and operator API.
 
 mod audit;
+mod backups;
 mod consents;
 mod integrations;
 mod messages;
@@ -23,6 +24,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(integrations::router())
         .merge(oauth_clients::router())
         .merge(audit::router())
+        .merge(backups::router())
         .merge(messages::router())
         .merge(webhooks::router())
         .merge(consents::router())
