@@ -11,20 +11,24 @@ use anyhow::Context;
 use chrono::SecondsFormat;
 use clap::{Args, Parser, Subcommand};
 use herald_crypto::RootKeyRing;
-use herald_domain::audit::{Initiator, Report};
+use herald_domain::audit::Initiator;
 use herald_domain::auth::{ApiKeyRecord, IntegrationRecord, Manager, Scope, Scopes};
 use herald_domain::clock::{Clock, SystemClock, Timestamp};
-use herald_domain::ids::{ApiKeyId, SubjectId};
+use herald_domain::ids::ApiKeyId;
 use herald_domain::keys;
 use herald_domain::messages::SandboxReply;
 use herald_domain::store::{PageRequest, Store};
 use serde_json::json;
 
+mod audit;
 mod backup;
 mod oauth;
+mod subjects;
 
+use self::audit::{AuditCommand, audit_command};
 use self::backup::{BackupCommand, ErasuresCommand};
 use self::oauth::{OAuthClientsCommand, OAuthCommand};
+use self::subjects::{RequestsCommand, SubjectsCommand, requests_list, subjects_command};
 use crate::config::Config;
 use crate::startup::{self, Herald};
 use crate::telemetry;
@@ -95,35 +99,6 @@ struct ServeArgs {
 }
 
 #[derive(Debug, Subcommand)]
-enum SubjectsCommand {
-    /// Print everything Herald holds about the subject as one JSON document (GDPR Art. 15/20;
-    /// schema: docs/schemas/subject-export.schema.json). The export is audited.
-    Export {
-        /// The subject's id (sub_…).
-        id: String,
-    },
-    /// Erase the subject by crypto-shredding and print the signed receipt (JSON). Irreversible.
-    Erase {
-        /// The subject's id (sub_…).
-        id: String,
-        /// Confirms the erasure (it cannot be undone).
-        #[arg(long)]
-        yes: bool,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-enum RequestsCommand {
-    /// List rights requests with their due dates (all, or by --status open|overdue|done).
-    List {
-        #[arg(long)]
-        status: Option<String>,
-        #[command(flatten)]
-        output: JsonFlag,
-    },
-}
-
-#[derive(Debug, Subcommand)]
 enum SandboxCommand {
     /// Simulate an inbound message: it takes the same path as a WhatsApp reply (stored
     /// encrypted, opens the 24-hour window, reaches integrators' webhooks).
@@ -137,25 +112,6 @@ enum SandboxCommand {
         #[command(flatten)]
         output: JsonFlag,
     },
-}
-
-#[derive(Debug, Subcommand)]
-enum AuditCommand {
-    /// Recompute the hash chain, check every checkpoint signature and the witness. Exits 1 when
-    /// the trail does not verify.
-    Verify(JsonFlag),
-    /// Print sealed entries as JSON lines (canonical fields plus `hash`), in sequence order.
-    Export {
-        /// Only entries after this sequence number.
-        #[arg(long, default_value_t = 0)]
-        after: u64,
-    },
-    /// Print the signed checkpoints as JSON lines (the witness-file format).
-    Checkpoints,
-    /// Print the public keys that verify checkpoint signatures.
-    PublicKey(JsonFlag),
-    /// Remove entries older than audit.retention behind a signed horizon checkpoint.
-    Prune(JsonFlag),
 }
 
 #[derive(Debug, Subcommand)]
@@ -730,220 +686,6 @@ async fn admin_command(herald: &Herald, command: Command, clock: &dyn Clock) -> 
         | Command::Oauth(_)
         | Command::Integrations(IntegrationsCommand::Revoke { .. })
         | Command::Keys(KeysCommand::GenerateRoot) => {}
-    }
-    Ok(())
-}
-
-fn report_json(report: &Report) -> serde_json::Value {
-    json!({
-        "ok": report.ok,
-        "entries": report.entries,
-        "head": {"seq": report.head.seq, "hash": data_encoding::HEXLOWER.encode(&report.head.hash)},
-        "checkpoint": report.checkpoint,
-        "first_bad": report.first_bad.as_ref().map(|f| json!({
-            "seq": f.seq,
-            "reason": f.problem.as_str(),
-            "explanation": f.explanation,
-        })),
-    })
-}
-
-async fn audit_command(herald: &Herald, command: AuditCommand) -> anyhow::Result<()> {
-    let audit = herald.audit();
-    let admin = Initiator::admin();
-    match command {
-        AuditCommand::Verify(output) => {
-            // Verification must still run when sealing refuses (a trail cut short): the
-            // report is what tells the operator why.
-            if let Err(e) = audit.seal().await {
-                tracing::warn!(error = %e, "could not seal the audit trail before verifying");
-            }
-            let report = audit.verify(&admin).await?;
-            if output.json {
-                emit_json(&report_json(&report))?;
-            } else if let Some(finding) = &report.first_bad {
-                emit(&format!(
-                    "the audit trail does NOT verify: {} at entry {} ({})",
-                    finding.problem.as_str(),
-                    finding.seq,
-                    finding.explanation
-                ));
-            } else {
-                emit(&format!(
-                    "ok: {} entries verified, head {} ({}), last checkpoint {}",
-                    report.entries,
-                    report.head.seq,
-                    data_encoding::HEXLOWER.encode(&report.head.hash),
-                    report
-                        .checkpoint
-                        .map_or_else(|| "none".to_owned(), |c| c.to_string())
-                ));
-            }
-            if !report.ok {
-                anyhow::bail!("the audit trail does not verify");
-            }
-        }
-        AuditCommand::Export { after } => {
-            audit.seal().await?;
-            let mut stdout = std::io::stdout().lock();
-            let mut cursor = after;
-            let mut written = 0u64;
-            loop {
-                let page = audit.entries(cursor, 5000).await?;
-                let Some(last) = page.last() else { break };
-                cursor = last.seq;
-                for entry in &page {
-                    serde_json::to_writer(&mut stdout, &entry.export_json())?;
-                    writeln!(stdout)?;
-                    written += 1;
-                }
-            }
-            stdout.flush()?;
-            audit.record_export(&admin, after, written).await?;
-        }
-        AuditCommand::Checkpoints => {
-            let mut stdout = std::io::stdout().lock();
-            for checkpoint in audit.checkpoints().await? {
-                serde_json::to_writer(&mut stdout, &checkpoint.to_json())?;
-                writeln!(stdout)?;
-            }
-        }
-        AuditCommand::PublicKey(output) => {
-            let keys = audit.public_keys().await?;
-            if output.json {
-                emit_json(&json!({
-                    "active_key_id": audit.key_id(),
-                    "keys": keys.iter().map(|k| json!({
-                        "key_id": k.key_id,
-                        "algorithm": "Ed25519",
-                        "public_key": data_encoding::BASE64.encode(&k.public_key),
-                        "created_at": time(k.created_at),
-                    })).collect::<Vec<_>>(),
-                }))?;
-            } else {
-                for k in &keys {
-                    emit(&format!(
-                        "{}  Ed25519  {}",
-                        k.key_id,
-                        data_encoding::BASE64.encode(&k.public_key)
-                    ));
-                }
-            }
-        }
-        AuditCommand::Prune(output) => {
-            let pruned = audit.prune(&admin).await?;
-            if output.json {
-                emit_json(&json!({
-                    "through_seq": pruned.as_ref().map(|p| p.through_seq),
-                    "removed": pruned.as_ref().map_or(0, |p| p.removed),
-                }))?;
-            } else {
-                match pruned {
-                    Some(p) => emit(&format!(
-                        "removed {} entries through {}; a signed horizon checkpoint keeps the rest verifiable",
-                        p.removed, p.through_seq
-                    )),
-                    None => emit("nothing is older than the retention period"),
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-/// `herald subjects export ID` · `herald subjects erase ID --yes`, as the operator (`admin`).
-async fn subjects_command(herald: &Herald, command: SubjectsCommand) -> anyhow::Result<()> {
-    let parse = |id: &str| {
-        SubjectId::parse(id).with_context(|| format!("{id:?} is not a subject id (sub_…)"))
-    };
-    let rights = herald.subject_rights();
-    match command {
-        SubjectsCommand::Export { id } => {
-            let document = rights
-                .export(&parse(&id)?, &Initiator::admin())
-                .await
-                .map_err(subject_rights_error)?;
-            emit_json(&document)
-        }
-        SubjectsCommand::Erase { id, yes } => {
-            let id = parse(&id)?;
-            if !yes {
-                anyhow::bail!("erasure cannot be undone: add --yes to erase {id}");
-            }
-            let receipt = rights
-                .erase(&id, &Initiator::admin())
-                .await
-                .map_err(subject_rights_error)?;
-            emit_json(&json!({
-                "id": receipt.subject_id.as_str(),
-                "erased_at": time(receipt.erased_at),
-                "receipt": receipt.receipt,
-            }))
-        }
-    }
-}
-
-/// Plain words for the operator (the API's problem codes, with what to do).
-fn subject_rights_error(error: herald_domain::rights::SubjectRightsError) -> anyhow::Error {
-    use herald_domain::rights::SubjectRightsError as E;
-    match error {
-        E::NotFound => anyhow::anyhow!("no such subject"),
-        E::Erased => anyhow::anyhow!("the subject was erased (subject_erased)"),
-        E::LegalHold => anyhow::anyhow!(
-            "a legal hold applies (legal_hold): release it first (DELETE /v1/subjects/{{id}}/legal-hold)"
-        ),
-        other => other.into(),
-    }
-}
-
-/// `herald requests list`: the register, soonest logged first, with status and due date.
-async fn requests_list(
-    herald: &Herald,
-    status: Option<&str>,
-    output: &JsonFlag,
-) -> anyhow::Result<()> {
-    use herald_domain::rights::RequestStatus;
-    let rights = herald.rights();
-    let status = status
-        .map(|s| {
-            RequestStatus::parse(s)
-                .with_context(|| format!("unknown status {s:?}: open, overdue or done"))
-        })
-        .transpose()?;
-    let now = rights.now();
-    let all = all_pages(|page| async move { rights.list(status, &page, None).await }).await?;
-    if output.json {
-        let data: Vec<serde_json::Value> = all
-            .iter()
-            .map(|r| {
-                json!({
-                    "id": r.id.as_str(),
-                    "kind": r.kind.as_str(),
-                    "subject_id": r.subject_id.as_ref().map(|s| s.as_str()),
-                    "status": r.status(now).as_str(),
-                    "received_at": time(r.received_at),
-                    "due_at": time(r.due_at),
-                    "extended_months": r.extended_months,
-                    "completed_at": r.completed_at.map(time),
-                })
-            })
-            .collect();
-        emit_json(&json!({"data": data}))?;
-    } else {
-        for r in &all {
-            emit(&format!(
-                "{}  {:<13}  {:<7}  due {}  received {}{}",
-                r.id,
-                r.kind.as_str(),
-                r.status(now).as_str(),
-                time(r.due_at),
-                time(r.received_at),
-                r.subject_id
-                    .as_ref()
-                    .map(|s| format!("  {s}"))
-                    .unwrap_or_default()
-            ));
-        }
     }
     Ok(())
 }

@@ -28,7 +28,8 @@ pub use event::{
     Action, Actor, AuditEvent, Detail, Details, Initiator, Outcome, RequestId, Target, network_of,
 };
 pub use service::{
-    Audit, AuditError, AuditSettings, PruneReport, PublicKey, SealReport, verify_trail,
+    Audit, AuditError, AuditSettings, Progress, PruneReport, PublicKey, SealReport, verify_trail,
+    verify_trail_observed,
 };
 pub use witness::{FileWitness, Witness};
 

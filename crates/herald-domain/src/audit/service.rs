@@ -495,9 +495,30 @@ impl Audit {
         verify_trail(&self.inner.store, self.inner.witness.as_ref()).await
     }
 
+    /// [`Audit::verify`] reporting progress as it goes.
+    pub async fn verify_observed(
+        &self,
+        initiator: &Initiator,
+        observe: &(dyn Fn(Progress) + Send + Sync),
+    ) -> Result<Report, AuditError> {
+        let report =
+            verify_trail_observed(&self.inner.store, self.inner.witness.as_ref(), observe).await?;
+        self.record_verification(initiator, &report).await?;
+        Ok(report)
+    }
+
     /// Verifies the trail and records that it did.
     pub async fn verify(&self, initiator: &Initiator) -> Result<Report, AuditError> {
         let report = self.check().await?;
+        self.record_verification(initiator, &report).await?;
+        Ok(report)
+    }
+
+    async fn record_verification(
+        &self,
+        initiator: &Initiator,
+        report: &Report,
+    ) -> Result<(), AuditError> {
         let details = Details::new()
             .with("entries", report.entries)
             .with_opt("first_bad", report.first_bad.as_ref().map(|f| f.seq))
@@ -521,7 +542,7 @@ impl Audit {
                 "the audit trail does not verify"
             );
         }
-        Ok(report)
+        Ok(())
     }
 
     /// Removes entries older than the retention period behind a signed horizon checkpoint, after
@@ -590,12 +611,31 @@ impl Audit {
     }
 }
 
+/// What [`verify_trail_observed`] reports as it goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// Entries to check in all.
+    Total(u64),
+    /// This many more checked.
+    Done(u64),
+}
+
 /// Recomputes the chain of the trail in `store` from the horizon (or genesis), checks every
 /// checkpoint signature and the witness, recording nothing. Needs only public keys: backups
 /// are verified with it in a scratch database, without the root key.
 pub async fn verify_trail(
     store: &Arc<dyn Store>,
     witness: &dyn Witness,
+) -> Result<Report, AuditError> {
+    verify_trail_observed(store, witness, &|_| {}).await
+}
+
+/// [`verify_trail`], calling `observe` with the number of entries after each page (progress
+/// for a person waiting on a long trail) and the total (`Some`) once, first.
+pub async fn verify_trail_observed(
+    store: &Arc<dyn Store>,
+    witness: &dyn Witness,
+    observe: &(dyn Fn(Progress) + Send + Sync),
 ) -> Result<Report, AuditError> {
     let checkpoints = store.audit_checkpoints().await?;
     let keys: HashMap<String, Vec<u8>> = store
@@ -618,6 +658,7 @@ pub async fn verify_trail(
     // Pages are fetched by sequence range, a few ahead, so reading the database overlaps
     // with hashing (which is sequential by nature).
     let last = store.audit_last_seq().await?.unwrap_or(start.seq);
+    observe(Progress::Total(last.saturating_sub(start.seq)));
     let mut ranges = (start.seq..last)
         .step_by(VERIFY_PAGE as usize)
         .map(|from| (from, (from + u64::from(VERIFY_PAGE)).min(last)));
@@ -641,6 +682,7 @@ pub async fn verify_trail(
         for entry in &page {
             verifier.push(entry.seq, &entry.hash, &entry.body);
         }
+        observe(Progress::Done(page.len() as u64));
         if !verifier.wants_more() {
             break;
         }

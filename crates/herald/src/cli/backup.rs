@@ -13,6 +13,7 @@ use herald_crypto::FileKeyProvider;
 use herald_domain::audit::{Action, AuditEvent, Detail, Details, Initiator, Outcome, Target};
 use herald_domain::clock::{Clock, SystemClock};
 use herald_domain::rights::{ErasureLedger, FileErasureLedger};
+use herald_domain::store::Store;
 use serde_json::json;
 
 use super::{JsonFlag, emit, emit_json};
@@ -165,6 +166,16 @@ impl Progress for CliProgress {
     }
 }
 
+/// The progress display for a command: none with `--json` (a machine reads stdout), else a bar
+/// on a terminal and plain lines on stderr otherwise.
+pub(super) fn progress_for(json: bool) -> Arc<dyn Progress> {
+    if json {
+        Arc::new(NoProgress)
+    } else {
+        CliProgress::shared()
+    }
+}
+
 fn progress(output: &JsonFlag) -> Arc<dyn Progress> {
     // With --json a machine reads stdout; the bar (stderr) would only be noise in its logs.
     if output.json {
@@ -269,6 +280,22 @@ async fn record_verification(
         if !Path::new(path).is_file() {
             return false;
         }
+    }
+    // An empty database (a new machine's) is not an installation: opening it would create one.
+    let options = herald_store::StoreOptions {
+        max_connections: 1,
+        create_if_missing: false,
+        ..herald_store::StoreOptions::default()
+    };
+    match herald_store::Database::connect(url.expose(), &options).await {
+        Ok(database) => {
+            let state = database.target_state().await;
+            database.close().await;
+            if !matches!(state, Ok(herald_store::snapshot::TargetState::InUse)) {
+                return false;
+            }
+        }
+        Err(_) => return false,
     }
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let Ok(herald) = Herald::open(config.clone(), Arc::clone(&clock)).await else {

@@ -15,6 +15,7 @@ mod audit;
 mod audit_guard;
 mod auth;
 mod backup;
+mod backup_cli;
 mod callbacks;
 mod consent;
 mod consent_kit;
