@@ -26,6 +26,7 @@ pub mod batch;
 pub mod clock;
 pub mod consent;
 pub mod ids;
+pub mod incidents;
 pub mod keys;
 pub mod limits;
 pub mod messages;

@@ -450,8 +450,39 @@ fn is_empty_dir(path: &Path) -> Result<bool, BackupError> {
 }
 
 /// Restores a backup into the target's empty database (SQLite: an empty or new data
-/// directory; PostgreSQL: a database without Herald's tables), of either backend.
+/// directory; PostgreSQL: a database without Herald's tables), of either backend. A restore
+/// that fails leaves the target as it found it: the database load is one transaction, and a
+/// SQLite data directory the restore began empty is emptied again.
 pub async fn restore_backup(
+    file: &Path,
+    decryption: Decryption,
+    target: &RestoreTarget,
+    now: Timestamp,
+    progress: Arc<dyn Progress>,
+) -> Result<RestoreReport, BackupError> {
+    let config = &target.config;
+    let sqlite = herald_store::backend_of(config.database_url().expose())? == Backend::Sqlite;
+    let existed = config.data_dir.exists();
+    let began_empty = sqlite && is_empty_dir(&config.data_dir)?;
+    let result = Box::pin(restore_into(file, decryption, target, now, progress)).await;
+    if result.is_err() && began_empty {
+        let cleared = if existed {
+            std::fs::read_dir(&config.data_dir).and_then(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .try_for_each(|entry| std::fs::remove_file(entry.path()))
+            })
+        } else {
+            std::fs::remove_dir_all(&config.data_dir)
+        };
+        if let Err(e) = cleared {
+            tracing::warn!(error = %e, dir = %config.data_dir.display(), "could not clear the data directory after the failed restore");
+        }
+    }
+    result
+}
+
+async fn restore_into(
     file: &Path,
     decryption: Decryption,
     target: &RestoreTarget,

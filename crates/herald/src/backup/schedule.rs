@@ -162,6 +162,15 @@ impl BackupSchedule {
                 return step;
             }
         };
+        // The register is shared: a backup taken by the CLI (cron) or another node counts, and
+        // the metrics show the newest one whoever took it.
+        if let Some(b) = &newest {
+            herald.metrics().backup_succeeded(
+                b.created_at.timestamp(),
+                b.duration_ms,
+                b.size_bytes,
+            );
+        }
         let backup_due = config.backups_configured()
             && !config.backup.every.is_zero()
             && newest.as_ref().is_none_or(|b| b.created_at + every <= now);

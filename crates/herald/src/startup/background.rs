@@ -23,7 +23,8 @@ const FAILURE_FLUSH_INTERVAL: Duration = Duration::from_secs(10);
 
 impl Herald {
     /// Scheduled backups, pruning and drills (`[backup]`), checked once a minute against the
-    /// register; `None` when no backup can be encrypted or the schedule is off.
+    /// register (which also keeps the backup metrics current when the schedule is off and
+    /// backups come from cron); `None` when no backup can be encrypted.
     pub(super) fn spawn_backup_schedule(
         &self,
         mut stop: watch::Receiver<bool>,
@@ -33,9 +34,6 @@ impl Herald {
             tracing::warn!(
                 "no backup recipient is configured (backup.recipients): scheduled backups are off; see docs/operations.md"
             );
-            return None;
-        }
-        if backup.every.is_zero() && backup.drill_every.is_zero() {
             return None;
         }
         if backup.drill_identity_file.is_none() && !backup.drill_every.is_zero() {

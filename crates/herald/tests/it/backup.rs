@@ -387,11 +387,55 @@ async fn tampered_backups_and_wrong_identities_are_refused_with_the_reason() {
     value["statement"]["payload"]["sha256"] = json!(digest);
     value["statement"]["payload"]["bytes"] = json!(size);
     std::fs::write(&manifest, value.to_string()).unwrap();
-    let error = verify(payload, id.file.clone()).await.unwrap_err();
-    assert!(
-        ["manifest_signature_invalid", "payload_hash_mismatch"].contains(&error.code()),
-        "{error}"
-    );
+    let error = verify(payload.clone(), id.file.clone()).await.unwrap_err();
+    assert_eq!(error.code(), "manifest_signature_invalid", "{error}");
+    // Restored, the forgery is loaded to the end and then rolled back: nothing of it stays,
+    // and the target can take the genuine backup.
+    let forged_db = if app.db.is_postgres() {
+        TestDb::postgres().await
+    } else {
+        TestDb::sqlite()
+    };
+    let forged_target = target(&app, forged_db, None);
+    let error = restore_backup(
+        &payload,
+        Decryption::identity_file(&id.file).unwrap(),
+        &RestoreTarget {
+            config: forged_target.config.clone(),
+        },
+        app.clock.now(),
+        Arc::new(NoProgress),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(error.code(), "manifest_signature_invalid", "{error}");
+    if forged_target.db.is_postgres() {
+        // The load ran to the end in one transaction and was rolled back: the schema is there
+        // (a retry may use it), no row is.
+        let leftover = herald_store::Database::connect(
+            forged_target.config.database_url().expose(),
+            &herald_store::StoreOptions::default(),
+        )
+        .await
+        .unwrap();
+        assert!(
+            matches!(
+                leftover.target_state().await.unwrap(),
+                herald_store::snapshot::TargetState::EmptySchema(_)
+            ),
+            "no row of the forged payload was committed"
+        );
+        herald_domain::store::Store::close(&leftover).await;
+    } else {
+        // SQLite: the data directory the restore began empty is empty again.
+        assert!(
+            std::fs::read_dir(&forged_target.config.data_dir)
+                .map_or(true, |mut d| d.next().is_none()),
+            "no file of the forged restore stays"
+        );
+    }
+    let report = restore(&backup.payload, &id, &forged_target, &app).await;
+    assert_eq!(report.backup_id, backup.id);
 
     // The wrong identity.
     let stranger = identity();
@@ -619,4 +663,60 @@ async fn every_table_is_in_the_snapshot_or_listed_as_left_out() {
     live.sort_unstable();
     // A table added to the schema must be decided on here (herald-store/src/snapshot.rs).
     assert_eq!(live, known);
+}
+
+#[tokio::test]
+async fn a_passphrase_backup_round_trips_and_a_wrong_passphrase_is_refused() {
+    let app = TestApp::spawn_with(|c| {
+        c.backup.passphrase = Some(herald::config::Secret::new("correct horse battery staple"));
+    })
+    .await;
+    register(&app, PHONES[0]).await;
+    let backup = take_backup(&app).await;
+    assert!(backup.manifest.statement.encryption.passphrase);
+    assert!(backup.manifest.statement.encryption.recipients.is_empty());
+    let passphrase =
+        |p: &str| Decryption::Passphrase(age::secrecy::SecretString::from(p.to_owned()));
+    let report = verify_backup(
+        &backup.payload,
+        passphrase("correct horse battery staple"),
+        Arc::new(NoProgress),
+    )
+    .await
+    .unwrap();
+    assert!(report.ok);
+    let error = verify_backup(
+        &backup.payload,
+        passphrase("wrong horse"),
+        Arc::new(NoProgress),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(error.code(), "decryption_failed", "{error}");
+}
+
+#[tokio::test]
+async fn one_node_backs_up_at_a_time() {
+    let app = TestApp::spawn().await;
+    let first = app.herald.database().backup_lock().await.unwrap();
+    assert!(first.is_some());
+    let second = app.herald.database().backup_lock().await.unwrap();
+    if app.db.is_postgres() {
+        // Another node (here: another connection) does not get it while it is held…
+        assert!(second.is_none());
+        drop(first);
+        // …and does once it is released (the transaction's rollback runs in the background).
+        let mut granted = None;
+        for _ in 0..50 {
+            granted = app.herald.database().backup_lock().await.unwrap();
+            if granted.is_some() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(granted.is_some());
+    } else {
+        // SQLite is one node: two backups at once are merely two files.
+        assert!(second.is_some());
+    }
 }
