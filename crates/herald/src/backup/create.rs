@@ -60,6 +60,8 @@ struct PayloadStats {
     first_recorded_at: Option<i64>,
     last_recorded_at: Option<i64>,
     last_checkpoint: Option<(u64, String, Vec<u8>)>,
+    /// Every checkpoint in the snapshot, by (seq, kind).
+    checkpoints: std::collections::HashSet<(u64, String)>,
     witness_checkpoints: u64,
     root_versions: BTreeSet<u32>,
     plaintext_sha256: [u8; 32],
@@ -119,7 +121,9 @@ impl Watch {
                     _ => String::new(),
                 };
                 if let (Some(seq), Some(head)) = (int(self.seq), bytes(self.head)) {
-                    stats.last_checkpoint = Some((u64::try_from(seq).unwrap_or(0), kind, head));
+                    let seq = u64::try_from(seq).unwrap_or(0);
+                    stats.checkpoints.insert((seq, kind.clone()));
+                    stats.last_checkpoint = Some((seq, kind, head));
                 }
             }
             "system_keys" | "subject_keys" => {
@@ -132,20 +136,21 @@ impl Watch {
     }
 }
 
-/// Only the witness lines the snapshot's own checkpoints cover: a checkpoint signed after the
-/// snapshot was read is not in the restored database, and would read as a truncated trail.
-fn witness_through(text: &str, last_checkpoint: Option<u64>) -> (String, u64) {
-    let Some(last) = last_checkpoint else {
-        return (String::new(), 0);
-    };
+/// Only the witness lines naming a checkpoint the snapshot holds: one signed after the
+/// snapshot was read (a later periodic one, or a horizon written by a prune meanwhile) is not
+/// in the restored database and would read as tampering. Unreadable lines are kept:
+/// verification must see them, not have them tidied away.
+fn witness_within(
+    text: &str,
+    checkpoints: &std::collections::HashSet<(u64, String)>,
+) -> (String, u64) {
     let mut kept = String::new();
     let mut count = 0;
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let seq = serde_json::from_str::<serde_json::Value>(line)
+        let key = serde_json::from_str::<serde_json::Value>(line)
             .ok()
-            .and_then(|v| v["seq"].as_u64());
-        // An unreadable line is kept: verification must see it, not have it tidied away.
-        if seq.is_none_or(|seq| seq <= last) {
+            .and_then(|v| Some((v["seq"].as_u64()?, v["kind"].as_str()?.to_owned())));
+        if key.as_ref().is_none_or(|key| checkpoints.contains(key)) {
             kept.push_str(line);
             kept.push('\n');
             count += 1;
@@ -230,7 +235,7 @@ fn write_payload(input: WriterInput) -> Result<PayloadStats, BackupError> {
         .map_err(|_| BackupError::Io("the snapshot was not completed".into()))?;
     for (name, text) in files {
         let text = if name == WITNESS_FILE {
-            let (kept, count) = witness_through(&text, stats.last_checkpoint.as_ref().map(|c| c.0));
+            let (kept, count) = witness_within(&text, &stats.checkpoints);
             stats.witness_checkpoints = count;
             kept
         } else {
@@ -514,11 +519,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_witness_is_cut_at_the_snapshots_last_checkpoint() {
-        let text = "{\"seq\":10}\n{\"seq\":20}\nnot json\n{\"seq\":30}\n";
-        assert_eq!(witness_through(text, None), (String::new(), 0));
-        let (kept, count) = witness_through(text, Some(20));
-        assert_eq!(kept, "{\"seq\":10}\n{\"seq\":20}\nnot json\n");
+    fn the_witness_keeps_only_the_snapshots_checkpoints() {
+        let text = "{\"seq\":10,\"kind\":\"periodic\"}\n{\"seq\":20,\"kind\":\"periodic\"}\nnot json\n\
+                    {\"seq\":30,\"kind\":\"periodic\"}\n{\"seq\":10,\"kind\":\"horizon\"}\n";
+        let none = std::collections::HashSet::new();
+        assert_eq!(witness_within(text, &none), ("not json\n".to_owned(), 1));
+        let held = [(10, "periodic".to_owned()), (20, "periodic".to_owned())]
+            .into_iter()
+            .collect();
+        let (kept, count) = witness_within(text, &held);
+        assert_eq!(
+            kept,
+            "{\"seq\":10,\"kind\":\"periodic\"}\n{\"seq\":20,\"kind\":\"periodic\"}\nnot json\n"
+        );
         assert_eq!(count, 3);
     }
 }

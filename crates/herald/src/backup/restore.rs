@@ -4,7 +4,7 @@
 //! transaction that commits only when the payload proved whole and signed.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -120,6 +120,9 @@ struct Decoded {
     counts: BTreeMap<String, u64>,
 }
 
+/// The longest line a payload may hold (a row, or the witness or ledger file as one line).
+const MAX_LINE: u64 = 256 * 1024 * 1024;
+
 fn payload_error(what: impl Into<String>) -> BackupError {
     BackupError::Payload(what.into())
 }
@@ -149,11 +152,16 @@ fn decode_payload(
     let mut since_report = 0u64;
     loop {
         line.clear();
-        let n = reader
+        // Bounded: a line longer than any Herald writes is refused before it fills memory.
+        let n = (&mut reader)
+            .take(MAX_LINE + 1)
             .read_line(&mut line)
             .map_err(|e| BackupError::Decrypt(format!("the payload cannot be decrypted: {e}")))?;
         if n == 0 {
             break;
+        }
+        if n as u64 > MAX_LINE {
+            return Err(payload_error("a line is longer than any backup holds"));
         }
         if end_seen {
             return Err(payload_error("lines follow the end mark"));

@@ -588,6 +588,21 @@ async fn independent_verdict(app: &TestApp, herald: &Herald) -> String {
             .map(|v| v.to_string() + "\n")
             .collect::<String>()
     };
+    // Witness and checkpoints first, entries last: a background seal in between can only add
+    // entries, never a checkpoint the exported entries do not reach (which reads as a cut).
+    let witness = dir.join("witness.jsonl");
+    match std::fs::read(app.config.audit_witness_file()) {
+        Ok(bytes) => std::fs::write(&witness, bytes).unwrap(),
+        Err(_) => {
+            let _ = std::fs::remove_file(&witness);
+        }
+    }
+    let checkpoints = audit.checkpoints().await.unwrap();
+    std::fs::write(
+        dir.join("checkpoints.jsonl"),
+        lines(checkpoints.iter().map(chain::Checkpoint::to_json).collect()),
+    )
+    .unwrap();
     let entries = audit.entries(0, 1_000_000).await.unwrap();
     std::fs::write(
         dir.join("entries.jsonl"),
@@ -599,19 +614,13 @@ async fn independent_verdict(app: &TestApp, herald: &Herald) -> String {
         ),
     )
     .unwrap();
-    let checkpoints = audit.checkpoints().await.unwrap();
-    std::fs::write(
-        dir.join("checkpoints.jsonl"),
-        lines(checkpoints.iter().map(chain::Checkpoint::to_json).collect()),
-    )
-    .unwrap();
     let keys = audit.public_keys().await.unwrap();
     let keys = json!({"keys": keys.iter().map(|k| json!({
         "key_id": k.key_id,
         "public_key": data_encoding::BASE64.encode(&k.public_key),
     })).collect::<Vec<_>>()});
     std::fs::write(dir.join("keys.json"), keys.to_string()).unwrap();
-    run_verifier(&dir, &app.config.audit_witness_file())
+    run_verifier(&dir, &witness)
 }
 
 pub fn run_verifier(dir: &Path, witness: &Path) -> String {
