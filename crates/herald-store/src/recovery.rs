@@ -110,29 +110,6 @@ impl Database {
         })
     }
 
-    /// Marks the database as restored from `backup_id` (start-up then requires the erasure
-    /// ledger before it serves).
-    pub async fn mark_restored(
-        &self,
-        backup_id: &str,
-        at: Timestamp,
-        ledger_entries: u64,
-    ) -> Result<(), StoreError> {
-        write_tx!(self, |tx| {
-            sqlx::query(
-                "UPDATE recovery_state SET restored_from = $1, restored_at = $2,
-                        restored_ledger_entries = $3 WHERE id = 1",
-            )
-            .bind(backup_id)
-            .bind(millis(at))
-            .bind(i64::try_from(ledger_entries).unwrap_or(i64::MAX))
-            .execute(&mut *tx)
-            .await
-            .map_err(from_sqlx)?;
-            Ok::<_, StoreError>(())
-        })
-    }
-
     /// The first start after a restore re-applied the ledger: the database is ordinary again.
     pub async fn clear_restored(&self) -> Result<(), StoreError> {
         write_tx!(self, |tx| {

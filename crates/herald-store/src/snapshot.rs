@@ -339,10 +339,12 @@ impl Database {
 
     /// Loads a snapshot read by [`Database::export_snapshot`] (from either backend) in one
     /// transaction: all of it or nothing. The target must be at the snapshot's schema version
-    /// and hold no rows. Returns the rows loaded.
+    /// and hold no rows. With `restored`, the same transaction marks the database as restored
+    /// (no crash can leave a restored database unmarked). Returns the rows loaded.
     pub async fn import_snapshot(
         &self,
         mut items: mpsc::Receiver<Item>,
+        restored: Option<&RestoreMark>,
     ) -> Result<u64, StoreError> {
         let mut loaded = 0u64;
         crate::write_tx!(self, |tx| {
@@ -390,10 +392,31 @@ impl Database {
                 self.flush(&mut tx, &current, &mut batch).await?;
                 self.finish_table(&mut tx, &current).await?;
             }
+            if let Some(mark) = restored {
+                sqlx::query(
+                    "UPDATE recovery_state SET restored_from = $1, restored_at = $2,
+                            restored_ledger_entries = $3 WHERE id = 1",
+                )
+                .bind(&mark.backup_id)
+                .bind(crate::convert::millis(mark.at))
+                .bind(i64::try_from(mark.ledger_entries).unwrap_or(i64::MAX))
+                .execute(&mut *tx)
+                .await
+                .map_err(from_sqlx)?;
+            }
             Ok::<(), StoreError>(())
         })?;
         Ok(loaded)
     }
+}
+
+/// What a restore records in the restored database, with the load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoreMark {
+    pub backup_id: String,
+    pub at: herald_domain::clock::Timestamp,
+    /// Erasures the backup's own copy of the ledger lists (a ledger with fewer is older).
+    pub ledger_entries: u64,
 }
 
 /// A table being loaded: its snapshot columns and how the target types them.

@@ -12,7 +12,7 @@ use herald_domain::audit::{FileWitness, verify_trail};
 use herald_domain::clock::Timestamp;
 use herald_domain::rights::{LedgerFile, write_atomically};
 use herald_domain::store::{Backend, Store};
-use herald_store::snapshot::{Item, TargetState, Value};
+use herald_store::snapshot::{Item, RestoreMark, TargetState, Value};
 use herald_store::{Database, StoreOptions};
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -271,6 +271,7 @@ async fn load(
     payload: PathBuf,
     decryption: Arc<Decryption>,
     manifest: &SignedManifest,
+    restored: Option<RestoreMark>,
     progress: Arc<dyn Progress>,
 ) -> Result<Decoded, BackupError> {
     let total: u64 = manifest.statement.counts.values().sum();
@@ -281,7 +282,7 @@ async fn load(
         let progress = Arc::clone(&progress);
         move || decode_payload(&payload, &decryption, &manifest, &tx, progress.as_ref())
     });
-    let imported = database.import_snapshot(rx).await;
+    let imported = database.import_snapshot(rx, restored.as_ref()).await;
     let decoded = decoder
         .await
         .map_err(|e| BackupError::Io(format!("the decoder stopped: {e}")))?;
@@ -347,6 +348,7 @@ pub async fn verify_backup(
         payload,
         Arc::new(decryption),
         &manifest,
+        None,
         Arc::clone(&progress),
     )
     .await;
@@ -544,6 +546,11 @@ async fn restore_into(
         payload,
         Arc::new(decryption),
         &manifest,
+        Some(RestoreMark {
+            backup_id: statement.backup_id.clone(),
+            at: now,
+            ledger_entries: statement.erasure_ledger.entries,
+        }),
         Arc::clone(&progress),
     )
     .await;
@@ -593,13 +600,9 @@ async fn restore_into(
         let path = config.data_dir.join("config.from-backup.toml");
         write_atomically(&path, masked.as_bytes()).map_err(|e| io("cannot write", &path, e))?;
     }
-    database
-        .mark_restored(
-            &statement.backup_id,
-            now,
-            backup_ledger.entries.len() as u64,
-        )
-        .await?;
+    if backup_ledger.entries.len() as u64 != statement.erasure_ledger.entries {
+        tracing::warn!("the backup's ledger copy does not hold the entries its manifest counts");
+    }
     database.close().await;
     progress.finish();
     let next_step = match &erasure_ledger {
