@@ -170,6 +170,10 @@ prefixed_id!(
     /// A data-subject rights request in the register.
     RightsRequestId, "dsr", "rights request"
 );
+prefixed_id!(
+    /// A security incident in the incident register (a possible personal-data breach).
+    IncidentId, "inc", "incident"
+);
 
 #[cfg(test)]
 mod tests {

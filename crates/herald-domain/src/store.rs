@@ -614,6 +614,43 @@ pub trait SubjectRightsStore: Send + Sync {
     async fn table_names(&self) -> Result<Vec<String>, StoreError>;
 }
 
+/// A stored incident: its facts as JSON (no personal data, no free text) and its free text
+/// sealed under the system key. `version` guards concurrent changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncidentRow {
+    pub id: crate::ids::IncidentId,
+    pub status: String,
+    pub facts: String,
+    pub text_ciphertext: Vec<u8>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub version: i64,
+}
+
+/// The incident register (issue 16).
+#[async_trait]
+pub trait IncidentStore: Send + Sync {
+    async fn insert_incident(
+        &self,
+        row: &IncidentRow,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError>;
+    async fn incident(
+        &self,
+        id: &crate::ids::IncidentId,
+    ) -> Result<Option<IncidentRow>, StoreError>;
+    /// Incidents in the order they were opened, after the cursor (an incident id).
+    async fn incidents(&self, page: &PageRequest) -> Result<Vec<IncidentRow>, StoreError>;
+    /// Replaces the incident if it is still at `expected_version`, with its audit entry;
+    /// `false` when it changed meanwhile.
+    async fn update_incident(
+        &self,
+        row: &IncidentRow,
+        expected_version: i64,
+        audit: &AuditRecord,
+    ) -> Result<bool, StoreError>;
+}
+
 /// Everything Herald stores.
 #[async_trait]
 pub trait Store:
@@ -630,6 +667,7 @@ pub trait Store:
     + ConsentStore
     + RightsStore
     + SubjectRightsStore
+    + IncidentStore
     + fmt::Debug
     + 'static
 {

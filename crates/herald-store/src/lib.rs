@@ -21,6 +21,7 @@ mod consent;
 mod convert;
 mod delivery;
 mod error;
+mod incidents;
 mod keys;
 mod limits;
 mod messages;

@@ -67,6 +67,11 @@ pub const SQLITE: &[(i64, &str, &str)] = &[
         "recovery",
         include_str!("../migrations/sqlite/0011_recovery.sql"),
     ),
+    (
+        12,
+        "incidents",
+        include_str!("../migrations/sqlite/0012_incidents.sql"),
+    ),
 ];
 
 pub const POSTGRES: &[(i64, &str, &str)] = &[
@@ -124,6 +129,11 @@ pub const POSTGRES: &[(i64, &str, &str)] = &[
         11,
         "recovery",
         include_str!("../migrations/postgres/0011_recovery.sql"),
+    ),
+    (
+        12,
+        "incidents",
+        include_str!("../migrations/postgres/0012_incidents.sql"),
     ),
 ];
 

@@ -49,6 +49,7 @@ pub const TABLES: &[(&str, &str)] = &[
     ("oauth_generation", "id"),
     ("recovery_state", "id"),
     ("backups", "id"),
+    ("incidents", "id"),
 ];
 
 /// Tables a snapshot leaves out, and why. `audit_seal_mark` is each backend's own bookkeeping

@@ -39,8 +39,8 @@ use serde_json::{Value, json};
 use crate::auth::{Credential, Principal};
 use crate::clock::Timestamp;
 use crate::ids::{
-    AccessTokenId, ApiKeyId, CallbackId, ConsentEventId, EventId, IntegrationId, MessageId,
-    OAuthClientId, RightsRequestId, SubjectId, WebhookEndpointId,
+    AccessTokenId, ApiKeyId, CallbackId, ConsentEventId, EventId, IncidentId, IntegrationId,
+    MessageId, OAuthClientId, RightsRequestId, SubjectId, WebhookEndpointId,
 };
 
 /// A request id as Herald generates them: `req_` and 16 lowercase base32hex characters.
@@ -267,6 +267,8 @@ actions! {
     KeysEscrowed => "keys.escrowed", "The root key ring was written encrypted to an offline age recipient (recipient fingerprint, root_versions); never the keys themselves.";
     ErasureLedgerMissingAccepted => "erasure_ledger.missing_accepted", "An operator started Herald with --accept-missing-ledger although the erasure ledger was missing or did not match (reason, restored_from): erasures made after the database's copy may have been undone.";
     ErasureLedgerImported => "erasure_ledger.imported", "Entries of an erasure ledger copy were merged into the ledger (entries, added).";
+    IncidentOpened => "incident.opened", "A security incident was entered in the incident register (detected_at, became_aware_at); its text is stored encrypted, never in the entry.";
+    IncidentUpdated => "incident.updated", "An incident's assessment, notifications or state changed (from, to: the states; fields: the names of what changed).";
     WebhookEndpointDisabled => "webhook_endpoint.disabled", "An endpoint was disabled after a run of failed deliveries or a 410 Gone (consecutive_failures, reason).";
 }
 
@@ -313,6 +315,7 @@ pub enum Target {
     Service,
     /// A backup, by its id (`bkp_…`, derived from its time: no personal data).
     Backup(String),
+    Incident(IncidentId),
     ErasureLedger,
 }
 
@@ -332,6 +335,7 @@ impl Target {
             Target::RootKey => ("root_key", None),
             Target::Service => ("service", None),
             Target::Backup(id) => ("backup", Some(id.as_str())),
+            Target::Incident(id) => ("incident", Some(id.as_str())),
             Target::ErasureLedger => ("erasure_ledger", None),
         }
     }
@@ -352,6 +356,7 @@ impl Target {
             Target::RootKey => json!({"type": "root_key"}),
             Target::Service => json!({"type": "service"}),
             Target::Backup(id) => json!({"type": "backup", "id": id}),
+            Target::Incident(id) => json!({"type": "incident", "id": id.as_str()}),
             Target::ErasureLedger => json!({"type": "erasure_ledger"}),
         }
     }

@@ -31,11 +31,15 @@ pub enum Scope {
     /// The register of backups (times, sizes, manifests: no personal data); the backups
     /// themselves never pass through the API.
     BackupsRead,
+    /// The incident register: read (summaries, assessments, clocks).
+    IncidentsRead,
+    /// The incident register: open incidents and record assessments and notifications.
+    IncidentsWrite,
     Admin,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 14] = [
+    pub const ALL: [Scope; 16] = [
         Scope::MessagesSend,
         Scope::MessagesRead,
         Scope::ConsentsRead,
@@ -49,6 +53,8 @@ impl Scope {
         Scope::IntegrationsManage,
         Scope::OAuthIntrospect,
         Scope::BackupsRead,
+        Scope::IncidentsRead,
+        Scope::IncidentsWrite,
         Scope::Admin,
     ];
 
@@ -67,6 +73,8 @@ impl Scope {
             Scope::IntegrationsManage => "integrations:manage",
             Scope::OAuthIntrospect => "oauth:introspect",
             Scope::BackupsRead => "backups:read",
+            Scope::IncidentsRead => "incidents:read",
+            Scope::IncidentsWrite => "incidents:write",
             Scope::Admin => "admin",
         }
     }

@@ -3,8 +3,13 @@
 //! notification drafts and telling the people affected build on them.
 
 pub mod clocks;
+pub mod register;
 
 pub use clocks::{
     ClockFacts, ClockKind, ClockStatus, Deadline, Risk, approaching, deadline, deadlines,
     end_of_year_deadline,
+};
+pub use register::{
+    EXEMPTIONS, Facts, Incident, IncidentChange, IncidentError, IncidentStatus, Incidents, KINDS,
+    Narrative, NewIncident,
 };

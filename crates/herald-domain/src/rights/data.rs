@@ -310,6 +310,12 @@ pub const SUBJECT_DATA_TABLES: &[(&str, Coverage)] = &[
         ),
     ),
     (
+        "incidents",
+        Coverage::NotSubjectData(
+            "the incident register: facts without personal data, free text under the system key",
+        ),
+    ),
+    (
         "backups",
         Coverage::NotSubjectData(
             "the register of backups: times, sizes, manifests of counts and hashes",

@@ -151,6 +151,23 @@ pub fn rights(error: RightsError) -> Problem {
     }
 }
 
+pub fn incidents(error: herald_domain::incidents::IncidentError) -> Problem {
+    use herald_domain::incidents::IncidentError;
+    match error {
+        IncidentError::Invalid { field, rule } => {
+            Problem::new(Code::InvalidRequest).field(FieldError::new(field, rule))
+        }
+        IncidentError::NotFound => Problem::not_found(),
+        e @ IncidentError::InvalidTransition { .. } => {
+            Problem::new(Code::InvalidTransition).detail(e.to_string())
+        }
+        IncidentError::DelayReasonRequired => Problem::new(Code::DelayReasonRequired),
+        IncidentError::Changed => Problem::new(Code::IncidentChanged),
+        IncidentError::Store(e) => store(e),
+        IncidentError::Keys(e) => keys(e),
+    }
+}
+
 pub fn keys(error: KeyError) -> Problem {
     match error {
         KeyError::Store(e) => store(e),

@@ -53,6 +53,8 @@ scopes! {
     IntegrationsManage => Scope::IntegrationsManage,
     OAuthIntrospect => Scope::OAuthIntrospect,
     BackupsRead => Scope::BackupsRead,
+    IncidentsRead => Scope::IncidentsRead,
+    IncidentsWrite => Scope::IncidentsWrite,
 }
 
 /// The authenticated caller, holding scope `S`. Missing, malformed, unknown, revoked or expired

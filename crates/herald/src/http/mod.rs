@@ -72,6 +72,7 @@ pub struct SharedState {
     pub metrics: Metrics,
     pub limits: RateLimits,
     pub backups: crate::backup::BackupRegister,
+    pub incidents: herald_domain::incidents::Incidents,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub tls: bool,
@@ -107,6 +108,7 @@ pub struct HttpParts {
     pub metrics: Metrics,
     pub limits: RateLimits,
     pub backups: crate::backup::BackupRegister,
+    pub incidents: herald_domain::incidents::Incidents,
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub tls: bool,
     /// Serve the API (`/v1`, `/webhooks`); without it only the operations endpoints.
@@ -132,7 +134,8 @@ pub struct HttpParts {
         (name = "integrations", description = "Connected systems, their API keys and webhook endpoints (admin)"),
         (name = "oauth", description = "The OAuth 2.0 authorization server for integrations (client credentials): RFC 6749 error answers, not problem documents"),
         (name = "webhooks", description = "Provider callbacks (WhatsApp), authenticated by signature"),
-        (name = "audit", description = "The tamper-evident audit trail: entries, verification, checkpoints, keys")
+        (name = "audit", description = "The tamper-evident audit trail: entries, verification, checkpoints, keys"),
+        (name = "incidents", description = "The incident register: security incidents and personal-data breaches with their notification clocks")
     )
 )]
 struct ApiDoc;
@@ -187,6 +190,8 @@ fn scopes_description() -> String {
             }
             Scope::OAuthIntrospect => "introspect the integration's own access tokens (RFC 7662)",
             Scope::BackupsRead => "the register of backups (no personal data, never a backup)",
+            Scope::IncidentsRead => "read the incident register (summaries, assessments, clocks)",
+            Scope::IncidentsWrite => "open incidents, record assessments and notifications",
             Scope::Admin => "everything, for every integration and subject",
         };
         text.push_str(&format!("\n- {scope}: {grants}"));
@@ -231,6 +236,7 @@ pub fn app(parts: HttpParts) -> Router {
         metrics: parts.metrics,
         limits: parts.limits,
         backups: parts.backups,
+        incidents: parts.incidents,
         trusted_proxies: parts.trusted_proxies,
         tls: parts.tls,
         openapi: Arc::new(openapi),

@@ -56,6 +56,9 @@ pub enum Code {
     ConsentStale,
     SubjectOptedOut,
     IntegrationRevoked,
+    InvalidTransition,
+    IncidentChanged,
+    DelayReasonRequired,
 }
 
 impl Code {
@@ -94,7 +97,10 @@ impl Code {
             | Code::SubjectChanged
             | Code::ConsentStale
             | Code::SubjectOptedOut
-            | Code::IntegrationRevoked => StatusCode::CONFLICT,
+            | Code::IntegrationRevoked
+            | Code::InvalidTransition
+            | Code::IncidentChanged => StatusCode::CONFLICT,
+            Code::DelayReasonRequired => StatusCode::UNPROCESSABLE_ENTITY,
         }
     }
 
@@ -136,6 +142,9 @@ impl Code {
             Code::ConsentStale => "consent_stale",
             Code::SubjectOptedOut => "subject_opted_out",
             Code::IntegrationRevoked => "integration_revoked",
+            Code::InvalidTransition => "invalid_transition",
+            Code::IncidentChanged => "incident_changed",
+            Code::DelayReasonRequired => "delay_reason_required",
         }
     }
 
@@ -183,6 +192,11 @@ impl Code {
             }
             Code::SubjectOptedOut => "The subject opted out; only the subject can opt in again",
             Code::IntegrationRevoked => "The integration is revoked; it takes no new credentials",
+            Code::InvalidTransition => "The incident cannot move to that state now",
+            Code::IncidentChanged => "The incident changed meanwhile",
+            Code::DelayReasonRequired => {
+                "A notification after 72 hours needs the reasons for the delay"
+            }
         }
     }
 
@@ -393,7 +407,7 @@ impl IntoResponse for Problem {
 mod tests {
     use super::*;
 
-    const ALL: [Code; 36] = [
+    const ALL: [Code; 39] = [
         Code::MalformedJson,
         Code::InvalidRequest,
         Code::Unauthorized,
@@ -430,6 +444,9 @@ mod tests {
         Code::ConsentStale,
         Code::SubjectOptedOut,
         Code::IntegrationRevoked,
+        Code::InvalidTransition,
+        Code::IncidentChanged,
+        Code::DelayReasonRequired,
     ];
 
     #[test]

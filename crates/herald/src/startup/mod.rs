@@ -582,6 +582,11 @@ impl Herald {
                 self.database.clone(),
                 self.config.backup_dir(),
             ),
+            incidents: herald_domain::incidents::Incidents::new(
+                Arc::clone(&self.store),
+                Arc::clone(&self.keyring),
+                Arc::clone(&self.clock),
+            ),
             // Validated at load time; an invalid list cannot reach here.
             trusted_proxies: self.config.trusted_proxies().unwrap_or_default(),
             tls: self.config.tls_enabled(),

@@ -52,6 +52,7 @@ fn class_of(method: &str, path: &str) -> Option<Class> {
             Class::Operator
         }
         (_, p) if p.starts_with("/v1/audit") || p == "/v1/backups" => Class::Operator,
+        (_, p) if p.starts_with("/v1/incidents") => Class::Operator,
         ("get", "/v1/requests") => Class::Collection,
         ("post", "/v1/subjects") => Class::Registers,
         ("post", "/v1/opt-ins") => Class::ByNumber,
@@ -77,6 +78,8 @@ struct Owned {
     spare_integration: String,
     spare_client: String,
     access_token: String,
+    /// An incident in the (instance-wide, operator's) register.
+    incident: String,
 }
 
 impl Owned {
@@ -93,6 +96,8 @@ impl Owned {
             &self.integration
         } else if template.starts_with("/v1/keys/") {
             &self.spare_key
+        } else if template.starts_with("/v1/incidents/") {
+            &self.incident
         } else {
             &self.subject
         };
@@ -107,6 +112,10 @@ impl Owned {
                               "source": "https://crm.example/form", "notice_version": "v1"});
         Some(match (method, path) {
             ("post", "/v1/integrations") => json!({"name": "intruder"}),
+            ("post", "/v1/incidents") => json!({"summary": "an operator's incident",
+                "detected_at": now, "became_aware_at": now, "kinds": ["availability"],
+                "source": "alert"}),
+            ("patch", "/v1/incidents/{id}") => json!({"measures": "keys rotated"}),
             ("post", "/v1/integrations/{id}/keys") => json!({"scopes": ["audit:read"]}),
             ("patch", "/v1/integrations/{id}") => {
                 json!({"rate_limit": {"per_minute": 60, "burst": 10}})
@@ -144,7 +153,16 @@ impl Owned {
 fn a_scopes() -> Vec<&'static str> {
     b_scopes()
         .into_iter()
-        .filter(|s| !["audit:read", "integrations:manage", "backups:read"].contains(s))
+        .filter(|s| {
+            ![
+                "audit:read",
+                "integrations:manage",
+                "backups:read",
+                "incidents:read",
+                "incidents:write",
+            ]
+            .contains(s)
+        })
         .collect()
 }
 
@@ -215,6 +233,16 @@ async fn a_s_world(app: &TestApp, a: &str, a_key: &str) -> Owned {
     let (spare_integration, _) = app
         .integration_with_key("shop-spare", &["messages:read"])
         .await;
+    let opened = app
+        .post(
+            "/v1/incidents",
+            &app.admin_key,
+            &json!({"summary": "a lost laptop", "detected_at": now, "became_aware_at": now,
+                    "kinds": ["confidentiality"], "source": "report"}),
+        )
+        .await;
+    assert_eq!(opened.status(), 201);
+    let incident = json(opened).await["id"].as_str().unwrap().to_owned();
     Owned {
         integration: a.to_owned(),
         phone,
@@ -225,6 +253,7 @@ async fn a_s_world(app: &TestApp, a: &str, a_key: &str) -> Owned {
         spare_integration,
         spare_client,
         access_token,
+        incident,
     }
 }
 

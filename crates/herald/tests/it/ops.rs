@@ -209,7 +209,7 @@ async fn openapi_document_is_valid() {
 }
 
 /// The contract (API.md) for what exists so far, as (method, path, scope or "none").
-const CONTRACT: [(&str, &str, &str); 48] = [
+const CONTRACT: [(&str, &str, &str); 52] = [
     ("get", "/healthz", "none"),
     ("get", "/readyz", "none"),
     ("get", "/metrics", "none"),
@@ -231,6 +231,10 @@ const CONTRACT: [(&str, &str, &str); 48] = [
     ("get", "/v1/subjects/{id}/export", "subjects:export"),
     ("get", "/v1/audit", "audit:read"),
     ("get", "/v1/backups", "backups:read"),
+    ("post", "/v1/incidents", "incidents:write"),
+    ("get", "/v1/incidents", "incidents:read"),
+    ("get", "/v1/incidents/{id}", "incidents:read"),
+    ("patch", "/v1/incidents/{id}", "incidents:write"),
     ("get", "/v1/audit/verify", "audit:read"),
     ("get", "/v1/audit/checkpoints", "audit:read"),
     ("get", "/v1/audit/public-key", "audit:read"),

@@ -3,6 +3,7 @@
 mod audit;
 mod backups;
 mod consents;
+mod incidents;
 mod integrations;
 mod messages;
 mod oauth_clients;
@@ -25,6 +26,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(oauth_clients::router())
         .merge(audit::router())
         .merge(backups::router())
+        .merge(incidents::router())
         .merge(messages::router())
         .merge(webhooks::router())
         .merge(consents::router())
