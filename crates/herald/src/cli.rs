@@ -22,11 +22,13 @@ use serde_json::json;
 
 mod audit;
 mod backup;
+mod incidents;
 mod oauth;
 mod subjects;
 
 use self::audit::{AuditCommand, audit_command};
 use self::backup::{BackupCommand, ErasuresCommand};
+use self::incidents::{IncidentsCommand, incidents_command};
 use self::oauth::{OAuthClientsCommand, OAuthCommand};
 use self::subjects::{RequestsCommand, SubjectsCommand, requests_list, subjects_command};
 use crate::config::Config;
@@ -87,6 +89,9 @@ enum Command {
     /// The erasure ledger outside the database.
     #[command(subcommand)]
     Erasures(ErasuresCommand),
+    /// The incident register and its notification clocks.
+    #[command(subcommand)]
+    Incidents(IncidentsCommand),
 }
 
 #[derive(Debug, Args)]
@@ -455,6 +460,14 @@ async fn admin(config: Config, command: Command) -> anyhow::Result<()> {
         other => other,
     };
     let herald = Herald::open(config, Arc::clone(&clock)).await?;
+    if let Command::Incidents(command) = command {
+        let result = incidents_command(&herald, command).await;
+        if let Err(e) = herald.audit().seal().await {
+            tracing::warn!(error = %e, "could not seal the audit trail");
+        }
+        herald.store().close().await;
+        return result;
+    }
     if let Command::Backup(command) = command {
         let result = backup::backup_command(&herald, command).await;
         if let Err(e) = herald.audit().seal().await {
@@ -675,6 +688,7 @@ async fn admin_command(herald: &Herald, command: Command, clock: &dyn Clock) -> 
         }) => backup::keys_escrow(herald, &recipient, &out, &output).await?,
         Command::Serve(_)
         | Command::Backup(_)
+        | Command::Incidents(_)
         | Command::Erasures(_)
         | Command::Migrate
         | Command::Config(_)

@@ -287,3 +287,58 @@ async fn bad_incidents_are_refused_with_the_field_and_scopes_hold() {
     .await;
     assert_eq!(app.get("/v1/incidents", &reader).await.status(), 200);
 }
+
+#[tokio::test]
+async fn the_command_line_opens_lists_and_shows_incidents() {
+    use crate::process::{base_env, run};
+    let dir = tempfile::tempdir().unwrap();
+    let db = crate::helpers::TestDb::new().await;
+    let env = base_env(&db);
+    let now = chrono::Utc::now();
+    let aware = (now - chrono::TimeDelta::hours(80)).to_rfc3339();
+    let (code, stdout, stderr) = run(
+        dir.path(),
+        &env,
+        &[
+            "incidents",
+            "open",
+            "--summary",
+            SUMMARY,
+            "--detected-at",
+            &aware,
+            "--became-aware-at",
+            &aware,
+            "--kind",
+            "confidentiality",
+            "--category",
+            "contact_data",
+            "--source",
+            "report",
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let opened: Value = serde_json::from_str(&stdout).unwrap();
+    let id = opened["data"][0]["id"].as_str().unwrap().to_owned();
+    // Aware 80 hours ago and nobody told: overdue.
+    assert_eq!(opened["data"][0]["overdue"], true);
+    let (code, stdout, _) = run(
+        dir.path(),
+        &env,
+        &["incidents", "list", "--status", "overdue", "--json"],
+    )
+    .await;
+    assert_eq!(code, Some(0));
+    let listed: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(listed["data"][0]["id"], id.as_str());
+    let (code, stdout, _) = run(dir.path(), &env, &["incidents", "show", &id]).await;
+    assert_eq!(code, Some(0));
+    assert!(
+        stdout.contains("gdpr_authority") && stdout.contains("overdue"),
+        "{stdout}"
+    );
+    let (code, _, stderr) = run(dir.path(), &env, &["incidents", "show", "inc_nope"]).await;
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("not an incident id"), "{stderr}");
+}
