@@ -96,7 +96,18 @@ pub enum Item {
 /// lock, released when this is dropped, even if the process dies).
 #[derive(Debug)]
 pub struct BackupLock {
-    _held: Option<sqlx::Transaction<'static, sqlx::Postgres>>,
+    held: Option<sqlx::Transaction<'static, sqlx::Postgres>>,
+}
+
+impl BackupLock {
+    /// Releases the lock now (dropping it also releases it, with a rollback in the
+    /// background).
+    pub async fn release(self) -> Result<(), StoreError> {
+        if let Some(tx) = self.held {
+            tx.rollback().await.map_err(from_sqlx)?;
+        }
+        Ok(())
+    }
 }
 
 /// The advisory lock's key: "herald backup" in ASCII, as a number.
@@ -247,7 +258,7 @@ impl Database {
     /// lock is always granted (two backups at once there are merely two files).
     pub async fn backup_lock(&self) -> Result<Option<BackupLock>, StoreError> {
         match &self.pools {
-            Pools::Sqlite { .. } => Ok(Some(BackupLock { _held: None })),
+            Pools::Sqlite { .. } => Ok(Some(BackupLock { held: None })),
             Pools::Postgres(pool) => {
                 let mut tx = pool.begin().await.map_err(from_sqlx)?;
                 let granted: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
@@ -255,7 +266,7 @@ impl Database {
                     .fetch_one(&mut *tx)
                     .await
                     .map_err(from_sqlx)?;
-                Ok(granted.then_some(BackupLock { _held: Some(tx) }))
+                Ok(granted.then_some(BackupLock { held: Some(tx) }))
             }
         }
     }
@@ -591,6 +602,22 @@ impl Database {
     }
 }
 
+/// One multi-row `INSERT` of typed values, compiled per backend.
+macro_rules! insert_rows {
+    ($db:ty, $executor:expr, $head:expr, $rows:expr, $conflict:expr) => {{
+        let mut query = sqlx::QueryBuilder::<$db>::new($head);
+        query.push(" ");
+        query.push_values($rows, |mut list, values| {
+            for (value, kind) in values {
+                bind_value!(list, value, kind);
+            }
+        });
+        query.push($conflict);
+        query.build().execute($executor).await.map_err(from_sqlx)?;
+        Ok(())
+    }};
+}
+
 /// What loading needs from a transaction, per backend.
 #[async_trait::async_trait]
 trait TxConnection: Send {
@@ -630,20 +657,7 @@ impl TxConnection for sqlx::Transaction<'_, sqlx::Sqlite> {
         rows: Vec<Vec<(Value, Kind)>>,
         conflict: &str,
     ) -> Result<(), StoreError> {
-        let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(head);
-        query.push(" ");
-        query.push_values(rows, |mut list, values| {
-            for (value, kind) in values {
-                bind_value!(list, value, kind);
-            }
-        });
-        query.push(conflict);
-        query
-            .build()
-            .execute(&mut **self)
-            .await
-            .map_err(from_sqlx)?;
-        Ok(())
+        insert_rows!(sqlx::Sqlite, &mut **self, head, rows, conflict)
     }
 
     async fn advance_sequence(&mut self, _table: &str, _column: &str) -> Result<(), StoreError> {
@@ -688,20 +702,7 @@ impl TxConnection for sqlx::Transaction<'_, sqlx::Postgres> {
         rows: Vec<Vec<(Value, Kind)>>,
         conflict: &str,
     ) -> Result<(), StoreError> {
-        let mut query = sqlx::QueryBuilder::<sqlx::Postgres>::new(head);
-        query.push(" ");
-        query.push_values(rows, |mut list, values| {
-            for (value, kind) in values {
-                bind_value!(list, value, kind);
-            }
-        });
-        query.push(conflict);
-        query
-            .build()
-            .execute(&mut **self)
-            .await
-            .map_err(from_sqlx)?;
-        Ok(())
+        insert_rows!(sqlx::Postgres, &mut **self, head, rows, conflict)
     }
 
     async fn advance_sequence(&mut self, table: &str, column: &str) -> Result<(), StoreError> {

@@ -33,7 +33,6 @@ pub enum LedgerPolicy {
 pub struct LedgerReady {
     /// The backup this database was restored from, if this is its first start.
     pub restored_from: Option<String>,
-    pub imported: Option<(usize, usize)>,
 }
 
 fn refuse(reason: String) -> StartupError {
@@ -109,7 +108,6 @@ pub async fn prepare(
     let mut ready = LedgerReady::default();
     if let LedgerPolicy::Import(copy) = policy {
         let (entries, added) = import(ledger, copy)?;
-        ready.imported = Some((entries, added));
         let event = AuditEvent::new(
             &Initiator::system(),
             Action::ErasureLedgerImported,

@@ -322,7 +322,7 @@ async fn create(
     progress: Arc<dyn Progress>,
 ) -> Result<CreatedBackup, BackupError> {
     let recipients = recipients_of(herald)?;
-    let _lock = herald
+    let lock = herald
         .database()
         .backup_lock()
         .await?
@@ -505,6 +505,9 @@ async fn create(
         .backup_succeeded(now.timestamp(), duration_ms, stats.bytes);
     progress.finish();
     tracing::info!(backup_id = %id, bytes = stats.bytes, duration_ms, "backup written");
+    if let Err(e) = lock.release().await {
+        tracing::warn!(error = %e, "could not release the backup lock; it goes with the connection");
+    }
     Ok(CreatedBackup {
         id,
         payload,

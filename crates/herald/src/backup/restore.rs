@@ -95,12 +95,20 @@ pub fn locate(file: &Path) -> Result<(PathBuf, PathBuf), BackupError> {
     }
 }
 
-/// Reads the manifest and checks the payload against its SHA-256 (before any decryption).
+/// Reads the manifest, refuses a schema newer than this Herald's, and checks the payload
+/// against its SHA-256 (before any decryption).
 fn open_checked(file: &Path) -> Result<(PathBuf, SignedManifest), BackupError> {
     let (payload, manifest_file) = locate(file)?;
     let text = std::fs::read_to_string(&manifest_file)
         .map_err(|e| io("cannot read the manifest", &manifest_file, e))?;
     let manifest = SignedManifest::parse(&text).map_err(BackupError::Manifest)?;
+    let needed = manifest.statement.schema_version;
+    if needed > known_schema() {
+        return Err(BackupError::SchemaTooNew {
+            needed,
+            known: known_schema(),
+        });
+    }
     let (digest, bytes) = file_sha256(&payload)?;
     if hex(&digest) != manifest.statement.payload.sha256
         || bytes != manifest.statement.payload.bytes
@@ -287,9 +295,11 @@ async fn load(
         .await
         .map_err(|e| BackupError::Io(format!("the decoder stopped: {e}")))?;
     // The decoder's reason comes first: the loader only saw the stream stop.
-    let decoded = decoded?;
-    imported?;
-    Ok(decoded)
+    let result = decoded.and_then(|decoded| imported.map(|_| decoded).map_err(Into::into));
+    if result.is_err() {
+        database.close().await;
+    }
+    result
 }
 
 fn known_schema() -> i64 {
@@ -330,12 +340,6 @@ pub async fn verify_backup(
 ) -> Result<VerifyReport, BackupError> {
     let (payload, manifest) = open_checked(file)?;
     let statement = manifest.statement.clone();
-    if statement.schema_version > known_schema() {
-        return Err(BackupError::SchemaTooNew {
-            needed: statement.schema_version,
-            known: known_schema(),
-        });
-    }
     let scratch = tempfile::Builder::new()
         .prefix("herald-verify-")
         .tempdir()
@@ -352,13 +356,7 @@ pub async fn verify_backup(
         Arc::clone(&progress),
     )
     .await;
-    let decoded = match decoded {
-        Ok(decoded) => decoded,
-        Err(e) => {
-            database.close().await;
-            return Err(e);
-        }
-    };
+    let decoded = decoded?;
     progress.phase("verify audit chain", None);
     let witness_path = scratch.path().join(WITNESS_FILE);
     std::fs::write(
@@ -501,12 +499,6 @@ async fn restore_into(
 ) -> Result<RestoreReport, BackupError> {
     let (payload, manifest) = open_checked(file)?;
     let statement = manifest.statement.clone();
-    if statement.schema_version > known_schema() {
-        return Err(BackupError::SchemaTooNew {
-            needed: statement.schema_version,
-            known: known_schema(),
-        });
-    }
     let config = &target.config;
     let url = config.database_url();
     let backend_to = herald_store::backend_of(url.expose())?;
@@ -554,13 +546,7 @@ async fn restore_into(
         Arc::clone(&progress),
     )
     .await;
-    let decoded = match decoded {
-        Ok(decoded) => decoded,
-        Err(e) => {
-            database.close().await;
-            return Err(e);
-        }
-    };
+    let decoded = decoded?;
     let stamp = now.format("%Y%m%dT%H%M%SZ").to_string();
     // The witness: the backup's, matching the restored checkpoints.
     let witness = config.audit_witness_file();

@@ -97,35 +97,14 @@ fn with_database(url: &str, name: &str) -> String {
 
 impl TestDb {
     pub async fn new() -> Self {
-        let Ok(server) = std::env::var(PG_ENV) else {
-            return Self {
-                url: None,
-                postgres: None,
-            };
-        };
-        let name = format!(
-            "herald_test_{}",
-            data_encoding::HEXLOWER.encode(&herald_crypto::random::bytes::<8>().unwrap())
-        );
-        let mut admin = sqlx::PgConnection::connect(&server)
-            .await
-            .unwrap_or_else(|e| panic!("{PG_ENV} is set but PostgreSQL cannot be reached: {e}"));
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut admin)
-            .await
-            .expect("create the test database");
-        admin.close().await.ok();
-        Self {
-            url: Some(with_database(&server, &name)),
-            postgres: Some((server, name)),
+        match std::env::var(PG_ENV) {
+            Ok(server) => Self::created_on(server).await,
+            Err(_) => Self::sqlite(),
         }
     }
 
-    /// A fresh PostgreSQL database whatever the suite runs on (cross-backend restores), on
-    /// the suite's server or the local one.
-    pub async fn postgres() -> Self {
-        let server = std::env::var(PG_ENV)
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    /// A fresh database on the PostgreSQL server `server`, dropped with this value.
+    async fn created_on(server: String) -> Self {
         let name = format!(
             "herald_test_{}",
             data_encoding::HEXLOWER.encode(&herald_crypto::random::bytes::<8>().unwrap())
@@ -142,6 +121,14 @@ impl TestDb {
             url: Some(with_database(&server, &name)),
             postgres: Some((server, name)),
         }
+    }
+
+    /// A fresh PostgreSQL database whatever the suite runs on (cross-backend restores), on
+    /// the suite's server or the local one.
+    pub async fn postgres() -> Self {
+        let server = std::env::var(PG_ENV)
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+        Self::created_on(server).await
     }
 
     /// SQLite in the data directory, whatever the suite runs on.
