@@ -627,9 +627,58 @@ pub struct IncidentRow {
     pub version: i64,
 }
 
+/// A subject an incident affected (ids, kinds and times only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AffectedRow {
+    pub subject_id: SubjectId,
+    /// Comma-separated, sorted: `changed`, `exported`, `read`, `sent`.
+    pub kinds: String,
+    pub first_at: Timestamp,
+    pub last_at: Timestamp,
+    /// The breach notice Herald sent the subject for this incident, if any.
+    pub notice_message_id: Option<MessageId>,
+    pub notice_at: Option<Timestamp>,
+}
+
 /// The incident register (issue 16).
 #[async_trait]
 pub trait IncidentStore: Send + Sync {
+    /// The incident's affected subjects by subject id, after `after`, at most `limit`.
+    async fn incident_affected(
+        &self,
+        id: &crate::ids::IncidentId,
+        after: Option<&SubjectId>,
+        limit: u32,
+    ) -> Result<Vec<AffectedRow>, StoreError>;
+    /// Replaces the incident (if still at `expected_version`) and writes `rows` (inserted, or
+    /// replacing the kinds and times of rows already there; notices are kept), with the audit
+    /// entry, in one transaction; `false` when the incident changed meanwhile.
+    async fn merge_incident_affected(
+        &self,
+        incident: &IncidentRow,
+        expected_version: i64,
+        rows: &[AffectedRow],
+        audit: &AuditRecord,
+    ) -> Result<bool, StoreError>;
+    /// Replaces the incident (if still at `expected_version`: it records which alerts were
+    /// sent), writes the audit entry and queues `event` for every enabled endpoint subscribed
+    /// to its type whose integration holds a live credential with `incidents:read` (or
+    /// `admin`), in one transaction; `false` when the incident changed meanwhile.
+    async fn record_incident_alert(
+        &self,
+        incident: &IncidentRow,
+        expected_version: i64,
+        audit: &AuditRecord,
+        event: &crate::webhooks::OperatorEvent,
+    ) -> Result<bool, StoreError>;
+    /// Records that the subject was sent the incident's notice.
+    async fn record_incident_notice(
+        &self,
+        id: &crate::ids::IncidentId,
+        subject: &SubjectId,
+        message: &MessageId,
+        at: Timestamp,
+    ) -> Result<(), StoreError>;
     async fn insert_incident(
         &self,
         row: &IncidentRow,

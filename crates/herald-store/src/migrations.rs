@@ -72,6 +72,16 @@ pub const SQLITE: &[(i64, &str, &str)] = &[
         "incidents",
         include_str!("../migrations/sqlite/0012_incidents.sql"),
     ),
+    (
+        13,
+        "incident_scope",
+        include_str!("../migrations/sqlite/0013_incident_scope.sql"),
+    ),
+    (
+        14,
+        "operator_events",
+        include_str!("../migrations/sqlite/0014_operator_events.sql"),
+    ),
 ];
 
 pub const POSTGRES: &[(i64, &str, &str)] = &[
@@ -134,6 +144,16 @@ pub const POSTGRES: &[(i64, &str, &str)] = &[
         12,
         "incidents",
         include_str!("../migrations/postgres/0012_incidents.sql"),
+    ),
+    (
+        13,
+        "incident_scope",
+        include_str!("../migrations/postgres/0013_incident_scope.sql"),
+    ),
+    (
+        14,
+        "operator_events",
+        include_str!("../migrations/postgres/0014_operator_events.sql"),
     ),
 ];
 

@@ -50,6 +50,7 @@ pub const TABLES: &[(&str, &str)] = &[
     ("recovery_state", "id"),
     ("backups", "id"),
     ("incidents", "id"),
+    ("incident_affected", "incident_id, subject_id"),
 ];
 
 /// Tables a snapshot leaves out, and why. `audit_seal_mark` is each backend's own bookkeeping

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use herald_domain::clock::Timestamp;
 use herald_domain::ids::SubjectId;
 use herald_domain::rights::data::{
-    AttemptData, AuditData, EventData, InboundData, LinkData, MessageData,
+    AttemptData, AuditData, EventData, InboundData, IncidentContactData, LinkData, MessageData,
 };
 use herald_domain::rights::{
     Erasure, ErasureTally, LegalHoldChange, Rectification, Rectified, RestrictionChange,
@@ -574,9 +574,34 @@ impl SubjectRightsStore for Database {
                 })
             })
             .collect::<Result<_, StoreError>>()?;
+        let incident_rows: Vec<(String, String, i64, i64, Option<String>, Option<i64>)> =
+            read!(self, |pool| sqlx::query_as(
+                "SELECT incident_id, kinds, first_at, last_at, notice_message_id, notice_at
+                 FROM incident_affected WHERE subject_id = $1 ORDER BY incident_id"
+            )
+            .bind(subject.as_str())
+            .fetch_all(pool)
+            .await
+            .map_err(from_sqlx)?);
+        let incidents = incident_rows
+            .into_iter()
+            .map(
+                |(incident_id, kinds, first, last, notice_message_id, notice)| {
+                    Ok(IncidentContactData {
+                        incident_id,
+                        kinds,
+                        first_at: time(first)?,
+                        last_at: time(last)?,
+                        notice_message_id,
+                        notice_at: opt_time(notice)?,
+                    })
+                },
+            )
+            .collect::<Result<_, StoreError>>()?;
         Ok(Some(SubjectData {
             standing,
             phone_ciphertext,
+            incidents,
             links,
             messages: out_messages,
             inbound_messages,

@@ -16,7 +16,7 @@ type ClaimRow = (String, String, String, i64, i64);
 type DetailRow = (
     String,
     String,
-    String,
+    Option<String>,
     Vec<u8>,
     String,
     Option<Vec<u8>>,
@@ -60,8 +60,9 @@ macro_rules! claim_events_sql {
              WHERE (event_id, endpoint_id) IN (
                SELECT d.event_id, d.endpoint_id FROM webhook_deliveries AS d
                JOIN webhook_endpoints AS e ON e.id = d.endpoint_id AND e.enabled = true
-               JOIN subjects AS s ON s.id = d.subject_id AND s.restricted = false
+               LEFT JOIN subjects AS s ON s.id = d.subject_id
                WHERE d.status = 'pending' AND d.due_at <= $3
+                 AND (d.subject_id IS NULL OR s.restricted = false)
                ORDER BY d.due_at LIMIT $4",
             $lock,
             ")
@@ -174,7 +175,7 @@ impl WebhookStore for Database {
                     .ok_or_else(|| StoreError::Corrupt("a stored event type is unknown".into()))?,
                 url,
                 secret_ciphertext: secret,
-                subject_id: id(&subject_id, SubjectId::parse)?,
+                subject_id: subject_id.map(|s| id(&s, SubjectId::parse)).transpose()?,
                 payload_ciphertext: payload,
                 attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
                 created_at: time(created_at)?,

@@ -31,6 +31,13 @@ struct LimitLabels {
     limit: &'static str,
 }
 
+/// A notification clock's name and how near its deadline is: bounded, no personal data.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeadlineLabels {
+    clock: &'static str,
+    state: &'static str,
+}
+
 type HistogramFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -46,6 +53,9 @@ pub struct Metrics {
     rate_limited: Family<LimitLabels, Counter>,
     enumeration_suspected: Counter,
     backup: BackupMetrics,
+    incident_alerts: Family<DeadlineLabels, Counter>,
+    clocks_overdue: Gauge,
+    clocks_approaching: Gauge,
 }
 
 /// The last successful backup and failures, for alerting on a schedule that stopped working.
@@ -192,6 +202,24 @@ impl Metrics {
             "Restore drills that failed",
             backup.drill_failures.clone(),
         );
+        let incident_alerts = Family::<DeadlineLabels, Counter>::default();
+        registry.register(
+            "incident_deadline_alerts",
+            "Breach-notification deadlines reported as approaching (24 hours) or missed, by clock",
+            incident_alerts.clone(),
+        );
+        let clocks_overdue = Gauge::default();
+        registry.register(
+            "incident_clocks_overdue",
+            "Notification clocks of open incidents past their deadline, at the last check",
+            clocks_overdue.clone(),
+        );
+        let clocks_approaching = Gauge::default();
+        registry.register(
+            "incident_clocks_approaching",
+            "Notification clocks of open incidents within 24 hours of their deadline, at the last check",
+            clocks_approaching.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             requests,
@@ -199,6 +227,9 @@ impl Metrics {
             rate_limited,
             enumeration_suspected,
             backup,
+            incident_alerts,
+            clocks_overdue,
+            clocks_approaching,
         }
     }
 
@@ -224,6 +255,19 @@ impl Metrics {
         } else {
             self.backup.drill_failures.inc();
         }
+    }
+
+    pub fn incident_alert(&self, clock: &'static str, state: &'static str) {
+        self.incident_alerts
+            .get_or_create(&DeadlineLabels { clock, state })
+            .inc();
+    }
+
+    pub fn incident_clocks(&self, approaching: u64, overdue: u64) {
+        self.clocks_approaching
+            .set(i64::try_from(approaching).unwrap_or(i64::MAX));
+        self.clocks_overdue
+            .set(i64::try_from(overdue).unwrap_or(i64::MAX));
     }
 
     pub fn rate_limited(&self, limit: &'static str) {

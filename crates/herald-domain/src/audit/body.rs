@@ -216,12 +216,12 @@ mod tests {
             with_request in any::<bool>(),
             ms in 0i64..4_000_000_000_000,
         ) {
-            let initiator = Initiator {
+            let initiator = Initiator::new(
                 actor,
-                request_id: with_request
+                with_request
                     .then(|| RequestId::parse("req_0123456789abcdef"))
                     .flatten(),
-            };
+            );
             let mut event = AuditEvent::new(&initiator, Action::ConsentChanged, outcome).details(details);
             event.target = target;
             let time = Utc.timestamp_millis_opt(ms).unwrap();

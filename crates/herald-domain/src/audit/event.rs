@@ -146,28 +146,47 @@ impl Actor {
 pub struct Initiator {
     pub actor: Actor,
     pub request_id: Option<RequestId>,
+    /// The API route template the request came in on (`/v1/subjects/{id}`): every entry the
+    /// request causes names it, so an incident scoped to a vulnerable route finds them all.
+    pub route: Option<String>,
+    /// The incident the action is taken for (breach notices to the people affected).
+    pub incident: Option<IncidentId>,
 }
 
 impl Initiator {
-    pub fn system() -> Self {
+    pub fn new(actor: Actor, request_id: Option<RequestId>) -> Self {
         Self {
-            actor: Actor::System,
-            request_id: None,
+            actor,
+            request_id,
+            route: None,
+            incident: None,
         }
+    }
+
+    pub fn system() -> Self {
+        Self::new(Actor::System, None)
     }
 
     pub fn admin() -> Self {
-        Self {
-            actor: Actor::Admin,
-            request_id: None,
-        }
+        Self::new(Actor::Admin, None)
     }
 
     pub fn integration(principal: &Principal, request_id: Option<RequestId>) -> Self {
-        Self {
-            actor: Actor::of(principal),
-            request_id,
-        }
+        Self::new(Actor::of(principal), request_id)
+    }
+
+    /// The same, on a route (ignored unless it is a plausible template: see [`Detail::route`]).
+    #[must_use]
+    pub fn on_route(mut self, route: &str) -> Self {
+        self.route = Detail::route(route).map(|_| route.to_owned());
+        self
+    }
+
+    /// The same, acting for an incident.
+    #[must_use]
+    pub fn for_incident(mut self, incident: &IncidentId) -> Self {
+        self.incident = Some(incident.clone());
+        self
     }
 }
 
@@ -269,6 +288,9 @@ actions! {
     ErasureLedgerImported => "erasure_ledger.imported", "Entries of an erasure ledger copy were merged into the ledger (entries, added).";
     IncidentOpened => "incident.opened", "A security incident was entered in the incident register (detected_at, became_aware_at); its text is stored encrypted, never in the entry.";
     IncidentUpdated => "incident.updated", "An incident's assessment, notifications or state changed (from, to: the states; fields: the names of what changed).";
+    IncidentScoped => "incident.scoped", "The subjects an incident affected were computed from the audit trail (by: credential, integration or route; key_id, client_id, integration_id or scope_route; from, to, entries_scanned, subjects, added, total); the subjects are stored with the incident, never in the entry.";
+    IncidentSubjectsNotified => "incident.subjects_notified", "Notices were sent to the people an incident affected (template, sent, already_notified, skipped); each send's message.accepted entry names the incident.";
+    IncidentDeadline => "incident.deadline", "A notification clock of an incident is within 24 hours of its deadline or past it (clock, state: approaching or missed, due_at).";
     WebhookEndpointDisabled => "webhook_endpoint.disabled", "An endpoint was disabled after a run of failed deliveries or a 410 Gone (consecutive_failures, reason).";
 }
 
@@ -566,13 +588,22 @@ pub struct AuditEvent {
 
 impl AuditEvent {
     pub fn new(initiator: &Initiator, action: Action, outcome: Outcome) -> Self {
+        let mut details = Details::new();
+        if let Some(route) = &initiator.route {
+            details.0.insert("route", Detail::Route(route.clone()));
+        }
+        if let Some(incident) = &initiator.incident {
+            details
+                .0
+                .insert("incident_id", Detail::Id(incident.as_str().to_owned()));
+        }
         Self {
             actor: initiator.actor.clone(),
             action,
             target: None,
             outcome,
             request_id: initiator.request_id.clone(),
-            details: Details::new(),
+            details,
         }
     }
 
@@ -582,9 +613,10 @@ impl AuditEvent {
         self
     }
 
+    /// Adds details to those the initiator gave (its route and incident).
     #[must_use]
     pub fn details(mut self, details: Details) -> Self {
-        self.details = details;
+        self.details.0.extend(details.0);
         self
     }
 

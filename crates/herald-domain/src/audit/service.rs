@@ -274,10 +274,7 @@ impl Audit {
     }
 
     fn failure_event(&self, record: &super::flood::FailureRecord, details: Details) -> AuditEvent {
-        let initiator = Initiator {
-            actor: Actor::Anonymous,
-            request_id: None,
-        };
+        let initiator = Initiator::new(Actor::Anonymous, None);
         let source = match record.key.source.as_str() {
             "unknown" => Detail::Code("unknown"),
             "other" => Detail::Code("other"),

@@ -10,7 +10,10 @@ use herald_crypto::Binding;
 use serde::{Deserialize, Serialize};
 
 use super::clocks::{ClockFacts, ClockStatus, Deadline, Risk, deadlines};
-use crate::audit::{Action, AuditEvent, AuditRecord, Detail, Details, Initiator, Outcome, Target};
+use super::scope::ScopeRecord;
+use crate::audit::{
+    Action, Audit, AuditEvent, AuditRecord, Detail, Details, Initiator, Outcome, Target,
+};
 use crate::clock::{Clock, Timestamp};
 use crate::ids::IncidentId;
 use crate::keys::{KeyError, Keyring};
@@ -48,6 +51,15 @@ impl IncidentStatus {
 
 /// Which security property the incident hit (the ENISA/EDPB breach types).
 pub const KINDS: [&str; 3] = ["confidentiality", "integrity", "availability"];
+/// The HHS breach portal's types of breach (45 CFR §164.408 reports).
+pub const BREACH_TYPES: [&str; 6] = [
+    "hacking_it_incident",
+    "unauthorized_access_disclosure",
+    "theft",
+    "loss",
+    "improper_disposal",
+    "other",
+];
 /// Art. 34(3) grounds for not telling the people affected.
 pub const EXEMPTIONS: [&str; 3] = [
     // (a) the data was unintelligible to anyone not authorised (encrypted, keys not compromised)
@@ -79,6 +91,67 @@ pub struct Facts {
     pub individuals_notified_at: Option<Timestamp>,
     pub hhs_notified_at: Option<Timestamp>,
     pub media_notified_at: Option<Timestamp>,
+    /// When the breach itself happened, if known (HIPAA notices give it beside the discovery).
+    #[serde(default)]
+    pub occurred_at: Option<Timestamp>,
+    /// Approximate number of personal-data records concerned (GDPR Art. 33(3)(a)).
+    #[serde(default)]
+    pub records: Option<u64>,
+    /// The HHS breach report's type of breach (see [`BREACH_TYPES`]).
+    #[serde(default)]
+    pub breach_type: Option<String>,
+    /// The scopes computed from the audit trail (`POST …/scope`), oldest first.
+    #[serde(default)]
+    pub scopes: Vec<ScopeRecord>,
+    /// Distinct subjects the scopes found (the union): `affected` is never fewer.
+    #[serde(default)]
+    pub scoped_subjects: u64,
+    /// Notices sent to the people affected through Herald (`POST …/notify-subjects`).
+    #[serde(default)]
+    pub subject_notices: Vec<NoticeRun>,
+    /// Deadline reports already made (`gdpr_authority:approaching`, …): each is made once.
+    #[serde(default)]
+    pub alerts: Vec<String>,
+}
+
+impl Facts {
+    /// What the clocks are computed from.
+    pub fn clock_facts(&self) -> ClockFacts {
+        let facts = self;
+        ClockFacts {
+            detected_at: Some(facts.detected_at),
+            became_aware_at: Some(facts.became_aware_at),
+            risk: facts.risk.as_deref().and_then(Risk::parse),
+            subject_notice_exempt: facts.subject_notice_exemption.is_some(),
+            phi_involved: facts.phi_involved,
+            phi_secured: facts.phi_secured,
+            affected: facts.affected,
+            affected_by_state: facts.affected_by_state.clone(),
+            states_incomplete: facts.states_incomplete,
+            authority_notified_at: facts.authority_notified_at,
+            subjects_notified_at: facts.subjects_notified_at,
+            individuals_notified_at: facts.individuals_notified_at,
+            hhs_notified_at: facts.hhs_notified_at,
+            media_notified_at: facts.media_notified_at,
+        }
+    }
+}
+
+/// One run of notices to the people affected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoticeRun {
+    pub started_at: Timestamp,
+    pub finished_at: Timestamp,
+    pub purpose: String,
+    pub template: String,
+    pub language: String,
+    /// Accepted for delivery.
+    pub sent: u64,
+    /// Sent an earlier run already.
+    pub already_notified: u64,
+    /// Not sent, by refusal code (`subject_erased`, `consent_withdrawn`, …).
+    pub skipped: BTreeMap<String, u64>,
 }
 
 /// The free text, sealed under the system key.
@@ -93,6 +166,9 @@ pub struct Narrative {
     pub unlikely_reason: Option<String>,
     /// Why the authority was told after 72 hours (required then, Art. 33(1)).
     pub delay_reason: Option<String>,
+    /// What the people affected should do to protect themselves (HIPAA §164.404(c)(1)(C)).
+    #[serde(default)]
+    pub advice: Option<String>,
 }
 
 /// An incident as read: facts, text, and the clocks at the time of reading.
@@ -142,6 +218,10 @@ pub struct IncidentChange {
     pub measures: Option<String>,
     pub unlikely_reason: Option<String>,
     pub delay_reason: Option<String>,
+    pub advice: Option<String>,
+    pub occurred_at: Option<Timestamp>,
+    pub records: Option<u64>,
+    pub breach_type: Option<String>,
     pub authority_notified_at: Option<Timestamp>,
     pub subjects_notified_at: Option<Timestamp>,
     pub individuals_notified_at: Option<Timestamp>,
@@ -168,10 +248,14 @@ pub enum IncidentError {
     DelayReasonRequired,
     #[error("the incident changed meanwhile")]
     Changed,
+    #[error("breach notices go out under a purpose whose lawful basis is legal_obligation")]
+    NotLegalObligation,
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
     Keys(#[from] KeyError),
+    #[error(transparent)]
+    Audit(crate::audit::AuditError),
 }
 
 fn invalid(field: &'static str, rule: &'static str) -> IncidentError {
@@ -211,9 +295,10 @@ fn binding(id: &IncidentId) -> Binding<'_> {
 /// The register. Cheap to clone.
 #[derive(Clone)]
 pub struct Incidents {
-    store: Arc<dyn Store>,
-    keyring: Arc<Keyring>,
-    clock: Arc<dyn Clock>,
+    pub(super) store: Arc<dyn Store>,
+    pub(super) keyring: Arc<Keyring>,
+    pub(super) clock: Arc<dyn Clock>,
+    pub(super) audit: Audit,
 }
 
 impl std::fmt::Debug for Incidents {
@@ -223,34 +308,21 @@ impl std::fmt::Debug for Incidents {
 }
 
 impl Incidents {
-    pub fn new(store: Arc<dyn Store>, keyring: Arc<Keyring>, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        keyring: Arc<Keyring>,
+        clock: Arc<dyn Clock>,
+        audit: Audit,
+    ) -> Self {
         Self {
             store,
             keyring,
             clock,
+            audit,
         }
     }
 
-    fn clock_facts(facts: &Facts) -> ClockFacts {
-        ClockFacts {
-            detected_at: Some(facts.detected_at),
-            became_aware_at: Some(facts.became_aware_at),
-            risk: facts.risk.as_deref().and_then(Risk::parse),
-            subject_notice_exempt: facts.subject_notice_exemption.is_some(),
-            phi_involved: facts.phi_involved,
-            phi_secured: facts.phi_secured,
-            affected: facts.affected,
-            affected_by_state: facts.affected_by_state.clone(),
-            states_incomplete: facts.states_incomplete,
-            authority_notified_at: facts.authority_notified_at,
-            subjects_notified_at: facts.subjects_notified_at,
-            individuals_notified_at: facts.individuals_notified_at,
-            hhs_notified_at: facts.hhs_notified_at,
-            media_notified_at: facts.media_notified_at,
-        }
-    }
-
-    fn read(&self, row: IncidentRow) -> Result<(Incident, i64), IncidentError> {
+    pub(super) fn read(&self, row: IncidentRow) -> Result<(Incident, i64), IncidentError> {
         let corrupt = |what: &str| IncidentError::Store(StoreError::Corrupt(what.into()));
         let facts: Facts =
             serde_json::from_str(&row.facts).map_err(|_| corrupt("incident facts"))?;
@@ -260,7 +332,7 @@ impl Incidents {
         let narrative: Narrative =
             serde_json::from_slice(&text).map_err(|_| corrupt("incident text"))?;
         let status = IncidentStatus::parse(&row.status).ok_or_else(|| corrupt("status"))?;
-        let deadlines = deadlines(&Self::clock_facts(&facts), self.clock.now());
+        let deadlines = deadlines(&facts.clock_facts(), self.clock.now());
         Ok((
             Incident {
                 id: row.id,
@@ -275,7 +347,7 @@ impl Incidents {
         ))
     }
 
-    fn row(
+    pub(super) fn row(
         &self,
         incident: &Incident,
         version: i64,
@@ -354,6 +426,13 @@ impl Incidents {
                 individuals_notified_at: None,
                 hhs_notified_at: None,
                 media_notified_at: None,
+                occurred_at: None,
+                records: None,
+                breach_type: None,
+                scopes: Vec::new(),
+                scoped_subjects: 0,
+                subject_notices: Vec::new(),
+                alerts: Vec::new(),
             },
             narrative: Narrative {
                 summary: new.summary,
@@ -450,7 +529,7 @@ impl Incidents {
         let before = incident.status;
         let mut fields: Vec<&'static str> = Vec::new();
         apply(&mut incident, change, now, &mut fields)?;
-        let facts = Self::clock_facts(&incident.facts);
+        let facts = incident.facts.clock_facts();
         // Art. 33(1): "where the notification … is not made within 72 hours, it shall be
         // accompanied by reasons for the delay".
         if let Some(told) = incident.facts.authority_notified_at
@@ -538,6 +617,30 @@ fn apply(
     if let Some(v) = change.affected {
         facts.affected = Some(v);
         fields.push("affected");
+    }
+    if let Some(v) = change.records {
+        facts.records = Some(v);
+        fields.push("records");
+    }
+    if let Some(kind) = change.breach_type {
+        if !BREACH_TYPES.contains(&kind.as_str()) {
+            return Err(invalid(
+                "breach_type",
+                "hacking_it_incident, unauthorized_access_disclosure, theft, loss, improper_disposal or other",
+            ));
+        }
+        facts.breach_type = Some(kind);
+        fields.push("breach_type");
+    }
+    if let Some(at) = change.occurred_at {
+        if at > now {
+            return Err(invalid("occurred_at", "must not be in the future"));
+        }
+        if at > facts.detected_at {
+            return Err(invalid("occurred_at", "must not be after detected_at"));
+        }
+        facts.occurred_at = Some(at);
+        fields.push("occurred_at");
     }
     if let Some(states) = change.affected_by_state {
         if states.len() > 100
@@ -627,6 +730,7 @@ fn apply(
             change.delay_reason,
             &mut narrative.delay_reason,
         ),
+        ("advice", change.advice, &mut narrative.advice),
     ] {
         if let Some(text) = value {
             check_text(field, &text)?;

@@ -477,6 +477,26 @@ impl Messages {
         initiator: &Initiator,
         idempotency_key: Option<&str>,
     ) -> Result<Accepted, SendError> {
+        self.send_as(
+            command,
+            caller,
+            Access::of(caller),
+            initiator,
+            idempotency_key,
+        )
+        .await
+    }
+
+    /// [`Messages::send`] with the subjects `access` reaches instead of the caller's own: the
+    /// controller's notices to the people a breach affected go to subjects of any integration.
+    pub async fn send_as(
+        &self,
+        command: SendCommand,
+        caller: &Principal,
+        access: Access<'_>,
+        initiator: &Initiator,
+        idempotency_key: Option<&str>,
+    ) -> Result<Accepted, SendError> {
         validate(&command, idempotency_key)?;
         let integration = &caller.integration_id;
         let now = self.clock.now();
@@ -490,7 +510,7 @@ impl Messages {
         {
             return Ok(replay);
         }
-        let Resolved { subject, link } = match self.admit(&command, caller, initiator).await {
+        let Resolved { subject, link } = match self.admit(&command, access, initiator).await {
             Ok(resolved) => resolved,
             Err(error) => {
                 if let SendError::Refused(refusal) = &error {
@@ -617,7 +637,7 @@ impl Messages {
     async fn admit(
         &self,
         command: &SendCommand,
-        caller: &Principal,
+        access: Access<'_>,
         initiator: &Initiator,
     ) -> Result<Resolved, SendError> {
         let Some(purpose) = self.catalog.public_purpose(&command.purpose) else {
@@ -651,7 +671,6 @@ impl Messages {
         if command.phi {
             return Err(Refusal::PhiRequiresBaa.into());
         }
-        let access = Access::of(caller);
         match (&command.to, &command.subject_id) {
             (Some(to), None) => Ok(self.subjects.resolve_for(to, initiator, access).await?),
             (None, Some(id)) => {

@@ -197,6 +197,18 @@ pub struct AuditData {
     pub body: String,
 }
 
+/// An incident (a possible breach) the subject's data was part of.
+#[derive(Debug, Clone)]
+pub struct IncidentContactData {
+    pub incident_id: String,
+    /// Comma-separated: changed, exported, read, sent.
+    pub kinds: String,
+    pub first_at: Timestamp,
+    pub last_at: Timestamp,
+    pub notice_message_id: Option<String>,
+    pub notice_at: Option<Timestamp>,
+}
+
 /// Everything stored about one subject, table by table (see [`SUBJECT_DATA_TABLES`]); the
 /// consent tables are read, and their evidence decrypted, by the consent capability.
 #[derive(Clone)]
@@ -210,6 +222,7 @@ pub struct SubjectData {
     pub events: Vec<EventData>,
     pub rights_requests: Vec<RightsRequest>,
     pub audit_entries: Vec<AuditData>,
+    pub incidents: Vec<IncidentContactData>,
 }
 
 /// Every table of the schema and where its rows about a subject appear in the export (the
@@ -309,6 +322,7 @@ pub const SUBJECT_DATA_TABLES: &[(&str, Coverage)] = &[
             "the erasure ledger's id and whether a restore awaits its first start",
         ),
     ),
+    ("incident_affected", Coverage::Exported("incidents")),
     (
         "incidents",
         Coverage::NotSubjectData(

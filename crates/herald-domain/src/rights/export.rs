@@ -308,6 +308,25 @@ impl SubjectRights {
             "audit_entries".into(),
             Value::Array(data.audit_entries.iter().map(audit_entry).collect()),
         );
+        // Art. 15 and 34: the incidents (possible breaches) that concerned the subject's data.
+        document.insert(
+            "incidents".into(),
+            Value::Array(
+                data.incidents
+                    .iter()
+                    .map(|i| {
+                        json!({
+                            "incident_id": i.incident_id,
+                            "kinds": i.kinds.split(',').filter(|k| !k.is_empty()).collect::<Vec<_>>(),
+                            "first_at": rfc3339(i.first_at),
+                            "last_at": rfc3339(i.last_at),
+                            "notice_message_id": i.notice_message_id,
+                            "notice_at": i.notice_at.map(rfc3339),
+                        })
+                    })
+                    .collect(),
+            ),
+        );
         document.insert("processing".into(), self.processing());
         Ok(Value::Object(document))
     }

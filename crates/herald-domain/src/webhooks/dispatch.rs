@@ -28,7 +28,8 @@ pub struct ClaimedEvent {
     pub event_type: EventType,
     pub url: String,
     pub secret_ciphertext: Vec<u8>,
-    pub subject_id: SubjectId,
+    /// `None` for events about no one person (`incident.deadline`).
+    pub subject_id: Option<SubjectId>,
     /// `None` once delivered, given up, or shredded.
     pub payload_ciphertext: Option<Vec<u8>>,
     /// Attempts so far, this one included.
@@ -214,7 +215,10 @@ impl Dispatcher {
                 .open_system(&payload_binding(&event.event_id), ciphertext)?;
             return Ok(Ok(plaintext.to_vec()));
         }
-        let key = match self.inner.keys.subject_key(&event.subject_id).await {
+        let Some(subject) = &event.subject_id else {
+            return Ok(Err("payload_gone"));
+        };
+        let key = match self.inner.keys.subject_key(subject).await {
             Ok(key) => key,
             // Erased: the event was shredded with the subject.
             Err(KeyError::NoSubjectKey(_)) => return Ok(Err("subject_erased")),

@@ -22,21 +22,32 @@ pub enum EventType {
     SubjectRectified,
     /// The subject was erased: recipients erase their copies too (GDPR Art. 17(2), 19).
     SubjectErased,
+    /// A breach-notification clock of an incident is within 24 hours of its deadline, or past
+    /// it: about no one person, for the operator's endpoints (integrations holding
+    /// `incidents:read`).
+    IncidentDeadline,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 5] = [
+    pub const ALL: [EventType; 6] = [
         EventType::MessageStatus,
         EventType::MessageInbound,
         EventType::ConsentChanged,
         EventType::SubjectRectified,
         EventType::SubjectErased,
+        EventType::IncidentDeadline,
     ];
 
     /// Events whose payload is sealed under the system key, not the subject's: they outlive
     /// the subject's key (an erasure notice is sent after the key is destroyed).
     pub fn sealed_for_system(self) -> bool {
-        matches!(self, EventType::SubjectErased)
+        matches!(self, EventType::SubjectErased | EventType::IncidentDeadline)
+    }
+
+    /// Events about no one person: only integrations allowed to read the incident register
+    /// receive them.
+    pub fn operator_only(self) -> bool {
+        matches!(self, EventType::IncidentDeadline)
     }
 
     pub fn as_str(self) -> &'static str {
@@ -46,6 +57,7 @@ impl EventType {
             EventType::ConsentChanged => "consent.changed",
             EventType::SubjectRectified => "subject.rectified",
             EventType::SubjectErased => "subject.erased",
+            EventType::IncidentDeadline => "incident.deadline",
         }
     }
 
@@ -98,6 +110,19 @@ fn body(event_type: EventType, data: Value, now: Timestamp) -> zeroize::Zeroizin
     zeroize::Zeroizing::new(serde_json::to_vec(&body).unwrap_or_default())
 }
 
+/// A new event id and the body sealed under the system key for it.
+fn seal_system_body(
+    keys: &Keyring,
+    event_type: EventType,
+    data: Value,
+    now: Timestamp,
+) -> Result<(EventId, Vec<u8>), KeyError> {
+    let id = EventId::generate_ordered(now)?;
+    let plaintext = body(event_type, data, now);
+    let ciphertext = keys.seal_system(&payload_binding(&id), &plaintext)?;
+    Ok((id, ciphertext))
+}
+
 impl NewEvent {
     /// Builds the body `{type, timestamp, data}` and seals it under the subject's key.
     pub fn seal(
@@ -132,14 +157,41 @@ impl NewEvent {
         now: Timestamp,
     ) -> Result<Self, KeyError> {
         debug_assert!(event_type.sealed_for_system());
-        let id = EventId::generate_ordered(now)?;
-        let plaintext = body(event_type, data, now);
-        let payload_ciphertext = keys.seal_system(&payload_binding(&id), &plaintext)?;
+        let (id, payload_ciphertext) = seal_system_body(keys, event_type, data, now)?;
         Ok(Self {
             id,
             event_type,
             integration: None,
             subject_id: subject_id.clone(),
+            payload_ciphertext,
+            created_at: now,
+        })
+    }
+}
+
+/// An event about no one person, sealed under the system key, for every endpoint subscribed to
+/// its type whose integration may read it.
+#[derive(Clone)]
+pub struct OperatorEvent {
+    pub id: EventId,
+    pub event_type: EventType,
+    pub payload_ciphertext: Vec<u8>,
+    pub created_at: Timestamp,
+}
+
+impl OperatorEvent {
+    /// `data` must hold no personal data.
+    pub fn seal(
+        keys: &Keyring,
+        event_type: EventType,
+        data: Value,
+        now: Timestamp,
+    ) -> Result<Self, KeyError> {
+        debug_assert!(event_type.operator_only());
+        let (id, payload_ciphertext) = seal_system_body(keys, event_type, data, now)?;
+        Ok(Self {
+            id,
+            event_type,
             payload_ciphertext,
             created_at: now,
         })

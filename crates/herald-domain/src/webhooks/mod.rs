@@ -20,7 +20,7 @@ pub use dispatch::{
     ClaimedEvent, DispatchSettings, Dispatcher, EventOutcome, EventTransport, TransportError,
     TransportResponse,
 };
-pub use event::{EventType, NewEvent};
+pub use event::{EventType, NewEvent, OperatorEvent};
 pub use signing::SigningSecret;
 pub use target::TargetError;
 
@@ -59,7 +59,7 @@ pub enum EndpointError {
     UnknownIntegration,
     #[error("url {0}")]
     Url(#[from] TargetError),
-    #[error("events must name one or more of: message.status, message.inbound")]
+    #[error("events must name one or more of the event types")]
     Events,
     #[error("the integration already has the maximum number of endpoints")]
     TooMany,

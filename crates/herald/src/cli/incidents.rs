@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use clap::Subcommand;
 use herald_domain::audit::Initiator;
 use herald_domain::ids::IncidentId;
-use herald_domain::incidents::{Incident, Incidents, NewIncident};
+use herald_domain::incidents::{Incident, NewIncident};
 use herald_domain::store::PageRequest;
 use serde_json::json;
 
@@ -119,11 +119,7 @@ fn incident_text(i: &Incident) -> String {
 }
 
 pub async fn incidents_command(herald: &Herald, command: IncidentsCommand) -> anyhow::Result<()> {
-    let incidents = Incidents::new(
-        std::sync::Arc::clone(herald.store()),
-        std::sync::Arc::clone(herald.keyring()),
-        std::sync::Arc::clone(herald.clock()),
-    );
+    let incidents = herald.incidents();
     let (found, output) = match command {
         IncidentsCommand::Open {
             summary,

@@ -17,12 +17,14 @@ use serde::{Deserialize, Serialize, Serializer};
 
 mod backup;
 mod consent;
+mod incidents;
 mod limits;
 mod messaging;
 mod oauth;
 
 pub use backup::BackupConfig;
 pub use consent::{ConsentConfig, FrequencyCapConfig, NoticeConfig, OptInTemplateConfig};
+pub use incidents::IncidentsConfig;
 pub use limits::{LimitsConfig, RateConfig};
 pub use oauth::OAuthConfig;
 
@@ -170,6 +172,7 @@ pub struct Config {
     pub inbound: InboundConfig,
     pub callbacks: CallbacksConfig,
     pub backup: BackupConfig,
+    pub incidents: IncidentsConfig,
 }
 
 /// Customers' messages that no conversation claims.
@@ -438,6 +441,7 @@ impl Config {
         }
         self.validate_oauth()?;
         self.validate_backup()?;
+        self.validate_incidents()?;
         self.validate_limits()?;
         self.validate_messaging()?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)

@@ -126,10 +126,7 @@ fn event(
         .with("method", method)
         .with_opt("route", Detail::route(route))
         .with("status", u32::from(status));
-    let initiator = |actor| Initiator {
-        actor,
-        request_id: request_id.clone(),
-    };
+    let initiator = |actor| Initiator::new(actor, request_id.clone());
     let actor_of = Actor::of;
     match (noted.principal, noted.refusal) {
         (_, Some(Refusal::Unauthenticated(_) | Refusal::RateLimited(_))) => None,

@@ -163,8 +163,13 @@ pub fn incidents(error: herald_domain::incidents::IncidentError) -> Problem {
         }
         IncidentError::DelayReasonRequired => Problem::new(Code::DelayReasonRequired),
         IncidentError::Changed => Problem::new(Code::IncidentChanged),
+        IncidentError::NotLegalObligation => Problem::new(Code::PurposeNotLegalObligation),
         IncidentError::Store(e) => store(e),
         IncidentError::Keys(e) => keys(e),
+        IncidentError::Audit(e) => {
+            tracing::error!(error = %chain(&e), "audit trail unavailable for an incident scope");
+            Problem::new(Code::AuditUnavailable)
+        }
     }
 }
 

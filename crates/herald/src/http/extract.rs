@@ -62,6 +62,8 @@ scopes! {
 #[derive(Debug)]
 pub struct Authorized<S: RequiredScope> {
     pub principal: Principal,
+    /// The route template the request matched, for the audit entries it causes.
+    route: Option<String>,
     _scope: PhantomData<S>,
 }
 
@@ -78,10 +80,14 @@ impl<S: RequiredScope> Authorized<S> {
 
     /// The caller and this request, for the audit entries of the actions it asks for.
     pub fn initiator(&self) -> Initiator {
-        Initiator::integration(
+        let initiator = Initiator::integration(
             &self.principal,
             super::request_id::current().and_then(|id| RequestId::parse(&id)),
-        )
+        );
+        match &self.route {
+            Some(route) => initiator.on_route(route),
+            None => initiator,
+        }
     }
 }
 
@@ -183,8 +189,13 @@ impl<S: RequiredScope> FromRequestParts<AppState> for Authorized<S> {
             return Err(Problem::new(Code::Forbidden)
                 .detail(format!("this endpoint requires the scope {}", S::SCOPE)));
         }
+        let route = parts
+            .extensions
+            .get::<MatchedPath>()
+            .map(|route| route.as_str().to_owned());
         Ok(Self {
             principal,
+            route,
             _scope: PhantomData,
         })
     }
@@ -456,6 +467,32 @@ impl<St: Send + Sync> FromRequestParts<St> for StatusPageQuery {
     async fn from_request_parts(parts: &mut Parts, _: &St) -> Result<Self, Problem> {
         let raw: RawStatusPage = serde_urlencoded_like(parts.uri.query().unwrap_or(""))?;
         Ok(StatusPageQuery(page(raw.limit, raw.after)?, raw.status))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFormat {
+    format: Option<String>,
+}
+
+/// `?format=json|text` (default json); nothing else is accepted. `true` for text.
+#[derive(Debug, Clone, Copy)]
+pub struct FormatQuery(pub bool);
+
+impl<St: Send + Sync> FromRequestParts<St> for FormatQuery {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, _: &St) -> Result<Self, Problem> {
+        let raw: RawFormat = serde_urlencoded_like(parts.uri.query().unwrap_or(""))?;
+        match raw.format.as_deref() {
+            None | Some("json") => Ok(FormatQuery(false)),
+            Some("text") => Ok(FormatQuery(true)),
+            Some(_) => {
+                Err(Problem::new(Code::InvalidRequest)
+                    .field(FieldError::new("format", "json or text")))
+            }
+        }
     }
 }
 

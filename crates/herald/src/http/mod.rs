@@ -73,6 +73,7 @@ pub struct SharedState {
     pub limits: RateLimits,
     pub backups: crate::backup::BackupRegister,
     pub incidents: herald_domain::incidents::Incidents,
+    pub incident_contacts: herald_domain::incidents::Contacts,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub tls: bool,
@@ -109,6 +110,7 @@ pub struct HttpParts {
     pub limits: RateLimits,
     pub backups: crate::backup::BackupRegister,
     pub incidents: herald_domain::incidents::Incidents,
+    pub incident_contacts: herald_domain::incidents::Contacts,
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub tls: bool,
     /// Serve the API (`/v1`, `/webhooks`); without it only the operations endpoints.
@@ -237,6 +239,7 @@ pub fn app(parts: HttpParts) -> Router {
         limits: parts.limits,
         backups: parts.backups,
         incidents: parts.incidents,
+        incident_contacts: parts.incident_contacts,
         trusted_proxies: parts.trusted_proxies,
         tls: parts.tls,
         openapi: Arc::new(openapi),

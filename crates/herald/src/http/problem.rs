@@ -59,6 +59,7 @@ pub enum Code {
     InvalidTransition,
     IncidentChanged,
     DelayReasonRequired,
+    PurposeNotLegalObligation,
 }
 
 impl Code {
@@ -100,7 +101,9 @@ impl Code {
             | Code::IntegrationRevoked
             | Code::InvalidTransition
             | Code::IncidentChanged => StatusCode::CONFLICT,
-            Code::DelayReasonRequired => StatusCode::UNPROCESSABLE_ENTITY,
+            Code::DelayReasonRequired | Code::PurposeNotLegalObligation => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
         }
     }
 
@@ -145,6 +148,7 @@ impl Code {
             Code::InvalidTransition => "invalid_transition",
             Code::IncidentChanged => "incident_changed",
             Code::DelayReasonRequired => "delay_reason_required",
+            Code::PurposeNotLegalObligation => "purpose_not_legal_obligation",
         }
     }
 
@@ -196,6 +200,9 @@ impl Code {
             Code::IncidentChanged => "The incident changed meanwhile",
             Code::DelayReasonRequired => {
                 "A notification after 72 hours needs the reasons for the delay"
+            }
+            Code::PurposeNotLegalObligation => {
+                "Breach notices go out under a purpose whose lawful basis is legal_obligation"
             }
         }
     }
@@ -407,7 +414,7 @@ impl IntoResponse for Problem {
 mod tests {
     use super::*;
 
-    const ALL: [Code; 39] = [
+    const ALL: [Code; 40] = [
         Code::MalformedJson,
         Code::InvalidRequest,
         Code::Unauthorized,
@@ -447,6 +454,7 @@ mod tests {
         Code::InvalidTransition,
         Code::IncidentChanged,
         Code::DelayReasonRequired,
+        Code::PurposeNotLegalObligation,
     ];
 
     #[test]

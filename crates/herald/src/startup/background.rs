@@ -22,6 +22,66 @@ const BACKUP_CHECK_INTERVAL: Duration = Duration::from_secs(60);
 const FAILURE_FLUSH_INTERVAL: Duration = Duration::from_secs(10);
 
 impl Herald {
+    /// One pass of the deadline watcher (`[incidents] check_every`): reports approaching and
+    /// missed notification deadlines once each (audit trail, `incident.deadline` events),
+    /// logs them and counts them. Tests call it under their manual clock.
+    pub async fn check_incident_deadlines(
+        &self,
+    ) -> Result<herald_domain::incidents::WatchReport, herald_domain::incidents::IncidentError>
+    {
+        let report = self.incidents().check_deadlines().await?;
+        for alert in &report.alerts {
+            let due_at = alert.due_at.to_rfc3339();
+            match alert.state {
+                herald_domain::incidents::AlertState::Missed => tracing::error!(
+                    incident_id = %alert.incident_id,
+                    clock = alert.clock.as_str(),
+                    basis = alert.clock.basis(),
+                    due_at = %due_at,
+                    "a breach-notification deadline was missed"
+                ),
+                herald_domain::incidents::AlertState::Approaching => tracing::warn!(
+                    incident_id = %alert.incident_id,
+                    clock = alert.clock.as_str(),
+                    basis = alert.clock.basis(),
+                    due_at = %due_at,
+                    "a breach-notification deadline is less than 24 hours away"
+                ),
+            }
+            self.metrics
+                .incident_alert(alert.clock.as_str(), alert.state.as_str());
+        }
+        self.metrics
+            .incident_clocks(report.approaching, report.overdue);
+        Ok(report)
+    }
+
+    /// The deadline watcher on its interval; `None` when `incidents.check_every` is `0s`.
+    pub(super) fn spawn_incident_watch(
+        &self,
+        mut stop: watch::Receiver<bool>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let every = self.config.incidents.check_every;
+        if every.is_zero() {
+            return None;
+        }
+        let herald = self.clone();
+        Some(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    _ = tick.tick() => {
+                        if let Err(e) = herald.check_incident_deadlines().await {
+                            tracing::warn!(error = %e, "the incident deadline check failed; it runs again at the next interval");
+                        }
+                    }
+                }
+            }
+        }))
+    }
+
     /// Scheduled backups, pruning and drills (`[backup]`), checked once a minute against the
     /// register (which also keeps the backup metrics current when the schedule is off and
     /// backups come from cron); `None` when no backup can be encrypted.

@@ -465,6 +465,16 @@ impl Herald {
         &self.metrics
     }
 
+    /// The incident register.
+    pub fn incidents(&self) -> herald_domain::incidents::Incidents {
+        herald_domain::incidents::Incidents::new(
+            Arc::clone(&self.store),
+            Arc::clone(&self.keyring),
+            Arc::clone(&self.clock),
+            self.audit.clone(),
+        )
+    }
+
     pub fn audit(&self) -> &Audit {
         &self.audit
     }
@@ -582,11 +592,8 @@ impl Herald {
                 self.database.clone(),
                 self.config.backup_dir(),
             ),
-            incidents: herald_domain::incidents::Incidents::new(
-                Arc::clone(&self.store),
-                Arc::clone(&self.keyring),
-                Arc::clone(&self.clock),
-            ),
+            incidents: self.incidents(),
+            incident_contacts: self.config.incident_contacts(),
             // Validated at load time; an invalid list cannot reach here.
             trusted_proxies: self.config.trusted_proxies().unwrap_or_default(),
             tls: self.config.tls_enabled(),
@@ -643,6 +650,7 @@ impl Herald {
             Vec::new()
         };
         let schedule = self.spawn_backup_schedule(stop_rx.clone());
+        let incident_watch = self.spawn_incident_watch(stop_rx.clone());
         let background = self.spawn_background_tasks(stop_rx);
         let grace = self.config.http.shutdown_grace;
         let signal = async move {
@@ -684,6 +692,9 @@ impl Herald {
         if let Some(schedule) = schedule {
             // A backup in progress finishes (its partial file is removed if it cannot).
             let _ = schedule.await;
+        }
+        if let Some(watch) = incident_watch {
+            let _ = watch.await;
         }
         if tokio::time::timeout(Duration::from_secs(10), background)
             .await

@@ -116,6 +116,10 @@ impl Owned {
                 "detected_at": now, "became_aware_at": now, "kinds": ["availability"],
                 "source": "alert"}),
             ("patch", "/v1/incidents/{id}") => json!({"measures": "keys rotated"}),
+            ("post", "/v1/incidents/{id}/scope") => json!({"integration": self.integration,
+                "from": "2020-01-01T00:00:00Z"}),
+            ("post", "/v1/incidents/{id}/notify-subjects") => json!({"purpose": "alerts",
+                "template": "order_shipped", "language": "de", "parameters": ["a", "b"]}),
             ("post", "/v1/integrations/{id}/keys") => json!({"scopes": ["audit:read"]}),
             ("patch", "/v1/integrations/{id}") => {
                 json!({"rate_limit": {"per_minute": 60, "burst": 10}})

@@ -26,6 +26,7 @@ mod erasure;
 mod events;
 mod fakes;
 mod helpers;
+mod incident_response;
 mod incidents;
 mod isolation;
 mod limits;

@@ -209,7 +209,7 @@ async fn openapi_document_is_valid() {
 }
 
 /// The contract (API.md) for what exists so far, as (method, path, scope or "none").
-const CONTRACT: [(&str, &str, &str); 52] = [
+const CONTRACT: [(&str, &str, &str); 56] = [
     ("get", "/healthz", "none"),
     ("get", "/readyz", "none"),
     ("get", "/metrics", "none"),
@@ -235,6 +235,14 @@ const CONTRACT: [(&str, &str, &str); 52] = [
     ("get", "/v1/incidents", "incidents:read"),
     ("get", "/v1/incidents/{id}", "incidents:read"),
     ("patch", "/v1/incidents/{id}", "incidents:write"),
+    ("post", "/v1/incidents/{id}/scope", "incidents:write"),
+    ("get", "/v1/incidents/{id}/affected", "incidents:read"),
+    ("get", "/v1/incidents/{id}/notifications", "incidents:read"),
+    (
+        "post",
+        "/v1/incidents/{id}/notify-subjects",
+        "incidents:write",
+    ),
     ("get", "/v1/audit/verify", "audit:read"),
     ("get", "/v1/audit/checkpoints", "audit:read"),
     ("get", "/v1/audit/public-key", "audit:read"),

@@ -556,14 +556,14 @@ impl OAuth {
         };
         let token = signer.sign(&claims).map_err(|_| OAuthError::Signing)?;
         let scope_names: Vec<&'static str> = scopes.iter().map(Scope::as_str).collect();
-        let initiator = Initiator {
-            actor: Actor::OAuthClient {
+        let initiator = Initiator::new(
+            Actor::OAuthClient {
                 integration_id: record.integration_id.clone(),
                 client_id: record.id.clone(),
                 token_id: token_id.clone(),
             },
-            request_id: None,
-        };
+            None,
+        );
         let event = AuditEvent::new(&initiator, Action::OAuthTokenIssued, Outcome::Success)
             .target(Target::AccessToken(token_id.clone()))
             .details(
@@ -605,14 +605,14 @@ impl OAuth {
             )
             .into());
         }
-        let initiator = Initiator {
-            actor: Actor::OAuthClient {
+        let initiator = Initiator::new(
+            Actor::OAuthClient {
                 integration_id: verified.integration_id.clone(),
                 client_id: verified.client_id.clone(),
                 token_id: verified.token_id.clone(),
             },
-            request_id: None,
-        };
+            None,
+        );
         let event = AuditEvent::new(&initiator, Action::OAuthTokenRevoked, Outcome::Success)
             .target(Target::AccessToken(verified.token_id.clone()));
         let revoked = RevokedToken {

@@ -31,11 +31,11 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_incident, change_incident))
 }
 
-fn invalid(field: &str, rule: &'static str) -> Problem {
+pub(super) fn invalid(field: &str, rule: &'static str) -> Problem {
     Problem::new(Code::InvalidRequest).field(FieldError::new(field, rule))
 }
 
-fn time(field: &str, text: &str) -> Result<Timestamp, Problem> {
+pub(super) fn time(field: &str, text: &str) -> Result<Timestamp, Problem> {
     DateTime::parse_from_rfc3339(text)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|_| invalid(field, "an RFC 3339 time"))
@@ -95,6 +95,16 @@ pub struct ChangeIncident {
     unlikely_reason: Option<String>,
     /// Required when the authority was told more than 72 hours after awareness.
     delay_reason: Option<String>,
+    /// What the people affected should do to protect themselves (HIPAA §164.404(c)(1)(C)).
+    advice: Option<String>,
+    /// When the breach itself happened, if known; not after `detected_at`.
+    #[schema(format = DateTime)]
+    occurred_at: Option<String>,
+    /// Approximate number of personal-data records concerned (GDPR Art. 33(3)(a)).
+    records: Option<u64>,
+    /// The HHS report's type of breach: hacking_it_incident, unauthorized_access_disclosure,
+    /// theft, loss, improper_disposal or other.
+    breach_type: Option<String>,
     #[schema(format = DateTime)]
     authority_notified_at: Option<String>,
     #[schema(format = DateTime)]
@@ -171,6 +181,18 @@ pub struct IncidentView {
     measures: Option<String>,
     unlikely_reason: Option<String>,
     delay_reason: Option<String>,
+    advice: Option<String>,
+    #[serde(serialize_with = "rfc3339_opt")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    occurred_at: Option<Timestamp>,
+    records: Option<u64>,
+    breach_type: Option<String>,
+    /// Distinct subjects the scopes found (`POST …/scope`); `affected` is never fewer.
+    scoped_subjects: u64,
+    /// The scopes computed from the audit trail, oldest first.
+    scopes: Vec<ScopeView>,
+    /// Notices sent to the people affected through Herald, one per call.
+    subject_notices: Vec<NoticeRunView>,
     #[serde(serialize_with = "rfc3339_opt")]
     #[schema(value_type = Option<String>, format = DateTime)]
     authority_notified_at: Option<Timestamp>,
@@ -195,7 +217,79 @@ pub struct IncidentView {
     updated_at: Timestamp,
 }
 
-fn view(i: Incident) -> IncidentView {
+/// A scope computed from the audit trail.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ScopeView {
+    /// credential, integration or route.
+    by: String,
+    /// The key or OAuth client id, the integration id, or the route template.
+    value: String,
+    #[serde(serialize_with = "rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    from: Timestamp,
+    #[serde(serialize_with = "rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    to: Timestamp,
+    #[serde(serialize_with = "rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    computed_at: Timestamp,
+    /// Audit entries in the window that were read.
+    entries_scanned: u64,
+    /// Subjects this scope found.
+    subjects: u64,
+    /// Subjects per kind of contact: changed, exported, read, sent (one subject counts once
+    /// per kind).
+    by_kind: BTreeMap<String, u64>,
+}
+
+pub(super) fn scope_view(s: herald_domain::incidents::ScopeRecord) -> ScopeView {
+    ScopeView {
+        by: s.by,
+        value: s.value,
+        from: s.from,
+        to: s.to,
+        computed_at: s.computed_at,
+        entries_scanned: s.entries_scanned,
+        subjects: s.subjects,
+        by_kind: s.by_kind,
+    }
+}
+
+/// One call of `notify-subjects`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NoticeRunView {
+    #[serde(serialize_with = "rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    started_at: Timestamp,
+    #[serde(serialize_with = "rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    finished_at: Timestamp,
+    purpose: String,
+    template: String,
+    language: String,
+    /// Notices accepted for delivery.
+    sent: u64,
+    /// Subjects an earlier call had told already.
+    already_notified: u64,
+    /// Subjects not told, by refusal code (subject_erased, consent_withdrawn, …): tell them
+    /// another way.
+    skipped: BTreeMap<String, u64>,
+}
+
+pub(super) fn notice_view(n: herald_domain::incidents::NoticeRun) -> NoticeRunView {
+    NoticeRunView {
+        started_at: n.started_at,
+        finished_at: n.finished_at,
+        purpose: n.purpose,
+        template: n.template,
+        language: n.language,
+        sent: n.sent,
+        already_notified: n.already_notified,
+        skipped: n.skipped,
+    }
+}
+
+pub(super) fn view(i: Incident) -> IncidentView {
     let overdue = i.overdue();
     IncidentView {
         id: i.id,
@@ -219,6 +313,18 @@ fn view(i: Incident) -> IncidentView {
         measures: i.narrative.measures,
         unlikely_reason: i.narrative.unlikely_reason,
         delay_reason: i.narrative.delay_reason,
+        advice: i.narrative.advice,
+        occurred_at: i.facts.occurred_at,
+        records: i.facts.records,
+        breach_type: i.facts.breach_type,
+        scoped_subjects: i.facts.scoped_subjects,
+        scopes: i.facts.scopes.into_iter().map(scope_view).collect(),
+        subject_notices: i
+            .facts
+            .subject_notices
+            .into_iter()
+            .map(notice_view)
+            .collect(),
         authority_notified_at: i.facts.authority_notified_at,
         subjects_notified_at: i.facts.subjects_notified_at,
         individuals_notified_at: i.facts.individuals_notified_at,
@@ -362,6 +468,10 @@ async fn change_incident(
         measures: body.measures,
         unlikely_reason: body.unlikely_reason,
         delay_reason: body.delay_reason,
+        advice: body.advice,
+        occurred_at: opt_time("occurred_at", body.occurred_at.as_ref())?,
+        records: body.records,
+        breach_type: body.breach_type,
     };
     let incident = state
         .incidents

@@ -3,6 +3,7 @@
 mod audit;
 mod backups;
 mod consents;
+mod incident_response;
 mod incidents;
 mod integrations;
 mod messages;
@@ -27,6 +28,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(audit::router())
         .merge(backups::router())
         .merge(incidents::router())
+        .merge(incident_response::router())
         .merge(messages::router())
         .merge(webhooks::router())
         .merge(consents::router())

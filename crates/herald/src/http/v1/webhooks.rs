@@ -85,7 +85,12 @@ fn endpoint_error(error: EndpointError) -> Problem {
         }
         EndpointError::Events => Problem::new(Code::InvalidRequest).field(FieldError::new(
             "events",
-            "one or more of: message.status, message.inbound",
+            format!(
+                "one or more of: {}",
+                herald_domain::webhooks::EventType::ALL
+                    .map(|t| t.as_str())
+                    .join(", ")
+            ),
         )),
         EndpointError::TooMany => Problem::new(Code::InvalidRequest)
             .detail("the integration already has the maximum number of endpoints (16)"),
@@ -115,6 +120,19 @@ async fn create_endpoint(
         .managed_integration(&integration_id, caller.manager())
         .await
         .map_err(errors::auth)?;
+    // Events about the incident register go only where the register may be read.
+    if body
+        .events
+        .iter()
+        .any(|e| herald_domain::webhooks::EventType::parse(e).is_some_and(|t| t.operator_only()))
+        && !caller
+            .principal
+            .scopes
+            .allows(herald_domain::auth::Scope::IncidentsRead)
+    {
+        return Err(Problem::new(Code::Forbidden)
+            .detail("subscribing to incident.deadline requires the scope incidents:read"));
+    }
     let (record, secret) = state
         .endpoints
         .create(
