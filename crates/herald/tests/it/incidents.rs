@@ -341,4 +341,52 @@ async fn the_command_line_opens_lists_and_shows_incidents() {
     let (code, _, stderr) = run(dir.path(), &env, &["incidents", "show", "inc_nope"]).await;
     assert_eq!(code, Some(1));
     assert!(stderr.contains("not an incident id"), "{stderr}");
+    // The scope from the command line: nobody's requests in this database, so nobody found —
+    // but the window was read and the scope recorded.
+    let from = (now - chrono::TimeDelta::hours(100)).to_rfc3339();
+    let (code, stdout, stderr) = run(
+        dir.path(),
+        &env,
+        &[
+            "incidents",
+            "scope",
+            &id,
+            "--route",
+            "/v1/subjects/{id}",
+            "--from",
+            &from,
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let scoped: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(scoped["scope"]["by"], "route");
+    assert_eq!(scoped["scope"]["subjects"], 0);
+    assert!(
+        scoped["scope"]["entries_scanned"].as_u64().unwrap() >= 1,
+        "{scoped}"
+    );
+    let (code, _, stderr) = run(
+        dir.path(),
+        &env,
+        &[
+            "incidents",
+            "scope",
+            &id,
+            "--credential",
+            "sub_x",
+            "--from",
+            &from,
+        ],
+    )
+    .await;
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("API key id"), "{stderr}");
+    // The drafts, late: the authority's draft asks for the reasons for the delay.
+    let (code, stdout, stderr) = run(dir.path(), &env, &["incidents", "drafts", &id]).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("to the supervisory authority"), "{stdout}");
+    assert!(stdout.contains("[MISSING: delay_reason]"), "{stdout}");
+    assert!(stdout.contains("[MISSING: dpo_contact]"), "{stdout}");
 }
