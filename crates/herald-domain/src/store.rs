@@ -671,6 +671,23 @@ pub trait IncidentStore: Send + Sync {
         audit: &AuditRecord,
         event: &crate::webhooks::OperatorEvent,
     ) -> Result<bool, StoreError>;
+    /// The integrations linked to the incident's affected subjects: (integration, subject),
+    /// ordered by integration then subject.
+    async fn incident_links(
+        &self,
+        id: &crate::ids::IncidentId,
+    ) -> Result<Vec<(IntegrationId, SubjectId)>, StoreError>;
+    /// Replaces the incident (if still at `expected_version`), writes the audit entry and
+    /// queues each event for the enabled endpoints of its integration subscribed to its type,
+    /// in one transaction. Returns, per event, how many deliveries were queued; `None` when
+    /// the incident changed meanwhile.
+    async fn record_controller_notices(
+        &self,
+        incident: &IncidentRow,
+        expected_version: i64,
+        audit: &AuditRecord,
+        events: &[(IntegrationId, crate::webhooks::OperatorEvent)],
+    ) -> Result<Option<Vec<u64>>, StoreError>;
     /// Records that the subject was sent the incident's notice.
     async fn record_incident_notice(
         &self,

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use herald_domain::audit::AuditRecord;
 use herald_domain::clock::Timestamp;
-use herald_domain::ids::{IncidentId, MessageId, SubjectId};
+use herald_domain::ids::{IncidentId, IntegrationId, MessageId, SubjectId};
 use herald_domain::store::{AffectedRow, IncidentRow, IncidentStore, PageRequest, StoreError};
 use herald_domain::webhooks::OperatorEvent;
 
@@ -175,6 +175,69 @@ impl IncidentStore for Database {
             Ok::<_, StoreError>(true)
         })?;
         Ok(changed)
+    }
+
+    async fn incident_links(
+        &self,
+        incident_id: &IncidentId,
+    ) -> Result<Vec<(IntegrationId, SubjectId)>, StoreError> {
+        let rows: Vec<(String, String)> = read!(self, |pool| sqlx::query_as(
+            "SELECT l.integration_id, a.subject_id
+             FROM incident_affected AS a
+             JOIN subject_links AS l ON l.subject_id = a.subject_id
+             WHERE a.incident_id = $1
+             ORDER BY l.integration_id, a.subject_id"
+        )
+        .bind(incident_id.as_str())
+        .fetch_all(pool)
+        .await
+        .map_err(from_sqlx)?);
+        rows.into_iter()
+            .map(|(integration, subject)| {
+                Ok((
+                    id(&integration, IntegrationId::parse)?,
+                    id(&subject, SubjectId::parse)?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn record_controller_notices(
+        &self,
+        row: &IncidentRow,
+        expected_version: i64,
+        audit: &AuditRecord,
+        events: &[(IntegrationId, OperatorEvent)],
+    ) -> Result<Option<Vec<u64>>, StoreError> {
+        let queued = write_tx!(self, |tx| {
+            if !replace_incident!(&mut *tx, row, expected_version) {
+                return Ok(None);
+            }
+            let mut queued = Vec::with_capacity(events.len());
+            for (integration, event) in events {
+                let at = millis(event.created_at);
+                let done = sqlx::query(
+                    "INSERT INTO webhook_deliveries (event_id, endpoint_id, event_type, subject_id,
+                       payload_ciphertext, status, attempts, due_at, created_at, updated_at)
+                     SELECT $1, e.id, $2, NULL, $3, 'pending', 0, $4, $4, $4
+                     FROM webhook_endpoints AS e
+                     WHERE e.integration_id = $5 AND e.enabled = true AND e.events LIKE $6",
+                )
+                .bind(event.id.as_str())
+                .bind(event.event_type.as_str())
+                .bind(&event.payload_ciphertext)
+                .bind(at)
+                .bind(integration.as_str())
+                .bind(format!("%,{},%", event.event_type.as_str()))
+                .execute(&mut *tx)
+                .await
+                .map_err(from_sqlx)?;
+                queued.push(done.rows_affected());
+            }
+            insert_audit!(&mut *tx, audit)?;
+            Ok::<_, StoreError>(Some(queued))
+        })?;
+        Ok(queued)
     }
 
     async fn record_incident_notice(

@@ -290,6 +290,7 @@ actions! {
     IncidentUpdated => "incident.updated", "An incident's assessment, notifications or state changed (from, to: the states; fields: the names of what changed).";
     IncidentScoped => "incident.scoped", "The subjects an incident affected were computed from the audit trail (by: credential, integration or route; key_id, client_id, integration_id or scope_route; from, to, entries_scanned, subjects, added, total); the subjects are stored with the incident, never in the entry.";
     IncidentSubjectsNotified => "incident.subjects_notified", "Notices were sent to the people an incident affected (template, sent, already_notified, skipped); each send's message.accepted entry names the incident.";
+    IncidentControllersNotified => "incident.controllers_notified", "The integrations whose subjects an incident affected were sent incident.notified (integrations, subjects, events); the subject ids travel only in each integration's own event.";
     IncidentDeadline => "incident.deadline", "A notification clock of an incident is within 24 hours of its deadline or past it (clock, state: approaching or missed, due_at).";
     WebhookEndpointDisabled => "webhook_endpoint.disabled", "An endpoint was disabled after a run of failed deliveries or a 410 Gone (consecutive_failures, reason).";
 }

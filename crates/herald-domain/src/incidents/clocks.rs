@@ -75,6 +75,10 @@ pub struct ClockFacts {
     pub individuals_notified_at: Option<Timestamp>,
     pub hhs_notified_at: Option<Timestamp>,
     pub media_notified_at: Option<Timestamp>,
+    /// Subjects the incident's scopes found (`None`: never scoped): the integrations whose
+    /// subjects they are must be told.
+    pub scoped_subjects: Option<u64>,
+    pub controllers_notified_at: Option<Timestamp>,
 }
 
 /// Which obligation a clock measures.
@@ -86,15 +90,19 @@ pub enum ClockKind {
     HipaaIndividuals,
     HipaaHhs,
     HipaaMedia,
+    /// Herald's operator (the processor) tells the integrations (the controllers) whose
+    /// subjects are affected.
+    Controllers,
 }
 
 impl ClockKind {
-    pub const ALL: [ClockKind; 5] = [
+    pub const ALL: [ClockKind; 6] = [
         ClockKind::GdprAuthority,
         ClockKind::GdprSubjects,
         ClockKind::HipaaIndividuals,
         ClockKind::HipaaHhs,
         ClockKind::HipaaMedia,
+        ClockKind::Controllers,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -104,6 +112,7 @@ impl ClockKind {
             ClockKind::HipaaIndividuals => "hipaa_individuals",
             ClockKind::HipaaHhs => "hipaa_hhs",
             ClockKind::HipaaMedia => "hipaa_media",
+            ClockKind::Controllers => "controllers",
         }
     }
 
@@ -115,6 +124,7 @@ impl ClockKind {
             ClockKind::HipaaIndividuals => "45 CFR 164.404(b)",
             ClockKind::HipaaHhs => "45 CFR 164.408",
             ClockKind::HipaaMedia => "45 CFR 164.406",
+            ClockKind::Controllers => "GDPR Art. 33(2), 45 CFR 164.410",
         }
     }
 }
@@ -147,6 +157,9 @@ pub struct Deadline {
     pub missing: Vec<&'static str>,
 }
 
+/// The processor tells the controllers within this of awareness (GDPR Art. 33(2) says "without
+/// undue delay"; 24 hours is Herald's commitment, compliance PROC-NOTIFY).
+pub const CONTROLLER_WINDOW: TimeDelta = TimeDelta::hours(24);
 /// The GDPR authority deadline: 72 hours of real time.
 pub const GDPR_AUTHORITY_WINDOW: TimeDelta = TimeDelta::hours(72);
 /// HIPAA's "60 calendar days" (UTC calendar).
@@ -293,6 +306,22 @@ pub fn deadline(facts: &ClockFacts, kind: ClockKind, now: Timestamp) -> Deadline
                 timed(kind, due, facts.hhs_notified_at, now)
             }
         },
+        ClockKind::Controllers => {
+            let Some(aware) = facts.became_aware_at else {
+                return needs(kind, vec!["became_aware_at"]);
+            };
+            match facts.scoped_subjects {
+                // Whose data it was is known only once the audit trail was asked.
+                None => needs(kind, vec!["scope"]),
+                Some(0) => not_applicable(kind, "the scopes found no integration's subjects"),
+                Some(_) => timed(
+                    kind,
+                    aware + CONTROLLER_WINDOW,
+                    facts.controllers_notified_at,
+                    now,
+                ),
+            }
+        }
         ClockKind::HipaaMedia => match hipaa_applies(facts, kind) {
             Err(d) => d,
             Ok(discovered) => {
@@ -347,6 +376,40 @@ mod tests {
             affected_by_state: BTreeMap::from([("CA".to_owned(), 10)]),
             ..ClockFacts::default()
         }
+    }
+
+    #[test]
+    fn the_controllers_are_told_within_a_day_once_a_scope_found_their_subjects() {
+        let now = at("2030-03-29T12:00:00Z");
+        let unscoped = deadline(&facts(), ClockKind::Controllers, now);
+        assert_eq!(unscoped.status, ClockStatus::NeedsFacts);
+        assert_eq!(unscoped.missing, vec!["scope"]);
+        let nobody = ClockFacts {
+            scoped_subjects: Some(0),
+            ..facts()
+        };
+        assert_eq!(
+            deadline(&nobody, ClockKind::Controllers, now).status,
+            ClockStatus::NotApplicable
+        );
+        let found = ClockFacts {
+            scoped_subjects: Some(3),
+            ..facts()
+        };
+        let running = deadline(&found, ClockKind::Controllers, now);
+        assert_eq!(running.status, ClockStatus::Pending);
+        assert_eq!(running.due_at, Some(at("2030-03-30T09:00:00Z")));
+        assert!(approaching(&running, now));
+        let late = deadline(&found, ClockKind::Controllers, at("2030-03-30T09:00:01Z"));
+        assert_eq!(late.status, ClockStatus::Overdue);
+        let told = ClockFacts {
+            controllers_notified_at: Some(at("2030-03-29T20:00:00Z")),
+            ..found
+        };
+        assert_eq!(
+            deadline(&told, ClockKind::Controllers, now).status,
+            ClockStatus::Met
+        );
     }
 
     #[test]

@@ -385,6 +385,7 @@ mod tests {
             scopes: Vec::new(),
             scoped_subjects: 12,
             subject_notices: Vec::new(),
+            controllers_notified_at: None,
             alerts: Vec::new(),
         };
         Incident {

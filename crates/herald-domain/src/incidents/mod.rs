@@ -4,6 +4,7 @@
 
 pub mod affected;
 pub mod clocks;
+pub mod controllers;
 pub mod drafts;
 pub mod notify;
 pub mod register;
@@ -15,6 +16,7 @@ pub use clocks::{
     ClockFacts, ClockKind, ClockStatus, Deadline, Risk, approaching, deadline, deadlines,
     end_of_year_deadline,
 };
+pub use controllers::{ControllersNotified, SUBJECTS_PER_EVENT};
 pub use drafts::{Contacts, Draft, DraftField};
 pub use notify::{MAX_NOTICES_PER_CALL, NoticeOutcome, NoticeRequest};
 pub use register::{

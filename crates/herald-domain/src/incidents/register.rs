@@ -109,6 +109,10 @@ pub struct Facts {
     /// Notices sent to the people affected through Herald (`POST …/notify-subjects`).
     #[serde(default)]
     pub subject_notices: Vec<NoticeRun>,
+    /// When the integrations whose subjects are affected were told (`notify-integrations`, or
+    /// recorded when told another way).
+    #[serde(default)]
+    pub controllers_notified_at: Option<Timestamp>,
     /// Deadline reports already made (`gdpr_authority:approaching`, …): each is made once.
     #[serde(default)]
     pub alerts: Vec<String>,
@@ -133,6 +137,8 @@ impl Facts {
             individuals_notified_at: facts.individuals_notified_at,
             hhs_notified_at: facts.hhs_notified_at,
             media_notified_at: facts.media_notified_at,
+            scoped_subjects: (!facts.scopes.is_empty()).then_some(facts.scoped_subjects),
+            controllers_notified_at: facts.controllers_notified_at,
         }
     }
 }
@@ -227,6 +233,7 @@ pub struct IncidentChange {
     pub individuals_notified_at: Option<Timestamp>,
     pub hhs_notified_at: Option<Timestamp>,
     pub media_notified_at: Option<Timestamp>,
+    pub controllers_notified_at: Option<Timestamp>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -432,6 +439,7 @@ impl Incidents {
                 scopes: Vec::new(),
                 scoped_subjects: 0,
                 subject_notices: Vec::new(),
+                controllers_notified_at: None,
                 alerts: Vec::new(),
             },
             narrative: Narrative {
@@ -691,6 +699,11 @@ fn apply(
             change.media_notified_at,
             &mut facts.media_notified_at,
         ),
+        (
+            "controllers_notified_at",
+            change.controllers_notified_at,
+            &mut facts.controllers_notified_at,
+        ),
     ] {
         if let Some(at) = value {
             *slot = Some(at);
@@ -704,6 +717,7 @@ fn apply(
         ("individuals_notified_at", snapshot.individuals_notified_at),
         ("hhs_notified_at", snapshot.hhs_notified_at),
         ("media_notified_at", snapshot.media_notified_at),
+        ("controllers_notified_at", snapshot.controllers_notified_at),
     ] {
         if let Some(at) = value
             && fields.contains(&field)
@@ -785,7 +799,8 @@ fn check_transition(
                 || facts.subjects_notified_at.is_some()
                 || facts.individuals_notified_at.is_some()
                 || facts.hhs_notified_at.is_some()
-                || facts.media_notified_at.is_some();
+                || facts.media_notified_at.is_some()
+                || facts.controllers_notified_at.is_some();
             if !any_notice {
                 return Err(refuse("no notification is recorded"));
             }

@@ -26,22 +26,29 @@ pub enum EventType {
     /// it: about no one person, for the operator's endpoints (integrations holding
     /// `incidents:read`).
     IncidentDeadline,
+    /// An incident concerns subjects of the integration: the processor tells the controller
+    /// (GDPR Art. 33(2)), with the integration's own affected subject ids only.
+    IncidentNotified,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 6] = [
+    pub const ALL: [EventType; 7] = [
         EventType::MessageStatus,
         EventType::MessageInbound,
         EventType::ConsentChanged,
         EventType::SubjectRectified,
         EventType::SubjectErased,
         EventType::IncidentDeadline,
+        EventType::IncidentNotified,
     ];
 
     /// Events whose payload is sealed under the system key, not the subject's: they outlive
     /// the subject's key (an erasure notice is sent after the key is destroyed).
     pub fn sealed_for_system(self) -> bool {
-        matches!(self, EventType::SubjectErased | EventType::IncidentDeadline)
+        matches!(
+            self,
+            EventType::SubjectErased | EventType::IncidentDeadline | EventType::IncidentNotified
+        )
     }
 
     /// Events about no one person: only integrations allowed to read the incident register
@@ -58,6 +65,7 @@ impl EventType {
             EventType::SubjectRectified => "subject.rectified",
             EventType::SubjectErased => "subject.erased",
             EventType::IncidentDeadline => "incident.deadline",
+            EventType::IncidentNotified => "incident.notified",
         }
     }
 
@@ -187,7 +195,10 @@ impl OperatorEvent {
         data: Value,
         now: Timestamp,
     ) -> Result<Self, KeyError> {
-        debug_assert!(event_type.operator_only());
+        debug_assert!(matches!(
+            event_type,
+            EventType::IncidentDeadline | EventType::IncidentNotified
+        ));
         let (id, payload_ciphertext) = seal_system_body(keys, event_type, data, now)?;
         Ok(Self {
             id,

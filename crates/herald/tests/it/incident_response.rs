@@ -704,3 +704,135 @@ async fn deadlines_are_reported_once_when_near_and_once_when_missed() {
     .await;
     assert_eq!(incident_view["overdue"], true);
 }
+
+#[tokio::test]
+async fn each_integration_is_told_of_its_own_affected_subjects_only() {
+    let shop_hook = crate::fakes::Receiver::start().await;
+    let crm_hook = crate::fakes::Receiver::start().await;
+    let app = TestApp::spawn_with(|c| {
+        c.webhooks.allow_insecure_targets = true;
+        c.delivery.poll_interval = std::time::Duration::from_millis(20);
+        c.incidents.check_every = std::time::Duration::ZERO;
+        c.incidents.dpo_contact = Some("dpo@herald.example".into());
+    })
+    .await;
+    let scopes = ["subjects:read", "subjects:write"];
+    let shop = integration(&app, "shop").await;
+    let (_, shop_key) = key(&app, &shop, &scopes).await;
+    let crm = integration(&app, "crm").await;
+    let (_, crm_key) = key(&app, &crm, &scopes).await;
+    let quiet = integration(&app, "quiet").await;
+    let (_, quiet_key) = key(&app, &quiet, &scopes).await;
+    let mut secrets = BTreeMap::new();
+    for (integration, receiver) in [(&shop, &shop_hook), (&crm, &crm_hook)] {
+        let response = app
+            .post(
+                &format!("/v1/integrations/{integration}/webhooks"),
+                &app.admin_key,
+                &json!({"url": receiver.url(), "events": ["incident.notified"]}),
+            )
+            .await;
+        assert_eq!(response.status(), 201);
+        secrets.insert(
+            integration.clone(),
+            json(response).await["secret"].as_str().unwrap().to_owned(),
+        );
+    }
+    let from = app.clock.now();
+    app.clock.advance(TimeDelta::minutes(1));
+    // The shop's key (the one that leaked) touches 0 and 1; the crm also knows 1 and 2; the
+    // quiet integration knows 0 and has no endpoint.
+    let s0 = app.link(&shop_key, &phone(970)).await;
+    let s1 = app.link(&shop_key, &phone(971)).await;
+    app.link(&crm_key, &phone(971)).await;
+    app.link(&crm_key, &phone(972)).await;
+    app.link(&quiet_key, &phone(970)).await;
+    app.clock.advance(TimeDelta::minutes(1));
+    let incident = open(&app).await;
+    let scoped = scope(
+        &app,
+        &incident,
+        json!({"integration": shop, "from": from.to_rfc3339(), "to": app.clock.now().to_rfc3339()}),
+    )
+    .await;
+    assert_eq!(scoped["scoped_subjects"], 2);
+    let before = json(
+        app.get(&format!("/v1/incidents/{incident}"), &app.admin_key)
+            .await,
+    )
+    .await;
+    let controllers = before["clocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["clock"] == "controllers")
+        .unwrap()
+        .clone();
+    assert_eq!(controllers["status"], "pending");
+
+    let told = app
+        .post(
+            &format!("/v1/incidents/{incident}/notify-integrations"),
+            &app.admin_key,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(told.status(), 200, "{}", told.text().await.unwrap());
+    let told = json(told).await;
+    assert_eq!(told["integrations"][&shop], 2);
+    assert_eq!(told["integrations"][&crm], 1);
+    assert_eq!(told["integrations"][&quiet], 1);
+    assert_eq!(told["without_endpoint"], json!([quiet]));
+    assert_eq!(told["deliveries"], 2);
+    assert_eq!(audited(&app, "incident.controllers_notified").await, 1);
+
+    let received = |receiver: &crate::fakes::Receiver, secret: &str| {
+        let delivery = receiver.deliveries().pop().expect("one event");
+        crate::fakes::verify_standard_webhook(
+            secret,
+            &delivery.id,
+            delivery.timestamp,
+            &delivery.signature,
+            &delivery.body,
+            app.clock.now().timestamp(),
+        )
+        .unwrap();
+        delivery.json()
+    };
+    crate::delivery::eventually("both integrations told", || async {
+        (!shop_hook.deliveries().is_empty() && !crm_hook.deliveries().is_empty()).then_some(())
+    })
+    .await;
+    let to_shop = received(&shop_hook, &secrets[&shop]);
+    assert_eq!(to_shop["type"], "incident.notified");
+    assert_eq!(to_shop["data"]["incident_id"], incident.as_str());
+    assert_eq!(to_shop["data"]["contact"], "dpo@herald.example");
+    let mut shop_subjects: Vec<String> = to_shop["data"]["subject_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_owned())
+        .collect();
+    shop_subjects.sort();
+    let mut expected = vec![s0.clone(), s1.clone()];
+    expected.sort();
+    assert_eq!(shop_subjects, expected);
+    // The crm hears only of the subject it knows, never the shop's other one.
+    let to_crm = received(&crm_hook, &secrets[&crm]);
+    assert_eq!(to_crm["data"]["subject_ids"], json!([s1]));
+    assert!(!String::from_utf8_lossy(&crm_hook.deliveries()[0].body).contains(&s0));
+    let after = json(
+        app.get(&format!("/v1/incidents/{incident}"), &app.admin_key)
+            .await,
+    )
+    .await;
+    let controllers = after["clocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["clock"] == "controllers")
+        .unwrap()
+        .clone();
+    assert_eq!(controllers["status"], "met");
+    assert!(after["controllers_notified_at"].is_string());
+}

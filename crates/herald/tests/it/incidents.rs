@@ -31,6 +31,21 @@ fn clock<'a>(incident: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no clock {name}: {incident}"))
 }
 
+/// A scope that finds nobody: the `controllers` clock needs one before it can be
+/// not applicable.
+async fn scope_nobody(app: &TestApp, id: &str) {
+    let from = (app.clock.now() - chrono::TimeDelta::hours(3)).to_rfc3339();
+    let response = app
+        .post(
+            &format!("/v1/incidents/{id}/scope"),
+            &app.admin_key,
+            &json!({"route": "/v1/none", "from": from}),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(json(response).await["scope"]["subjects"], 0);
+}
+
 async fn open(app: &TestApp) -> Value {
     let now = app.clock.now();
     let response = app
@@ -158,6 +173,9 @@ async fn an_incident_runs_its_clocks_through_assessment_notification_and_closing
         "invalid_transition",
     )
     .await;
+    // Whose data it was must be asked of the audit trail before the incident can close.
+    assert_eq!(clock(&notified, "controllers")["missing"], json!(["scope"]));
+    scope_nobody(&app, &id).await;
     let notified = json(
         patch(
             &app,
@@ -216,6 +234,7 @@ async fn an_unlikely_risk_needs_its_reason_and_stops_the_gdpr_clocks() {
         "not_applicable"
     );
     // Nothing is pending: it may be closed straight from assessed.
+    scope_nobody(&app, &id).await;
     let closed = json(patch(&app, &id, json!({"status": "closed"})).await).await;
     assert_eq!(closed["status"], "closed");
 }

@@ -2,6 +2,8 @@
 //! trail), the notification drafts, and telling the people affected. Thin: the register
 //! computes, decides and audits.
 
+use std::collections::BTreeMap;
+
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -33,6 +35,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_affected))
         .routes(routes!(notification_drafts))
         .routes(routes!(notify_subjects))
+        .routes(routes!(notify_integrations))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -366,6 +369,61 @@ async fn notify_subjects(
         Json(NotifyResult {
             run: notice_view(outcome.run),
             next: outcome.next,
+        }),
+    ))
+}
+
+/// What telling the integrations did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IntegrationsNotified {
+    /// Integrations told, with how many of their subjects are affected.
+    integrations: BTreeMap<String, u64>,
+    /// Deliveries queued (one per part and endpoint).
+    deliveries: u64,
+    /// Integrations without an enabled endpoint for `incident.notified`: tell them another way
+    /// (and record it with `controllers_notified_at`).
+    without_endpoint: Vec<String>,
+}
+
+/// Tell the integrations whose subjects the incident affected (GDPR Art. 33(2): Herald's
+/// operator is their processor): each gets `incident.notified` with the facts, the DPO contact
+/// and its own affected subject ids only. Starts the `controllers` clock's `done_at`.
+#[utoipa::path(post, path = "/v1/incidents/{id}/notify-integrations", tag = "incidents",
+    params(("id" = String, Path, description = "inc_…")),
+    security(("bearer" = ["incidents:write"])),
+    responses(
+        (status = 200, description = "The integrations told", body = IntegrationsNotified),
+        (status = 404, description = "No such incident", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "incident_changed", body = ProblemBody, content_type = "application/problem+json"),
+    ))]
+async fn notify_integrations(
+    State(state): State<AppState>,
+    caller: Authorized<IncidentsWrite>,
+    IdPath(id): IdPath<IncidentId>,
+) -> Result<(Extension<ActionAudited>, Json<IntegrationsNotified>), Problem> {
+    let told = state
+        .incidents
+        .notify_controllers(
+            &id,
+            state.incident_contacts.dpo_contact.as_deref(),
+            &caller.initiator(),
+        )
+        .await
+        .map_err(errors::incidents)?;
+    Ok((
+        Extension(ActionAudited),
+        Json(IntegrationsNotified {
+            integrations: told
+                .integrations
+                .into_iter()
+                .map(|(i, n)| (i.to_string(), n))
+                .collect(),
+            deliveries: told.deliveries,
+            without_endpoint: told
+                .without_endpoint
+                .into_iter()
+                .map(|i| i.to_string())
+                .collect(),
         }),
     ))
 }

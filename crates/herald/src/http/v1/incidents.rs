@@ -115,12 +115,17 @@ pub struct ChangeIncident {
     hhs_notified_at: Option<String>,
     #[schema(format = DateTime)]
     media_notified_at: Option<String>,
+    /// When the integrations whose subjects are affected were told another way than
+    /// `notify-integrations`.
+    #[schema(format = DateTime)]
+    controllers_notified_at: Option<String>,
 }
 
 /// One notification clock.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ClockView {
-    /// gdpr_authority, gdpr_subjects, hipaa_individuals, hipaa_hhs or hipaa_media.
+    /// gdpr_authority, gdpr_subjects, hipaa_individuals, hipaa_hhs, hipaa_media or
+    /// controllers.
     clock: &'static str,
     /// The provision it comes from.
     basis: &'static str,
@@ -208,6 +213,10 @@ pub struct IncidentView {
     #[serde(serialize_with = "rfc3339_opt")]
     #[schema(value_type = Option<String>, format = DateTime)]
     media_notified_at: Option<Timestamp>,
+    /// When the integrations whose subjects are affected were told.
+    #[serde(serialize_with = "rfc3339_opt")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    controllers_notified_at: Option<Timestamp>,
     clocks: Vec<ClockView>,
     #[serde(serialize_with = "rfc3339")]
     #[schema(value_type = String, format = DateTime)]
@@ -330,6 +339,7 @@ pub(super) fn view(i: Incident) -> IncidentView {
         individuals_notified_at: i.facts.individuals_notified_at,
         hhs_notified_at: i.facts.hhs_notified_at,
         media_notified_at: i.facts.media_notified_at,
+        controllers_notified_at: i.facts.controllers_notified_at,
         clocks: i.deadlines.into_iter().map(clock_view).collect(),
         created_at: i.created_at,
         updated_at: i.updated_at,
@@ -454,6 +464,10 @@ async fn change_incident(
         )?,
         hhs_notified_at: opt_time("hhs_notified_at", body.hhs_notified_at.as_ref())?,
         media_notified_at: opt_time("media_notified_at", body.media_notified_at.as_ref())?,
+        controllers_notified_at: opt_time(
+            "controllers_notified_at",
+            body.controllers_notified_at.as_ref(),
+        )?,
         status: body.status,
         risk: body.risk,
         subject_notice_exemption: body.subject_notice_exemption,
