@@ -83,12 +83,7 @@ impl Incidents {
                 rule: "a route template such as /v1/subjects/{id}",
             });
         }
-        let row = self
-            .store
-            .incident(id)
-            .await?
-            .ok_or(IncidentError::NotFound)?;
-        let (mut incident, version) = self.read(row)?;
+        let (mut incident, version) = self.load(id).await?;
         self.audit.seal().await.map_err(IncidentError::Audit)?;
         let tally = self.scan(&query.selector, query.from, to).await?;
 

@@ -47,12 +47,7 @@ impl Incidents {
         }
         for _ in 0..5 {
             let now = self.clock.now();
-            let row = self
-                .store
-                .incident(id)
-                .await?
-                .ok_or(IncidentError::NotFound)?;
-            let (mut incident, version) = self.read(row)?;
+            let (mut incident, version) = self.load(id).await?;
             let facts = &incident.facts;
             let mut events: Vec<(IntegrationId, OperatorEvent)> = Vec::new();
             for (integration, subjects) in &by_integration {

@@ -183,12 +183,7 @@ impl Incidents {
         let skipped: u64 = run.skipped.values().sum();
         for _ in 0..5 {
             let now = self.clock.now();
-            let row = self
-                .store
-                .incident(id)
-                .await?
-                .ok_or(IncidentError::NotFound)?;
-            let (mut incident, version) = self.read(row)?;
+            let (mut incident, version) = self.load(id).await?;
             incident.facts.subject_notices.push(run.clone());
             let next = self.row(&incident, version + 1, now)?;
             let mut details = Details::new()

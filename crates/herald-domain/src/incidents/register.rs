@@ -354,6 +354,16 @@ impl Incidents {
         ))
     }
 
+    /// The incident and its version, or `NotFound`.
+    pub(super) async fn load(&self, id: &IncidentId) -> Result<(Incident, i64), IncidentError> {
+        let row = self
+            .store
+            .incident(id)
+            .await?
+            .ok_or(IncidentError::NotFound)?;
+        self.read(row)
+    }
+
     pub(super) fn row(
         &self,
         incident: &Incident,
@@ -528,12 +538,7 @@ impl Incidents {
         initiator: &Initiator,
     ) -> Result<Incident, IncidentError> {
         let now = self.clock.now();
-        let row = self
-            .store
-            .incident(id)
-            .await?
-            .ok_or(IncidentError::NotFound)?;
-        let (mut incident, version) = self.read(row)?;
+        let (mut incident, version) = self.load(id).await?;
         let before = incident.status;
         let mut fields: Vec<&'static str> = Vec::new();
         apply(&mut incident, change, now, &mut fields)?;

@@ -126,12 +126,7 @@ impl Incidents {
         let key = alert_key(alert.clock, alert.state);
         for _ in 0..5 {
             let now = self.clock.now();
-            let row = self
-                .store
-                .incident(&alert.incident_id)
-                .await?
-                .ok_or(IncidentError::NotFound)?;
-            let (mut incident, version) = self.read(row)?;
+            let (mut incident, version) = self.load(&alert.incident_id).await?;
             if incident.facts.alerts.contains(&key) {
                 return Ok(false);
             }

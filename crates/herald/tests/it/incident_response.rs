@@ -104,6 +104,17 @@ async fn key(app: &TestApp, integration: &str, scopes: &[&str]) -> (String, Stri
     )
 }
 
+/// One clock of an incident as read.
+fn clock(incident: &Value, name: &str) -> Value {
+    incident["clocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["clock"] == name)
+        .unwrap_or_else(|| panic!("no clock {name}: {incident}"))
+        .clone()
+}
+
 fn ids<'a>(subjects: impl IntoIterator<Item = &'a String>) -> BTreeSet<String> {
     subjects.into_iter().cloned().collect()
 }
@@ -761,13 +772,7 @@ async fn each_integration_is_told_of_its_own_affected_subjects_only() {
             .await,
     )
     .await;
-    let controllers = before["clocks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["clock"] == "controllers")
-        .unwrap()
-        .clone();
+    let controllers = clock(&before, "controllers");
     assert_eq!(controllers["status"], "pending");
 
     let told = app
@@ -826,13 +831,7 @@ async fn each_integration_is_told_of_its_own_affected_subjects_only() {
             .await,
     )
     .await;
-    let controllers = after["clocks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["clock"] == "controllers")
-        .unwrap()
-        .clone();
+    let controllers = clock(&after, "controllers");
     assert_eq!(controllers["status"], "met");
     assert!(after["controllers_notified_at"].is_string());
 }
