@@ -35,5 +35,6 @@ mod phone_memo;
 pub mod rights;
 pub mod store;
 pub mod subjects;
+pub mod vendors;
 pub mod webhooks;
 pub mod worker;

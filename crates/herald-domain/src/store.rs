@@ -734,6 +734,7 @@ pub trait Store:
     + RightsStore
     + SubjectRightsStore
     + IncidentStore
+    + crate::vendors::VendorStore
     + fmt::Debug
     + 'static
 {

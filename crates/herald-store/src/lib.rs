@@ -32,6 +32,7 @@ mod rights;
 pub mod snapshot;
 mod subject_rights;
 mod subjects;
+mod vendors;
 mod webhooks;
 
 use std::str::FromStr;

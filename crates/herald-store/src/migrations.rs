@@ -82,6 +82,11 @@ pub const SQLITE: &[(i64, &str, &str)] = &[
         "operator_events",
         include_str!("../migrations/sqlite/0014_operator_events.sql"),
     ),
+    (
+        15,
+        "vendors",
+        include_str!("../migrations/sqlite/0015_vendors.sql"),
+    ),
 ];
 
 pub const POSTGRES: &[(i64, &str, &str)] = &[
@@ -154,6 +159,11 @@ pub const POSTGRES: &[(i64, &str, &str)] = &[
         14,
         "operator_events",
         include_str!("../migrations/postgres/0014_operator_events.sql"),
+    ),
+    (
+        15,
+        "vendors",
+        include_str!("../migrations/postgres/0015_vendors.sql"),
     ),
 ];
 

@@ -51,6 +51,8 @@ pub const TABLES: &[(&str, &str)] = &[
     ("backups", "id"),
     ("incidents", "id"),
     ("incident_affected", "incident_id, subject_id"),
+    ("vendors", "id"),
+    ("vendor_history", "vendor_id, version"),
 ];
 
 /// Tables a snapshot leaves out, and why. `audit_seal_mark` is each backend's own bookkeeping

@@ -290,6 +290,8 @@ actions! {
     IncidentUpdated => "incident.updated", "An incident's assessment, notifications or state changed (from, to: the states; fields: the names of what changed).";
     IncidentScoped => "incident.scoped", "The subjects an incident affected were computed from the audit trail (by: credential, integration or route; key_id, client_id, integration_id or scope_route; from, to, entries_scanned, subjects, added, total); the subjects are stored with the incident, never in the entry.";
     IncidentSubjectsNotified => "incident.subjects_notified", "Notices were sent to the people an incident affected (template, sent, already_notified, skipped); each send's message.accepted entry names the incident.";
+    VendorAdded => "vendor.added", "A vendor was entered in the provider register (status); the reason is kept in the vendor's history.";
+    VendorChanged => "vendor.changed", "A vendor's facts or status changed: a review, an approval, a suspension (from, to: statuses; fields; version); who and why are kept in the vendor's history.";
     IncidentControllersNotified => "incident.controllers_notified", "The integrations whose subjects an incident affected were sent incident.notified (integrations, subjects, events); the subject ids travel only in each integration's own event.";
     IncidentDeadline => "incident.deadline", "A notification clock of an incident is within 24 hours of its deadline or past it (clock, state: approaching or missed, due_at).";
     WebhookEndpointDisabled => "webhook_endpoint.disabled", "An endpoint was disabled after a run of failed deliveries or a 410 Gone (consecutive_failures, reason).";
@@ -340,6 +342,8 @@ pub enum Target {
     Backup(String),
     Incident(IncidentId),
     ErasureLedger,
+    /// A vendor in the provider register, by its slug (no personal data).
+    Vendor(String),
 }
 
 impl Target {
@@ -360,6 +364,7 @@ impl Target {
             Target::Backup(id) => ("backup", Some(id.as_str())),
             Target::Incident(id) => ("incident", Some(id.as_str())),
             Target::ErasureLedger => ("erasure_ledger", None),
+            Target::Vendor(id) => ("vendor", Some(id.as_str())),
         }
     }
 
@@ -381,6 +386,7 @@ impl Target {
             Target::Backup(id) => json!({"type": "backup", "id": id}),
             Target::Incident(id) => json!({"type": "incident", "id": id.as_str()}),
             Target::ErasureLedger => json!({"type": "erasure_ledger"}),
+            Target::Vendor(id) => json!({"type": "vendor", "id": id}),
         }
     }
 }

@@ -35,11 +35,15 @@ pub enum Scope {
     IncidentsRead,
     /// The incident register: open incidents and record assessments and notifications.
     IncidentsWrite,
+    /// The provider register: read (contracts, regions, reviews; no personal data).
+    VendorsRead,
+    /// The provider register: add, review, approve and suspend vendors.
+    VendorsWrite,
     Admin,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 16] = [
+    pub const ALL: [Scope; 18] = [
         Scope::MessagesSend,
         Scope::MessagesRead,
         Scope::ConsentsRead,
@@ -55,6 +59,8 @@ impl Scope {
         Scope::BackupsRead,
         Scope::IncidentsRead,
         Scope::IncidentsWrite,
+        Scope::VendorsRead,
+        Scope::VendorsWrite,
         Scope::Admin,
     ];
 
@@ -75,6 +81,8 @@ impl Scope {
             Scope::BackupsRead => "backups:read",
             Scope::IncidentsRead => "incidents:read",
             Scope::IncidentsWrite => "incidents:write",
+            Scope::VendorsRead => "vendors:read",
+            Scope::VendorsWrite => "vendors:write",
             Scope::Admin => "admin",
         }
     }

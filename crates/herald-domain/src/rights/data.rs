@@ -324,6 +324,14 @@ pub const SUBJECT_DATA_TABLES: &[(&str, Coverage)] = &[
     ),
     ("incident_affected", Coverage::Exported("incidents")),
     (
+        "vendors",
+        Coverage::NotSubjectData("the provider register: contracts, regions, review dates"),
+    ),
+    (
+        "vendor_history",
+        Coverage::NotSubjectData("every version of a vendor's register entry, with who and why"),
+    ),
+    (
         "incidents",
         Coverage::NotSubjectData(
             "the incident register: facts without personal data, free text under the system key",

@@ -52,6 +52,10 @@ pub struct WhatsappConfig {
     pub request_timeout: Duration,
     #[serde(default = "default_messages_per_second")]
     pub messages_per_second: u32,
+    /// The vendor in the provider register this channel goes through (default
+    /// `meta_whatsapp_cloud`, shipped `unreviewed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vendor: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -21,12 +21,14 @@ mod incidents;
 mod limits;
 mod messaging;
 mod oauth;
+mod vendors;
 
 pub use backup::BackupConfig;
 pub use consent::{ConsentConfig, FrequencyCapConfig, NoticeConfig, OptInTemplateConfig};
 pub use incidents::IncidentsConfig;
 pub use limits::{LimitsConfig, RateConfig};
 pub use oauth::OAuthConfig;
+pub use vendors::VendorConfig;
 
 pub use messaging::{
     DeliveryConfig, PurposeConfig, Purposes, RetentionConfig, RolesConfig, SANDBOX_DEMO_PURPOSE,
@@ -173,6 +175,9 @@ pub struct Config {
     pub callbacks: CallbacksConfig,
     pub backup: BackupConfig,
     pub incidents: IncidentsConfig,
+    /// Vendor reviews recorded in configuration, by vendor id.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub vendors: vendors::Vendors,
 }
 
 /// Customers' messages that no conversation claims.
@@ -442,6 +447,7 @@ impl Config {
         self.validate_oauth()?;
         self.validate_backup()?;
         self.validate_incidents()?;
+        self.validate_vendors()?;
         self.validate_limits()?;
         self.validate_messaging()?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)

@@ -55,6 +55,8 @@ scopes! {
     BackupsRead => Scope::BackupsRead,
     IncidentsRead => Scope::IncidentsRead,
     IncidentsWrite => Scope::IncidentsWrite,
+    VendorsRead => Scope::VendorsRead,
+    VendorsWrite => Scope::VendorsWrite,
 }
 
 /// The authenticated caller, holding scope `S`. Missing, malformed, unknown, revoked or expired

@@ -74,6 +74,7 @@ pub struct SharedState {
     pub backups: crate::backup::BackupRegister,
     pub incidents: herald_domain::incidents::Incidents,
     pub incident_contacts: herald_domain::incidents::Contacts,
+    pub vendors: herald_domain::vendors::Vendors,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub tls: bool,
@@ -111,6 +112,7 @@ pub struct HttpParts {
     pub backups: crate::backup::BackupRegister,
     pub incidents: herald_domain::incidents::Incidents,
     pub incident_contacts: herald_domain::incidents::Contacts,
+    pub vendors: herald_domain::vendors::Vendors,
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub tls: bool,
     /// Serve the API (`/v1`, `/webhooks`); without it only the operations endpoints.
@@ -137,7 +139,8 @@ pub struct HttpParts {
         (name = "oauth", description = "The OAuth 2.0 authorization server for integrations (client credentials): RFC 6749 error answers, not problem documents"),
         (name = "webhooks", description = "Provider callbacks (WhatsApp), authenticated by signature"),
         (name = "audit", description = "The tamper-evident audit trail: entries, verification, checkpoints, keys"),
-        (name = "incidents", description = "The incident register: security incidents and personal-data breaches with their notification clocks")
+        (name = "incidents", description = "The incident register: security incidents and personal-data breaches with their notification clocks"),
+        (name = "vendors", description = "The provider register: the vendors messages go through, their contracts, regions and reviews")
     )
 )]
 struct ApiDoc;
@@ -194,6 +197,8 @@ fn scopes_description() -> String {
             Scope::BackupsRead => "the register of backups (no personal data, never a backup)",
             Scope::IncidentsRead => "read the incident register (summaries, assessments, clocks)",
             Scope::IncidentsWrite => "open incidents, record assessments and notifications",
+            Scope::VendorsRead => "read the provider register (contracts, regions, reviews)",
+            Scope::VendorsWrite => "add, review, approve and suspend vendors",
             Scope::Admin => "everything, for every integration and subject",
         };
         text.push_str(&format!("\n- {scope}: {grants}"));
@@ -240,6 +245,7 @@ pub fn app(parts: HttpParts) -> Router {
         backups: parts.backups,
         incidents: parts.incidents,
         incident_contacts: parts.incident_contacts,
+        vendors: parts.vendors,
         trusted_proxies: parts.trusted_proxies,
         tls: parts.tls,
         openapi: Arc::new(openapi),

@@ -60,6 +60,7 @@ pub enum Code {
     IncidentChanged,
     DelayReasonRequired,
     PurposeNotLegalObligation,
+    VendorChanged,
 }
 
 impl Code {
@@ -100,7 +101,8 @@ impl Code {
             | Code::SubjectOptedOut
             | Code::IntegrationRevoked
             | Code::InvalidTransition
-            | Code::IncidentChanged => StatusCode::CONFLICT,
+            | Code::IncidentChanged
+            | Code::VendorChanged => StatusCode::CONFLICT,
             Code::DelayReasonRequired | Code::PurposeNotLegalObligation => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
@@ -149,6 +151,7 @@ impl Code {
             Code::IncidentChanged => "incident_changed",
             Code::DelayReasonRequired => "delay_reason_required",
             Code::PurposeNotLegalObligation => "purpose_not_legal_obligation",
+            Code::VendorChanged => "vendor_changed",
         }
     }
 
@@ -204,6 +207,7 @@ impl Code {
             Code::PurposeNotLegalObligation => {
                 "Breach notices go out under a purpose whose lawful basis is legal_obligation"
             }
+            Code::VendorChanged => "The vendor changed meanwhile",
         }
     }
 
@@ -414,7 +418,7 @@ impl IntoResponse for Problem {
 mod tests {
     use super::*;
 
-    const ALL: [Code; 40] = [
+    const ALL: [Code; 41] = [
         Code::MalformedJson,
         Code::InvalidRequest,
         Code::Unauthorized,
@@ -455,6 +459,7 @@ mod tests {
         Code::IncidentChanged,
         Code::DelayReasonRequired,
         Code::PurposeNotLegalObligation,
+        Code::VendorChanged,
     ];
 
     #[test]

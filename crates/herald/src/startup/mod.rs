@@ -43,6 +43,7 @@ use crate::tls::{self, TlsError, TlsListener};
 use crate::workers::{self, WorkerError, WorkerParts, delta};
 
 mod background;
+pub mod vendors;
 
 use background::prune_audit;
 
@@ -68,6 +69,8 @@ pub enum StartupError {
     },
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error("provider register: {0}")]
+    Vendors(String),
     #[error(transparent)]
     Database(#[from] ConnectError),
     #[error(transparent)]
@@ -122,6 +125,7 @@ pub struct Herald {
     owner: String,
     metrics: Metrics,
     limits: RateLimits,
+    vendors: herald_domain::vendors::Vendors,
     /// Erasures the ledger re-applied at this start (a restored or older database).
     erasures_reapplied: usize,
 }
@@ -429,6 +433,7 @@ impl Herald {
             config.webhooks.allow_insecure_targets,
         );
         let metrics = Metrics::with_callbacks(reports.stats());
+        let vendors = vendors::open_register(&store, &clock, &config).await?;
         Ok(Self {
             config: Arc::new(config),
             database,
@@ -448,6 +453,7 @@ impl Herald {
             owner,
             metrics,
             limits,
+            vendors,
             erasures_reapplied: reapplied,
         })
     }
@@ -463,6 +469,11 @@ impl Herald {
 
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// The provider register.
+    pub fn vendors(&self) -> &herald_domain::vendors::Vendors {
+        &self.vendors
     }
 
     /// The incident register.
@@ -594,6 +605,7 @@ impl Herald {
             ),
             incidents: self.incidents(),
             incident_contacts: self.config.incident_contacts(),
+            vendors: self.vendors.clone(),
             // Validated at load time; an invalid list cannot reach here.
             trusted_proxies: self.config.trusted_proxies().unwrap_or_default(),
             tls: self.config.tls_enabled(),

@@ -835,7 +835,8 @@ async fn pruning_refuses_a_trail_that_does_not_verify() {
     }
     app.herald.audit().seal().await.unwrap();
     app.tamper_sql(
-        "UPDATE audit_log SET body = REPLACE(body, '\"status\":200', '\"status\":201') WHERE seq = 8",
+        "UPDATE audit_log SET body = REPLACE(body, '\"status\":200', '\"status\":201')
+         WHERE seq = (SELECT MIN(seq) FROM audit_log WHERE body LIKE '%\"status\":200%')",
         &[],
     )
     .await;

@@ -316,6 +316,7 @@ impl FakeWhatsapp {
             verify_token: herald::config::Secret::new(VERIFY_TOKEN),
             request_timeout: Duration::from_secs(2),
             messages_per_second: 1000,
+            vendor: None,
         });
         config.delivery.lease = Duration::from_secs(5);
         config.delivery.poll_interval = Duration::from_millis(20);

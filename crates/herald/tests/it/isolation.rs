@@ -52,7 +52,7 @@ fn class_of(method: &str, path: &str) -> Option<Class> {
             Class::Operator
         }
         (_, p) if p.starts_with("/v1/audit") || p == "/v1/backups" => Class::Operator,
-        (_, p) if p.starts_with("/v1/incidents") => Class::Operator,
+        (_, p) if p.starts_with("/v1/incidents") || p.starts_with("/v1/vendors") => Class::Operator,
         ("get", "/v1/requests") => Class::Collection,
         ("post", "/v1/subjects") => Class::Registers,
         ("post", "/v1/opt-ins") => Class::ByNumber,
@@ -84,6 +84,10 @@ struct Owned {
 
 impl Owned {
     fn path(&self, template: &str) -> String {
+        // The register is the operator's, instance-wide: the shipped sandbox entry.
+        if template.starts_with("/v1/vendors/") {
+            return template.replace("{id}", "herald_sandbox");
+        }
         let id = if template == "/v1/integrations/{id}" {
             &self.spare_integration
         } else if template.starts_with("/v1/oauth-clients/") {
@@ -116,6 +120,11 @@ impl Owned {
                 "detected_at": now, "became_aware_at": now, "kinds": ["availability"],
                 "source": "alert"}),
             ("patch", "/v1/incidents/{id}") => json!({"measures": "keys rotated"}),
+            ("post", "/v1/vendors") => json!({"id": "intruder_vendor", "reason": "matrix",
+                "facts": {"legal_name": "Intruder Ltd", "service": "SMS",
+                    "role": {"kind": "processor"}, "transfer_mechanism": "none",
+                    "storage_mode": {"kind": "default"}, "deletion": {"support": "none"}}}),
+            ("patch", "/v1/vendors/{id}") => json!({"status": "approved", "reason": "matrix"}),
             ("post", "/v1/incidents/{id}/scope") => json!({"integration": self.integration,
                 "from": "2020-01-01T00:00:00Z"}),
             ("post", "/v1/incidents/{id}/notify-subjects") => json!({"purpose": "alerts",
@@ -164,6 +173,8 @@ fn a_scopes() -> Vec<&'static str> {
                 "backups:read",
                 "incidents:read",
                 "incidents:write",
+                "vendors:read",
+                "vendors:write",
             ]
             .contains(s)
         })

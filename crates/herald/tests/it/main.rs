@@ -43,3 +43,4 @@ mod rights;
 mod storage;
 mod subject_word;
 mod subjects;
+mod vendors;

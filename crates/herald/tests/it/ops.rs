@@ -209,7 +209,7 @@ async fn openapi_document_is_valid() {
 }
 
 /// The contract (API.md) for what exists so far, as (method, path, scope or "none").
-const CONTRACT: [(&str, &str, &str); 57] = [
+const CONTRACT: [(&str, &str, &str); 61] = [
     ("get", "/healthz", "none"),
     ("get", "/readyz", "none"),
     ("get", "/metrics", "none"),
@@ -248,6 +248,10 @@ const CONTRACT: [(&str, &str, &str); 57] = [
         "/v1/incidents/{id}/notify-integrations",
         "incidents:write",
     ),
+    ("post", "/v1/vendors", "vendors:write"),
+    ("get", "/v1/vendors", "vendors:read"),
+    ("get", "/v1/vendors/{id}", "vendors:read"),
+    ("patch", "/v1/vendors/{id}", "vendors:write"),
     ("get", "/v1/audit/verify", "audit:read"),
     ("get", "/v1/audit/checkpoints", "audit:read"),
     ("get", "/v1/audit/public-key", "audit:read"),

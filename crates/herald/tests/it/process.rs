@@ -707,13 +707,22 @@ async fn the_audit_commands_export_a_trail_an_outsider_can_verify() {
     assert!(all.contains("\"action\":\"audit.exported\""));
     assert!(all.contains("\"action\":\"audit.verified\""));
 
-    // Tampering makes the command fail (exit 1) and name the entry.
-    let tamper = "UPDATE audit_log SET body = REPLACE(body, '\"status\":200', '\"status\":204') WHERE seq = 8";
-    past_the_guards(&db, dir.path(), "audit_log_no_update", tamper).await;
+    // Tampering makes the command fail (exit 1) and name the entry: the first API call's.
+    let target = all
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|e| e["details"]["status"] == 200)
+        .expect("an API call's entry")["seq"]
+        .as_u64()
+        .unwrap();
+    let tamper = format!(
+        "UPDATE audit_log SET body = REPLACE(body, '\"status\":200', '\"status\":204') WHERE seq = {target}"
+    );
+    past_the_guards(&db, dir.path(), "audit_log_no_update", &tamper).await;
     let (code, stdout, stderr) = run(dir.path(), &env, &["audit", "verify"]).await;
     assert_eq!(code, Some(1), "{stdout}{stderr}");
     assert!(
-        stdout.contains("does NOT verify: modified at entry 8"),
+        stdout.contains(&format!("does NOT verify: modified at entry {target}")),
         "{stdout}"
     );
 }

@@ -11,6 +11,7 @@ mod oauth_clients;
 mod requests;
 mod subject_rights;
 mod subjects;
+mod vendors;
 mod webhooks;
 
 use serde::Serialize;
@@ -33,6 +34,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(webhooks::router())
         .merge(consents::router())
         .merge(requests::router())
+        .merge(vendors::router())
 }
 
 /// The page one more than asked for: the extra item only says there is more (see

@@ -1,0 +1,261 @@
+//! The provider register through the API (compliance VENDOR-DD, HIPAA-BAA, GDPR-28.3): the
+//! shipped starting entries, the lifecycle with its audit and history, the standing rule, reviews
+//! recorded in configuration, validation and scopes.
+
+use serde_json::{Value, json};
+
+use crate::delivery::audited;
+use crate::helpers::{TestApp, assert_problem, json};
+
+fn facts() -> Value {
+    json!({
+        "legal_name": "Example SMS GmbH", "service": "SMS gateway",
+        "role": {"kind": "processor"},
+        "dpa": {"signed_at": "2026-01-10", "version": "2026-01",
+                "sha256": "ab".repeat(32), "location": "contracts/sms-dpa.pdf"},
+        "certifications": [{"name": "ISO/IEC 27001", "issuer": "TÜV", "expires_at": "2099-06-30"}],
+        "processing_regions": ["eu"], "storage_regions": ["de"],
+        "transfer_mechanism": "not_applicable",
+        "storage_mode": {"kind": "none"},
+        "deletion": {"support": "api", "covers": "messages and logs"},
+        "last_review_at": "2026-11-01", "next_review_due": "2099-11-01"
+    })
+}
+
+async fn patch(app: &TestApp, id: &str, body: Value) -> reqwest::Response {
+    app.request(
+        reqwest::Method::PATCH,
+        &format!("/v1/vendors/{id}"),
+        &app.admin_key,
+    )
+    .json(&body)
+    .send()
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn the_register_ships_meta_unreviewed_and_the_sandbox_approved() {
+    let app = TestApp::spawn().await;
+    let list = json(app.get("/v1/vendors", &app.admin_key).await).await;
+    let by_id = |id: &str| {
+        list["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["id"] == id)
+            .unwrap_or_else(|| panic!("no {id}: {list}"))
+            .clone()
+    };
+    let meta = by_id("meta_whatsapp_cloud");
+    assert_eq!(meta["status"], "unreviewed");
+    assert_eq!(meta["standing"]["approved"], false);
+    assert_eq!(meta["standing"]["reason"], "unreviewed");
+    assert!(
+        meta["facts"]["baa"].is_null(),
+        "Meta signs no BAA for WhatsApp"
+    );
+    assert_eq!(meta["facts"]["deletion"]["support"], "none");
+    let sandbox = by_id("herald_sandbox");
+    assert_eq!(sandbox["standing"]["approved"], true);
+    // Shipped once: a restart neither duplicates nor overwrites them.
+    let app = app.restart().await;
+    assert_eq!(
+        json(app.get("/v1/vendors", &app.admin_key).await).await["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(audited(&app, "vendor.added").await, 2);
+}
+
+#[tokio::test]
+async fn a_vendor_is_added_reviewed_approved_and_suspended_with_who_and_why() {
+    let app = TestApp::spawn().await;
+    let (_, reader) = app
+        .integration_with_key("compliance", &["vendors:read"])
+        .await;
+    let added = app
+        .post(
+            "/v1/vendors",
+            &app.admin_key,
+            &json!({"id": "example_sms", "facts": facts(), "reason": "onboarding SMS, ticket SEC-1"}),
+        )
+        .await;
+    assert_eq!(added.status(), 201);
+    let added = json(added).await;
+    assert_eq!(added["status"], "unreviewed");
+    assert_eq!(added["standing"]["reason"], "unreviewed");
+    assert_eq!(added["version"], 1);
+    // Approved: it stands.
+    let approved = json(
+        patch(
+            &app,
+            "example_sms",
+            json!({"status": "approved", "reason": "review 2026 passed"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(approved["standing"]["approved"], true, "{approved}");
+    // The test clock is in 2030: a certification that ran out in 2029 is not relied on.
+    let mut expired = facts();
+    expired["certifications"][0]["expires_at"] = json!("2029-12-31");
+    let lapsed = json(
+        patch(
+            &app,
+            "example_sms",
+            json!({"facts": expired, "reason": "certificate not renewed"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(lapsed["standing"]["reason"], "certification_expired");
+    // A review that drops the DPA: approved, but it does not stand.
+    let mut without_dpa = facts();
+    without_dpa.as_object_mut().unwrap().remove("dpa");
+    let reviewed = json(
+        patch(
+            &app,
+            "example_sms",
+            json!({"facts": without_dpa, "reason": "the DPA lapsed"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(reviewed["status"], "approved");
+    assert_eq!(reviewed["standing"]["reason"], "dpa_missing");
+    let suspended = json(
+        patch(
+            &app,
+            "example_sms",
+            json!({"status": "suspended", "reason": "breach at the vendor"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(suspended["standing"]["reason"], "suspended");
+    assert_eq!(suspended["version"], 5);
+    // The history keeps every version with who and why; readable with vendors:read.
+    let one = json(app.get("/v1/vendors/example_sms", &reader).await).await;
+    let history = one["history"].as_array().unwrap();
+    assert_eq!(history.len(), 5);
+    assert_eq!(history[0]["reason"], "onboarding SMS, ticket SEC-1");
+    assert_eq!(history[4]["status"], "suspended");
+    assert_eq!(history[4]["reason"], "breach at the vendor");
+    assert!(history[4]["actor"].as_str().unwrap().starts_with("int_"));
+    assert_eq!(audited(&app, "vendor.changed").await, 4);
+    // The reason is in the history, not in the audit trail.
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM audit_log WHERE body LIKE '%breach at the vendor%'")
+            .await,
+        0
+    );
+    // Nothing changes without a reason, nor with a bad entry; a reader may not write.
+    assert_problem(
+        patch(
+            &app,
+            "example_sms",
+            json!({"status": "approved", "reason": " "}),
+        )
+        .await,
+        400,
+        "invalid_request",
+    )
+    .await;
+    let mut bad = facts();
+    bad["dpa"]["sha256"] = json!("not-a-hash");
+    assert_problem(
+        app.post(
+            "/v1/vendors",
+            &app.admin_key,
+            &json!({"id": "bad_hash", "facts": bad, "reason": "x"}),
+        )
+        .await,
+        400,
+        "invalid_request",
+    )
+    .await;
+    assert_problem(
+        app.post(
+            "/v1/vendors",
+            &app.admin_key,
+            &json!({"id": "example_sms", "facts": facts(), "reason": "again"}),
+        )
+        .await,
+        409,
+        "already_exists",
+    )
+    .await;
+    assert_problem(
+        app.post(
+            "/v1/vendors",
+            &reader,
+            &json!({"id": "other", "facts": facts(), "reason": "x"}),
+        )
+        .await,
+        403,
+        "forbidden",
+    )
+    .await;
+    assert_problem(
+        app.get("/v1/vendors/nobody_here", &reader).await,
+        404,
+        "not_found",
+    )
+    .await;
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM vendor_history WHERE vendor_id = 'example_sms'")
+            .await,
+        5
+    );
+}
+
+#[tokio::test]
+async fn a_review_recorded_in_configuration_approves_the_shipped_meta_entry() {
+    let app = TestApp::spawn_with(|c| {
+        c.vendors.insert(
+            "meta_whatsapp_cloud".into(),
+            serde_json::from_value(json!({
+                "status": "approved",
+                "reason": "reviewed 2026-11, DPA on file",
+                "dpa": {"signed_at": "2026-11-20", "version": "WhatsApp Business Data Processing Terms 2026"},
+                "next_review_due": "2099-11-20",
+                "storage_mode": {"kind": "local_storage", "retention": "at rest only in the EU"},
+                "storage_regions": ["eu"]
+            }))
+            .unwrap(),
+        );
+    })
+    .await;
+    let meta = json(
+        app.get("/v1/vendors/meta_whatsapp_cloud", &app.admin_key)
+            .await,
+    )
+    .await;
+    assert_eq!(meta["standing"]["approved"], true, "{meta}");
+    assert_eq!(meta["facts"]["storage_mode"]["kind"], "local_storage");
+    // The shipped facts the configuration did not name stay.
+    assert_eq!(
+        meta["facts"]["legal_name"],
+        "Meta Platforms Ireland Limited"
+    );
+    let history = meta["history"].as_array().unwrap();
+    assert_eq!(history.len(), 2);
+    assert_eq!(history[1]["actor"], "system");
+    assert!(
+        history[1]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("configuration ([vendors.meta_whatsapp_cloud])")
+    );
+    // Applied once: a restart with the same configuration changes nothing.
+    let app = app.restart().await;
+    let again = json(
+        app.get("/v1/vendors/meta_whatsapp_cloud", &app.admin_key)
+            .await,
+    )
+    .await;
+    assert_eq!(again["history"].as_array().unwrap().len(), 2);
+}
