@@ -36,6 +36,6 @@ pub use reports::{
 };
 pub use retry::RetryPolicy;
 pub use send::{
-    AcceptOutcome, Accepted, ConsentGate, IdempotencyClaim, Messages, NewMessage, Refusal,
-    SendCommand, SendError,
+    AcceptOutcome, Accepted, ChannelVendor, ConsentGate, IdempotencyClaim, Messages, NewMessage,
+    Refusal, SendCommand, SendError,
 };

@@ -75,9 +75,23 @@ pub enum Refusal {
     ConsentWithdrawn,
     #[error("the purpose's frequency cap for this subject is reached")]
     RateLimited { retry_after_seconds: u64 },
+    /// The channel's vendor does not stand in the provider register.
+    #[error("the channel's vendor {vendor} may not carry messages: {}", reason.code())]
+    VendorNotApproved {
+        vendor: crate::vendors::VendorId,
+        reason: crate::vendors::NotApproved,
+    },
 }
 
 impl Refusal {
+    /// The vendor and why, for a [`Refusal::VendorNotApproved`].
+    pub fn vendor(&self) -> Option<(&crate::vendors::VendorId, crate::vendors::NotApproved)> {
+        match self {
+            Refusal::VendorNotApproved { vendor, reason } => Some((vendor, *reason)),
+            _ => None,
+        }
+    }
+
     pub fn code(&self) -> &'static str {
         match self {
             Refusal::UnknownPurpose => "unknown_purpose",
@@ -91,6 +105,7 @@ impl Refusal {
             Refusal::ConsentPending => "consent_pending",
             Refusal::ConsentWithdrawn => "consent_withdrawn",
             Refusal::RateLimited { .. } => "rate_limited",
+            Refusal::VendorNotApproved { .. } => "vendor_not_approved",
         }
     }
 }
@@ -368,6 +383,16 @@ pub struct Messages {
     catalog: Arc<Catalog>,
     consent: Arc<dyn ConsentGate>,
     committer: Batcher<NewMessage, AcceptOutcome>,
+    /// The vendor the channel goes through and the register that judges it; `None` only in
+    /// unit tests of the send path without a register.
+    route: Option<ChannelVendor>,
+}
+
+/// The vendor a channel goes through, judged by the provider register at every send.
+#[derive(Debug, Clone)]
+pub struct ChannelVendor {
+    pub vendor: crate::vendors::VendorId,
+    pub register: crate::vendors::Vendors,
 }
 
 impl std::fmt::Debug for Messages {
@@ -410,7 +435,15 @@ impl Messages {
             catalog,
             consent,
             committer,
+            route: None,
         }
+    }
+
+    /// Sends go through `route`'s vendor, refused while it does not stand.
+    #[must_use]
+    pub fn through(mut self, route: ChannelVendor) -> Self {
+        self.route = Some(route);
+        self
     }
 
     pub fn catalog(&self) -> &Catalog {
@@ -453,6 +486,7 @@ impl Messages {
         command: &SendCommand,
         subject: Option<&SubjectId>,
         code: &'static str,
+        vendor: Option<(&crate::vendors::VendorId, crate::vendors::NotApproved)>,
     ) -> Result<(), StoreError> {
         let mut event = AuditEvent::new(initiator, Action::MessageRefused, Outcome::Denied)
             .details(
@@ -461,6 +495,13 @@ impl Messages {
                     .with_opt("purpose", Detail::name(&command.purpose))
                     .with("kind", command.content.kind()),
             );
+        if let Some((vendor, reason)) = vendor {
+            event = event.details(
+                Details::new()
+                    .with_opt("vendor", Detail::name(vendor.as_str()))
+                    .with("reason", reason.code()),
+            );
+        }
         if let Some(subject) = subject {
             event = event.target(Target::Subject(subject.clone()));
         }
@@ -514,7 +555,7 @@ impl Messages {
             Ok(resolved) => resolved,
             Err(error) => {
                 if let SendError::Refused(refusal) = &error {
-                    self.refuse(initiator, &command, None, refusal.code())
+                    self.refuse(initiator, &command, None, refusal.code(), refusal.vendor())
                         .await?;
                 }
                 return Err(error);
@@ -525,7 +566,7 @@ impl Messages {
                 Ok(decided) => decided,
                 Err(error) => {
                     if let SendError::Refused(refusal) = &error {
-                        self.refuse(initiator, &command, Some(&subject.id), refusal.code())
+                        self.refuse(initiator, &command, Some(&subject.id), refusal.code(), None)
                             .await?;
                     }
                     return Err(error);
@@ -588,7 +629,7 @@ impl Messages {
                         retry_after_seconds: 1,
                     },
                 };
-                self.refuse(initiator, &command, Some(&subject.id), refusal.code())
+                self.refuse(initiator, &command, Some(&subject.id), refusal.code(), None)
                     .await?;
                 Err(refusal.into())
             }
@@ -666,6 +707,16 @@ impl Messages {
                 }
                 .into());
             }
+        }
+        // The channel's vendor must stand in the provider register (read from memory).
+        if let Some(route) = &self.route
+            && let Err(reason) = route.register.standing_of(&route.vendor)
+        {
+            return Err(Refusal::VendorNotApproved {
+                vendor: route.vendor.clone(),
+                reason,
+            }
+            .into());
         }
         // WhatsApp offers no business associate agreement.
         if command.phi {

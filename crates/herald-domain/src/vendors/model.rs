@@ -371,7 +371,7 @@ mod tests {
             certifications: vec![Certification {
                 name: "ISO/IEC 27001".into(),
                 issuer: "Cert Body".into(),
-                expires_at: date("2027-06-30"),
+                expires_at: date("2028-06-30"),
                 evidence: None,
             }],
             processing_regions: vec!["eu".into()],
@@ -432,8 +432,14 @@ mod tests {
             standing(VendorStatus::Approved, &never, today),
             Err(NotApproved::ReviewOverdue)
         );
+        let mut lapsing = reviewed();
+        lapsing.certifications[0].expires_at = date("2027-01-31");
         assert_eq!(
-            standing(VendorStatus::Approved, &facts, date("2027-07-01")),
+            standing(VendorStatus::Approved, &lapsing, date("2027-01-31")),
+            Ok(())
+        );
+        assert_eq!(
+            standing(VendorStatus::Approved, &lapsing, date("2027-02-01")),
             Err(NotApproved::CertificationExpired)
         );
         // Herald's own sandbox needs no contract, but must still be approved.

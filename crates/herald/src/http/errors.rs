@@ -72,6 +72,7 @@ pub fn send(error: SendError) -> Problem {
                 Refusal::ConsentMissing => Code::ConsentMissing,
                 Refusal::ConsentPending => Code::ConsentPending,
                 Refusal::ConsentWithdrawn => Code::ConsentWithdrawn,
+                Refusal::VendorNotApproved { .. } => Code::VendorNotApproved,
                 Refusal::RateLimited {
                     retry_after_seconds,
                 } => {

@@ -61,6 +61,7 @@ pub enum Code {
     DelayReasonRequired,
     PurposeNotLegalObligation,
     VendorChanged,
+    VendorNotApproved,
 }
 
 impl Code {
@@ -103,9 +104,9 @@ impl Code {
             | Code::InvalidTransition
             | Code::IncidentChanged
             | Code::VendorChanged => StatusCode::CONFLICT,
-            Code::DelayReasonRequired | Code::PurposeNotLegalObligation => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
+            Code::DelayReasonRequired
+            | Code::PurposeNotLegalObligation
+            | Code::VendorNotApproved => StatusCode::UNPROCESSABLE_ENTITY,
         }
     }
 
@@ -152,6 +153,7 @@ impl Code {
             Code::DelayReasonRequired => "delay_reason_required",
             Code::PurposeNotLegalObligation => "purpose_not_legal_obligation",
             Code::VendorChanged => "vendor_changed",
+            Code::VendorNotApproved => "vendor_not_approved",
         }
     }
 
@@ -208,6 +210,9 @@ impl Code {
                 "Breach notices go out under a purpose whose lawful basis is legal_obligation"
             }
             Code::VendorChanged => "The vendor changed meanwhile",
+            Code::VendorNotApproved => {
+                "The channel's vendor is not approved in the provider register"
+            }
         }
     }
 
@@ -418,7 +423,7 @@ impl IntoResponse for Problem {
 mod tests {
     use super::*;
 
-    const ALL: [Code; 41] = [
+    const ALL: [Code; 42] = [
         Code::MalformedJson,
         Code::InvalidRequest,
         Code::Unauthorized,
@@ -460,6 +465,7 @@ mod tests {
         Code::DelayReasonRequired,
         Code::PurposeNotLegalObligation,
         Code::VendorChanged,
+        Code::VendorNotApproved,
     ];
 
     #[test]

@@ -11,8 +11,9 @@ use super::Herald;
 
 /// How often a running server re-reads its root keys (to follow a rotation done by the CLI).
 const ROOT_KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(60);
-/// How often a node re-reads integrations' own rate limits set on other nodes (the window in
-/// which a `PATCH` on one node is not yet applied on another), and forgets idle limiter state.
+/// How often a node re-reads integrations' own rate limits and the provider register changed on
+/// other nodes (the window in which a `PATCH` on one node is not yet applied on another), and
+/// forgets idle limiter state.
 const RATE_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
 /// How often the audit retention is applied.
 const AUDIT_PRUNE_INTERVAL: Duration = Duration::from_secs(24 * 3600);
@@ -129,6 +130,7 @@ impl Herald {
         let audit = self.audit.clone();
         let flush_every = self.config.auth.last_used_flush_interval;
         let limits = self.limits.clone();
+        let vendors = self.vendors.clone();
         let store = Arc::clone(&self.store);
         let seal_every = self.config.audit.seal_interval;
         let sealer = tokio::spawn({
@@ -192,6 +194,10 @@ impl Herald {
                             tracing::warn!(error = %e, "could not re-read integrations' rate limits; keeping the loaded ones");
                         }
                         limits.forget_idle();
+                        // Reviews and suspensions made on other nodes.
+                        if let Err(e) = vendors.refresh().await {
+                            tracing::warn!(error = %e, "could not re-read the provider register; keeping the loaded one");
+                        }
                     }
                 }
             }

@@ -326,6 +326,7 @@ impl Herald {
             Arc::clone(&catalog),
             config.consent_settings()?,
         );
+        let vendors = vendors::open_register(&store, &clock, &config).await?;
         let messages = Messages::new(
             Arc::clone(&store),
             Arc::clone(&keyring),
@@ -334,7 +335,8 @@ impl Herald {
             subjects.clone(),
             Arc::clone(&catalog),
             Arc::new(consents.clone()),
-        );
+        )
+        .through(vendors::send_route(&config, &vendors)?);
         let owner = workers::node_owner()?;
         if let Some(name) = &config.inbound.default_integration
             && auth.resolve_integration(name).await.is_err()
@@ -433,7 +435,6 @@ impl Herald {
             config.webhooks.allow_insecure_targets,
         );
         let metrics = Metrics::with_callbacks(reports.stats());
-        let vendors = vendors::open_register(&store, &clock, &config).await?;
         Ok(Self {
             config: Arc::new(config),
             database,

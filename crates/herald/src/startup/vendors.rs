@@ -26,6 +26,21 @@ pub fn channel_vendors(config: &Config) -> Vec<(&'static str, VendorId)> {
     out
 }
 
+/// What the send path checks: the vendor of the channel this installation sends through.
+pub fn send_route(
+    config: &Config,
+    register: &Vendors,
+) -> Result<herald_domain::messages::ChannelVendor, StartupError> {
+    let (_, vendor) = channel_vendors(config)
+        .into_iter()
+        .next()
+        .ok_or_else(|| StartupError::Vendors("whatsapp.vendor is not a vendor id".into()))?;
+    Ok(herald_domain::messages::ChannelVendor {
+        vendor,
+        register: register.clone(),
+    })
+}
+
 fn failed(e: VendorError) -> StartupError {
     StartupError::Vendors(e.to_string())
 }

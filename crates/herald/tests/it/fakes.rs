@@ -300,7 +300,11 @@ impl FakeWhatsapp {
             "[whatsapp]\nbase_url = \"{}\"\napi_version = \"{API_VERSION}\"\n\
              phone_number_id = \"{PHONE_NUMBER_ID}\"\naccess_token = \"{ACCESS_TOKEN}\"\n\
              app_secret = \"{APP_SECRET}\"\nverify_token = \"{VERIFY_TOKEN}\"\n\
-             request_timeout = \"2s\"\nmessages_per_second = 1000\n",
+             request_timeout = \"2s\"\nmessages_per_second = 1000\n\n\
+             [vendors.meta_whatsapp_cloud]\nstatus = \"approved\"\n\
+             reason = \"test harness: the fake speaks Meta's wire format\"\n\
+             dpa = {{ signed_at = \"2026-01-01\", version = \"test\" }}\n\
+             next_review_due = \"2099-12-31\"\n",
             self.base_url()
         )
     }
@@ -320,6 +324,17 @@ impl FakeWhatsapp {
         });
         config.delivery.lease = Duration::from_secs(5);
         config.delivery.poll_interval = Duration::from_millis(20);
+        // The harness's review of Meta as a vendor (docs/compliance.md): approved, DPA on file.
+        config.vendors.insert(
+            "meta_whatsapp_cloud".into(),
+            serde_json::from_value(serde_json::json!({
+                "status": "approved",
+                "reason": "test harness: the fake speaks Meta's wire format",
+                "dpa": {"signed_at": "2026-01-01", "version": "test"},
+                "next_review_due": "2099-12-31"
+            }))
+            .unwrap(),
+        );
     }
 }
 

@@ -259,3 +259,122 @@ async fn a_review_recorded_in_configuration_approves_the_shipped_meta_entry() {
     .await;
     assert_eq!(again["history"].as_array().unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn nothing_goes_through_a_vendor_that_does_not_stand() {
+    use crate::consent_kit::{configure_consent, grant, phone};
+    let fake = crate::fakes::FakeWhatsapp::start().await;
+    let app = TestApp::spawn_with(|c| {
+        configure_consent(c);
+        fake.configure(c);
+        // The operator has not reviewed Meta yet: the shipped entry, unreviewed.
+        c.vendors.clear();
+    })
+    .await;
+    grant(&app, &phone(990), "newsletter").await;
+    let send = json!({"to": phone(990), "purpose": "order_updates",
+        "template": {"name": "order_shipped", "language": "de", "parameters": ["A", "#1"]}});
+    let refused = assert_problem(
+        app.post("/v1/messages", &app.admin_key, &send).await,
+        422,
+        "vendor_not_approved",
+    )
+    .await;
+    assert!(
+        refused["detail"]
+            .as_str()
+            .unwrap()
+            .contains("meta_whatsapp_cloud may not carry messages: unreviewed"),
+        "{refused}"
+    );
+    assert_eq!(app.count("SELECT COUNT(*) FROM messages").await, 0);
+    app.herald.audit().seal().await.unwrap();
+    assert_eq!(
+        app.count(
+            "SELECT COUNT(*) FROM audit_log WHERE body LIKE '%\"code\":\"vendor_not_approved\"%'
+             AND body LIKE '%\"vendor\":\"meta_whatsapp_cloud\"%' AND body LIKE '%\"reason\":\"unreviewed\"%'"
+        )
+        .await,
+        1
+    );
+
+    // Approved without a DPA on file: still refused, for that reason.
+    let meta = json(
+        app.get("/v1/vendors/meta_whatsapp_cloud", &app.admin_key)
+            .await,
+    )
+    .await;
+    let approved = json(
+        patch(
+            &app,
+            "meta_whatsapp_cloud",
+            json!({"status": "approved", "reason": "looked at it"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(approved["standing"]["reason"], "dpa_missing");
+    let refused = assert_problem(
+        app.post("/v1/messages", &app.admin_key, &send).await,
+        422,
+        "vendor_not_approved",
+    )
+    .await;
+    assert!(refused["detail"].as_str().unwrap().ends_with("dpa_missing"));
+    // With the DPA and a review date ahead: sent.
+    let mut facts = meta["facts"].clone();
+    facts["dpa"] = json!({"signed_at": "2026-11-20", "version": "2026-05"});
+    facts["next_review_due"] = json!("2099-01-01");
+    let reviewed = json(
+        patch(
+            &app,
+            "meta_whatsapp_cloud",
+            json!({"facts": facts, "reason": "DPA on file, review 2026"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(reviewed["standing"]["approved"], true, "{reviewed}");
+    let sent = app.post("/v1/messages", &app.admin_key, &send).await;
+    assert_eq!(sent.status(), 202);
+    crate::delivery::eventually("the provider called once", || async {
+        (fake.accepted().len() == 1).then_some(())
+    })
+    .await;
+    // Suspended: refused again at once, nothing more reaches the provider.
+    patch(
+        &app,
+        "meta_whatsapp_cloud",
+        json!({"status": "suspended", "reason": "incident at the vendor"}),
+    )
+    .await;
+    let refused = assert_problem(
+        app.post("/v1/messages", &app.admin_key, &send).await,
+        422,
+        "vendor_not_approved",
+    )
+    .await;
+    assert!(refused["detail"].as_str().unwrap().ends_with("suspended"));
+    assert_eq!(app.count("SELECT COUNT(*) FROM messages").await, 1);
+    assert_eq!(fake.received().len(), 1);
+    // A review that has fallen due: overdue (the test clock is in 2030).
+    facts["next_review_due"] = json!("2029-12-31");
+    patch(
+        &app,
+        "meta_whatsapp_cloud",
+        json!({"facts": facts, "status": "approved", "reason": "re-approved, review date stale"}),
+    )
+    .await;
+    let refused = assert_problem(
+        app.post("/v1/messages", &app.admin_key, &send).await,
+        422,
+        "vendor_not_approved",
+    )
+    .await;
+    assert!(
+        refused["detail"]
+            .as_str()
+            .unwrap()
+            .ends_with("review_overdue")
+    );
+}

@@ -125,7 +125,7 @@ pub struct Queued {
         (status = 404, description = "No such subject", body = ProblemBody, content_type = "application/problem+json"),
         (status = 409, description = "subject_restricted", body = ProblemBody, content_type = "application/problem+json"),
         (status = 410, description = "subject_erased", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 422, description = "unknown_purpose, unknown_template, template_parameters_mismatch, template_required_outside_window, phi_requires_baa, invalid_phone_number, idempotency_key_reused", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "unknown_purpose, unknown_template, template_parameters_mismatch, template_required_outside_window, phi_requires_baa, vendor_not_approved, invalid_phone_number, idempotency_key_reused", body = ProblemBody, content_type = "application/problem+json"),
     ))]
 async fn send(
     State(state): State<AppState>,
