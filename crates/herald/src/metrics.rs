@@ -56,6 +56,7 @@ pub struct Metrics {
     incident_alerts: Family<DeadlineLabels, Counter>,
     clocks_overdue: Gauge,
     clocks_approaching: Gauge,
+    vendor_reviews_due: Gauge,
 }
 
 /// The last successful backup and failures, for alerting on a schedule that stopped working.
@@ -220,6 +221,12 @@ impl Metrics {
             "Notification clocks of open incidents within 24 hours of their deadline, at the last check",
             clocks_approaching.clone(),
         );
+        let vendor_reviews_due = Gauge::default();
+        registry.register(
+            "vendor_reviews_due",
+            "Approved vendors whose review falls due within 30 days (review them before they stop carrying messages)",
+            vendor_reviews_due.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             requests,
@@ -230,6 +237,7 @@ impl Metrics {
             incident_alerts,
             clocks_overdue,
             clocks_approaching,
+            vendor_reviews_due,
         }
     }
 
@@ -268,6 +276,11 @@ impl Metrics {
             .set(i64::try_from(approaching).unwrap_or(i64::MAX));
         self.clocks_overdue
             .set(i64::try_from(overdue).unwrap_or(i64::MAX));
+    }
+
+    pub fn vendor_reviews_due(&self, count: usize) {
+        self.vendor_reviews_due
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
     pub fn rate_limited(&self, limit: &'static str) {

@@ -192,6 +192,21 @@ impl Vendors {
             .map_or(Err(NotApproved::Unreviewed), |v| v.standing(now))
     }
 
+    /// Approved vendors whose review falls due within `days` (and has not yet passed: an
+    /// overdue one no longer stands), with the date.
+    pub fn reviews_due_within(&self, days: i64) -> Vec<(VendorId, chrono::NaiveDate)> {
+        let today = self.clock.now().date_naive();
+        let horizon = today + chrono::TimeDelta::days(days);
+        self.list()
+            .into_iter()
+            .filter(|v| v.status == VendorStatus::Approved)
+            .filter_map(|v| {
+                let due = v.facts.next_review_due?;
+                (due >= today && due <= horizon).then_some((v.id, due))
+            })
+            .collect()
+    }
+
     pub fn list(&self) -> Vec<Vendor> {
         self.memory
             .read()

@@ -131,6 +131,7 @@ impl Herald {
         let flush_every = self.config.auth.last_used_flush_interval;
         let limits = self.limits.clone();
         let vendors = self.vendors.clone();
+        let metrics = self.metrics.clone();
         let store = Arc::clone(&self.store);
         let seal_every = self.config.audit.seal_interval;
         let sealer = tokio::spawn({
@@ -198,6 +199,9 @@ impl Herald {
                         if let Err(e) = vendors.refresh().await {
                             tracing::warn!(error = %e, "could not re-read the provider register; keeping the loaded one");
                         }
+                        metrics.vendor_reviews_due(
+                            vendors.reviews_due_within(super::vendors::REVIEW_WARNING_DAYS).len(),
+                        );
                     }
                 }
             }

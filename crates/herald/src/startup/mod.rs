@@ -435,6 +435,11 @@ impl Herald {
             config.webhooks.allow_insecure_targets,
         );
         let metrics = Metrics::with_callbacks(reports.stats());
+        metrics.vendor_reviews_due(
+            vendors
+                .reviews_due_within(vendors::REVIEW_WARNING_DAYS)
+                .len(),
+        );
         Ok(Self {
             config: Arc::new(config),
             database,

@@ -45,6 +45,9 @@ fn failed(e: VendorError) -> StartupError {
     StartupError::Vendors(e.to_string())
 }
 
+/// How far ahead a review falling due is warned about (and counted in metrics).
+pub const REVIEW_WARNING_DAYS: i64 = 30;
+
 pub(super) async fn open_register(
     store: &Arc<dyn Store>,
     clock: &Arc<dyn Clock>,
@@ -82,6 +85,9 @@ pub(super) async fn open_register(
                 .await
                 .map_err(failed)?;
         }
+    }
+    for (id, due) in vendors.reviews_due_within(REVIEW_WARNING_DAYS) {
+        tracing::warn!(vendor = %id, due = %due, "a vendor's review falls due within 30 days: once it passes, the vendor carries no messages");
     }
     for (channel, id) in channel_vendors(config) {
         if let Err(why) = vendors.standing_of(&id) {

@@ -378,3 +378,40 @@ async fn nothing_goes_through_a_vendor_that_does_not_stand() {
             .ends_with("review_overdue")
     );
 }
+
+#[tokio::test]
+async fn a_review_falling_due_within_30_days_is_counted_before_the_vendor_stops() {
+    // The test clock starts on 2030-01-01: Meta's review is due in ten days.
+    let due = (crate::helpers::epoch() + chrono::TimeDelta::days(10))
+        .date_naive()
+        .to_string();
+    let app = TestApp::spawn_with(|c| {
+        c.vendors.insert(
+            "meta_whatsapp_cloud".into(),
+            serde_json::from_value(json!({
+                "status": "approved", "reason": "reviewed",
+                "dpa": {"signed_at": "2026-11-20", "version": "2026-05"},
+                "next_review_due": due,
+            }))
+            .unwrap(),
+        );
+    })
+    .await;
+    let metrics = app.metrics_text().await;
+    assert!(metrics.contains("herald_vendor_reviews_due 1"), "{metrics}");
+    let meta = json(
+        app.get("/v1/vendors/meta_whatsapp_cloud", &app.admin_key)
+            .await,
+    )
+    .await;
+    assert_eq!(meta["standing"]["approved"], true);
+    // Past the day, it no longer stands (and is no longer "due": it is overdue).
+    app.clock.advance(chrono::TimeDelta::days(11));
+    let meta = json(
+        app.get("/v1/vendors/meta_whatsapp_cloud", &app.admin_key)
+            .await,
+    )
+    .await;
+    assert_eq!(meta["standing"]["reason"], "review_overdue");
+    assert!(app.herald.vendors().reviews_due_within(30).is_empty());
+}
