@@ -34,6 +34,31 @@ macro_rules! replace_incident {
     };
 }
 
+/// Queues an event about no one person (sealed under the system key) for every enabled
+/// endpoint subscribed to its type that `$filter` keeps (`$1`–`$5` are taken; the filter's own
+/// parameters, `$extra`, are `$6` on).
+macro_rules! queue_operator_event {
+    ($tx:expr, $event:expr, $filter:literal $(, $extra:expr)*) => {{
+        sqlx::query(concat!(
+            "INSERT INTO webhook_deliveries (event_id, endpoint_id, event_type, subject_id,
+               payload_ciphertext, status, attempts, due_at, created_at, updated_at)
+             SELECT $1, e.id, $2, NULL, $3, 'pending', 0, $4, $4, $4
+             FROM webhook_endpoints AS e
+             WHERE e.enabled = true AND e.events LIKE $5",
+            $filter
+        ))
+        .bind($event.id.as_str())
+        .bind($event.event_type.as_str())
+        .bind(&$event.payload_ciphertext)
+        .bind(millis($event.created_at))
+        .bind(format!("%,{},%", $event.event_type.as_str()))
+        $(.bind($extra))*
+        .execute($tx)
+        .await
+        .map_err(from_sqlx)?
+    }};
+}
+
 type Row = (String, String, String, Vec<u8>, i64, i64, i64);
 
 const COLUMNS: &str = "id, status, facts, text_ciphertext, created_at, updated_at, version";
@@ -140,37 +165,24 @@ impl IncidentStore for Database {
         audit: &AuditRecord,
         event: &OperatorEvent,
     ) -> Result<bool, StoreError> {
-        let pattern = format!("%,{},%", event.event_type.as_str());
-        let at = millis(event.created_at);
         let changed = write_tx!(self, |tx| {
             if !replace_incident!(&mut *tx, row, expected_version) {
                 return Ok(false);
             }
             // The scope is checked when the event is queued: an integration that lost its
             // last credential allowed to read the register no longer hears of incidents.
-            sqlx::query(
-                "INSERT INTO webhook_deliveries (event_id, endpoint_id, event_type, subject_id,
-                   payload_ciphertext, status, attempts, due_at, created_at, updated_at)
-                 SELECT $1, e.id, $2, NULL, $3, 'pending', 0, $4, $4, $4
-                 FROM webhook_endpoints AS e
-                 WHERE e.enabled = true AND e.events LIKE $5
-                   AND (EXISTS (SELECT 1 FROM api_keys AS k
-                          WHERE k.integration_id = e.integration_id AND k.revoked_at IS NULL
-                            AND (k.expires_at IS NULL OR k.expires_at > $4)
-                            AND (' ' || k.scopes || ' ' LIKE '% incidents:read %'
-                                 OR ' ' || k.scopes || ' ' LIKE '% admin %'))
-                        OR EXISTS (SELECT 1 FROM oauth_clients AS c
-                          WHERE c.integration_id = e.integration_id AND c.revoked_at IS NULL
-                            AND ' ' || c.scopes || ' ' LIKE '% incidents:read %'))",
-            )
-            .bind(event.id.as_str())
-            .bind(event.event_type.as_str())
-            .bind(&event.payload_ciphertext)
-            .bind(at)
-            .bind(&pattern)
-            .execute(&mut *tx)
-            .await
-            .map_err(from_sqlx)?;
+            queue_operator_event!(
+                &mut *tx,
+                event,
+                " AND (EXISTS (SELECT 1 FROM api_keys AS k
+                        WHERE k.integration_id = e.integration_id AND k.revoked_at IS NULL
+                          AND (k.expires_at IS NULL OR k.expires_at > $4)
+                          AND (' ' || k.scopes || ' ' LIKE '% incidents:read %'
+                               OR ' ' || k.scopes || ' ' LIKE '% admin %'))
+                      OR EXISTS (SELECT 1 FROM oauth_clients AS c
+                        WHERE c.integration_id = e.integration_id AND c.revoked_at IS NULL
+                          AND ' ' || c.scopes || ' ' LIKE '% incidents:read %'))"
+            );
             insert_audit!(&mut *tx, audit)?;
             Ok::<_, StoreError>(true)
         })?;
@@ -215,23 +227,12 @@ impl IncidentStore for Database {
             }
             let mut queued = Vec::with_capacity(events.len());
             for (integration, event) in events {
-                let at = millis(event.created_at);
-                let done = sqlx::query(
-                    "INSERT INTO webhook_deliveries (event_id, endpoint_id, event_type, subject_id,
-                       payload_ciphertext, status, attempts, due_at, created_at, updated_at)
-                     SELECT $1, e.id, $2, NULL, $3, 'pending', 0, $4, $4, $4
-                     FROM webhook_endpoints AS e
-                     WHERE e.integration_id = $5 AND e.enabled = true AND e.events LIKE $6",
-                )
-                .bind(event.id.as_str())
-                .bind(event.event_type.as_str())
-                .bind(&event.payload_ciphertext)
-                .bind(at)
-                .bind(integration.as_str())
-                .bind(format!("%,{},%", event.event_type.as_str()))
-                .execute(&mut *tx)
-                .await
-                .map_err(from_sqlx)?;
+                let done = queue_operator_event!(
+                    &mut *tx,
+                    event,
+                    " AND e.integration_id = $6",
+                    integration.as_str()
+                );
                 queued.push(done.rows_affected());
             }
             insert_audit!(&mut *tx, audit)?;

@@ -178,7 +178,7 @@ impl Initiator {
     /// The same, on a route (ignored unless it is a plausible template: see [`Detail::route`]).
     #[must_use]
     pub fn on_route(mut self, route: &str) -> Self {
-        self.route = Detail::route(route).map(|_| route.to_owned());
+        self.route = Detail::is_route(route).then(|| route.to_owned());
         self
     }
 
@@ -435,12 +435,17 @@ pub enum Detail {
 impl Detail {
     /// A route template, if it looks like one (`/`, letters, digits, `{}`, `_`, `.`, `-`).
     pub fn route(template: &str) -> Option<Self> {
-        let plausible = template.starts_with('/')
+        Self::is_route(template).then(|| Detail::Route(template.to_owned()))
+    }
+
+    /// Whether `template` looks like a route template (checked without allocating: every
+    /// authenticated request's initiator is checked).
+    pub fn is_route(template: &str) -> bool {
+        template.starts_with('/')
             && template.len() <= 100
             && template.bytes().all(|b| {
                 b.is_ascii_alphanumeric() || matches!(b, b'/' | b'{' | b'}' | b'_' | b'.' | b'-')
-            });
-        plausible.then(|| Detail::Route(template.to_owned()))
+            })
     }
 
     /// A configured name, if it is a plain identifier (letter first; letters, digits, `_`,

@@ -76,7 +76,7 @@ impl Incidents {
             });
         }
         if let Selector::Route(route) = &query.selector
-            && Detail::route(route).is_none()
+            && !Detail::is_route(route)
         {
             return Err(IncidentError::Invalid {
                 field: "route",

@@ -65,7 +65,7 @@ scopes! {
 pub struct Authorized<S: RequiredScope> {
     pub principal: Principal,
     /// The route template the request matched, for the audit entries it causes.
-    route: Option<String>,
+    route: Option<MatchedPath>,
     _scope: PhantomData<S>,
 }
 
@@ -87,7 +87,7 @@ impl<S: RequiredScope> Authorized<S> {
             super::request_id::current().and_then(|id| RequestId::parse(&id)),
         );
         match &self.route {
-            Some(route) => initiator.on_route(route),
+            Some(route) => initiator.on_route(route.as_str()),
             None => initiator,
         }
     }
@@ -191,10 +191,7 @@ impl<S: RequiredScope> FromRequestParts<AppState> for Authorized<S> {
             return Err(Problem::new(Code::Forbidden)
                 .detail(format!("this endpoint requires the scope {}", S::SCOPE)));
         }
-        let route = parts
-            .extensions
-            .get::<MatchedPath>()
-            .map(|route| route.as_str().to_owned());
+        let route = parts.extensions.get::<MatchedPath>().cloned();
         Ok(Self {
             principal,
             route,
